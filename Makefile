@@ -1,0 +1,47 @@
+# Hookline: `make run` runs it, `make test` tests it. Everything installs on first use.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: run up down test unit lint bench receiver clean deps infra
+
+$(VENV_STAMP): pyproject.toml
+	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
+	@[ -x $(PY) ] || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+deps: $(VENV_STAMP)
+	@deploy/local/kafka.sh fetch
+
+infra: deps
+	@deploy/local/infra.sh up
+
+run: deps
+	@deploy/local/run.sh
+
+up: deps
+	@deploy/local/up.sh up
+
+down:
+	@deploy/local/up.sh down
+
+test: deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+unit: $(VENV_STAMP)
+	$(PY) -m pytest -q tests/unit
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check services shared tests
+	$(PY) -m mypy services shared
+
+bench: deps
+	$(PY) -m tests.bench
+
+receiver: $(VENV_STAMP)
+	$(PY) -m services.receiver
+
+clean: down
+	rm -rf .hookline

@@ -1,0 +1,55 @@
+# Environment for `make run` / `make up` (sourced after common.sh). A variable already set
+# in the environment wins, even when empty.
+PY="$ROOT/.venv/bin/python"
+export HOOKLINE_DATABASE_URL="${HOOKLINE_DATABASE_URL-postgresql://hookline@127.0.0.1:$PG_PORT/hookline}"
+export HOOKLINE_KAFKA_BOOTSTRAP="${HOOKLINE_KAFKA_BOOTSTRAP-127.0.0.1:$KAFKA_PORT}"
+export HOOKLINE_ALLOWED_TARGETS="${HOOKLINE_ALLOWED_TARGETS-127.0.0.0/8,::1/128}"
+export HOOKLINE_SENDERS="${HOOKLINE_SENDERS-2}"
+if [[ -z "${HOOKLINE_SECRET_KEY+x}" ]]; then
+  # A key of this machine's own, kept beside the data it encrypts.
+  [[ -s "$HOOKLINE_HOME/secret.key" ]] || (umask 077; "$PY" -c \
+    'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' >"$HOOKLINE_HOME/secret.key")
+  HOOKLINE_SECRET_KEY="$(cat "$HOOKLINE_HOME/secret.key")"
+  export HOOKLINE_SECRET_KEY
+fi
+if [[ -z "${HOOKLINE_ADMIN_TOKEN+x}" ]]; then
+  [[ -s "$HOOKLINE_HOME/admin.token" ]] || (umask 077; "$PY" -c \
+    'import secrets; print("hla_" + secrets.token_urlsafe(32))' >"$HOOKLINE_HOME/admin.token")
+  HOOKLINE_ADMIN_TOKEN="$(cat "$HOOKLINE_HOME/admin.token")"
+  export HOOKLINE_ADMIN_TOKEN
+  ADMIN_TOKEN_FILE="$HOOKLINE_HOME/admin.token"
+fi
+
+# The services that exist in this tree, senders repeated HOOKLINE_SENDERS times.
+service_list() {
+  local s n
+  for s in relay matcher api; do
+    [[ -f "$ROOT/services/$s/__main__.py" ]] && echo "$s"
+  done
+  if [[ -f "$ROOT/services/sender/__main__.py" ]]; then
+    for ((n = 1; n <= HOOKLINE_SENDERS; n++)); do echo "sender"; done
+  fi
+  return 0
+}
+
+print_token_help() {
+  if [[ -n "${ADMIN_TOKEN_FILE:-}" ]]; then
+    log "admin token (HOOKLINE_ADMIN_TOKEN was not set): $(cat "$ADMIN_TOKEN_FILE")"
+    log "  export HOOKLINE_ADMIN_TOKEN=\$(cat $ADMIN_TOKEN_FILE)"
+    log "  make an org token: curl -s -X POST -H \"Authorization: Bearer \$HOOKLINE_ADMIN_TOKEN\" \\"
+    log "    -d '{\"org\":\"acme\",\"name\":\"ci\"}' http://$HOOKLINE_API_HOST_PORT/api/v1/tokens"
+  fi
+}
+HOOKLINE_API_HOST_PORT="${HOOKLINE_API_HOST:-127.0.0.1}:${HOOKLINE_API_PORT:-8080}"
+
+api_ready() {
+  [[ -f "$ROOT/services/api/__main__.py" ]] || return 0
+  "$PY" - "$HOOKLINE_API_HOST_PORT" <<'PYEOF'
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(f"http://{sys.argv[1]}/readyz", timeout=2) as r:
+        sys.exit(0 if r.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PYEOF
+}

@@ -1,0 +1,132 @@
+"""Settings from HOOKLINE_* environment variables: frozen, validated once at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+from shared.core.ssrf import Allowlist
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A HOOKLINE_* variable holds a value that cannot be used; the message names it."""
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw.strip())
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _bootstrap(raw: str) -> str:
+    for part in raw.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected host:port[,host:port...], got {part.strip()!r}")
+    return raw.strip()
+
+
+def _db_url(raw: str) -> str:
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must start with postgresql://")
+    return raw
+
+
+def _secret_key(raw: str) -> str:
+    # Imported here so that the pure settings module has no hard crypto dependency at import.
+    from shared.crypto import validate_key
+
+    validate_key(raw.strip())
+    return raw.strip()
+
+
+def _header_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not value or not all(c.isalnum() or c == "-" for c in value):
+        raise ValueError("must be letters, digits and dashes, e.g. X-Hookline")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+    return value
+
+
+def _setting(env: str, default: str, parse: Callable[[str], Any]) -> Any:
+    return field(default=None, metadata={"env": env, "default": default, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every HOOKLINE_* variable; a service reads only the ones it needs."""
+
+    database_url: str = _setting(
+        "HOOKLINE_DATABASE_URL", "postgresql://hookline@127.0.0.1:54329/hookline", _db_url
+    )
+    kafka_bootstrap: str = _setting("HOOKLINE_KAFKA_BOOTSTRAP", "127.0.0.1:9092", _bootstrap)
+    api_host: str = _setting("HOOKLINE_API_HOST", "127.0.0.1", _nonempty)
+    api_port: int = _setting("HOOKLINE_API_PORT", "8080", _int(0, 65535))
+    admin_token: str = _setting("HOOKLINE_ADMIN_TOKEN", "", _str)
+    secret_key: str = _setting("HOOKLINE_SECRET_KEY", "", _secret_key)
+    allowed_targets: Allowlist = _setting("HOOKLINE_ALLOWED_TARGETS", "", Allowlist.parse)
+    header_prefix: str = _setting("HOOKLINE_HEADER_PREFIX", "X-Hookline", _header_prefix)
+    disable_after_failures: int = _setting(
+        "HOOKLINE_DISABLE_AFTER_FAILURES", "10", _int(1, 1_000_000)
+    )
+    disable_after_seconds: int = _setting(
+        "HOOKLINE_DISABLE_AFTER_SECONDS", "3600", _int(0, 365 * 86400)
+    )
+    max_webhooks_per_repo: int = _setting("HOOKLINE_MAX_WEBHOOKS_PER_REPO", "20", _int(1, 10_000))
+    max_payload_bytes: int = _setting(
+        "HOOKLINE_MAX_PAYLOAD_BYTES", str(1024 * 1024), _int(1024, 64 * 1024 * 1024)
+    )
+    ingest_rate_per_org: int = _setting(
+        "HOOKLINE_INGEST_RATE_PER_ORG", "60000", _int(1, 100_000_000)
+    )
+    retention_days: int = _setting("HOOKLINE_RETENTION_DAYS", "30", _int(1, 3650))
+    sender_concurrency: int = _setting("HOOKLINE_SENDER_CONCURRENCY", "256", _int(1, 10_000))
+    sender_inflight_per_webhook: int = _setting(
+        "HOOKLINE_SENDER_INFLIGHT_PER_WEBHOOK", "32", _int(1, 10_000)
+    )
+    log_level: str = _setting("HOOKLINE_LOG_LEVEL", "INFO", _log_level)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Reads every variable; a set variable wins over the default even when empty."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name, default, parse = f.metadata["env"], f.metadata["default"], f.metadata["parse"]
+            raw = env.get(name, default)
+            try:
+                values[f.name] = parse(raw)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        return cls(**values)
+
+    def require(self, *names: str) -> None:
+        """Fails naming the variable when a setting a service needs is empty."""
+        for name in names:
+            if not getattr(self, name):
+                env = next(f.metadata["env"] for f in fields(self) if f.name == name)
+                raise ConfigError(f"{env}: must be set")

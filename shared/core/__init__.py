@@ -1,0 +1,1 @@
+"""Hookline's pure core: event catalog, matching, retry schedule, signing, SSRF rules."""

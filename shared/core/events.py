@@ -1,0 +1,170 @@
+"""The event catalog (DESIGN.md section 5) as data, and the shaping of a delivered body.
+
+A full event type is ``family`` or ``family.action`` (``push``, ``pull_request.opened``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import ValidationError
+
+__all__ = [
+    "CATALOG",
+    "EVENT_TYPES",
+    "FAMILIES",
+    "build_body",
+    "catalog_document",
+    "format_timestamp",
+    "is_known_type",
+    "parse_event_type",
+    "split_type",
+]
+
+# family -> actions; an empty list means the family is itself the full type (no action).
+CATALOG: dict[str, list[str]] = {
+    "ping": [],
+    "push": [],
+    "create": [],
+    "delete": [],
+    "release": ["created", "updated", "published"],
+    "pull_request": [
+        "opened",
+        "closed",
+        "merged",
+        "reopened",
+        "edited",
+        "updated",
+        "review_requested",
+        "review_submitted",
+    ],
+    "issue": ["opened", "closed", "reopened", "edited", "deleted", "commented"],
+    "comment": ["created"],
+    "pipeline": ["run_started", "run_completed", "job_completed"],
+    "star": ["added", "removed"],
+    "fork": ["created"],
+    "agent": ["action"],
+    "ai_review": ["started", "completed", "suggestion_applied"],
+}
+
+FAMILIES: tuple[str, ...] = tuple(CATALOG)
+
+EVENT_TYPES: tuple[str, ...] = tuple(
+    full
+    for family, actions in CATALOG.items()
+    for full in ([family] if not actions else [f"{family}.{a}" for a in actions])
+)
+
+_EVENT_TYPE_SET: frozenset[str] = frozenset(EVENT_TYPES)
+
+
+def is_known_type(full: str) -> bool:
+    """Return True if ``full`` is a type of the catalog (``push``, ``release.created``)."""
+    return full in _EVENT_TYPE_SET
+
+
+def split_type(full: str) -> tuple[str, str | None]:
+    """Split a full type into ``(family, action)``; action is None for ``push`` and the like."""
+    family, dot, action = full.partition(".")
+    return family, (action if dot else None)
+
+
+def _check_action(family: str, action: str | None) -> str:
+    actions = CATALOG[family]
+    if not actions:
+        if action is not None:
+            raise ValidationError(
+                f"event {family!r} takes no action, got {action!r}", field="action"
+            )
+        return family
+    if action is None:
+        raise ValidationError(
+            f"event {family!r} needs an action, one of: {', '.join(actions)}", field="action"
+        )
+    if action not in actions:
+        raise ValidationError(
+            f"unknown action {action!r} for event {family!r}; "
+            f"expected one of: {', '.join(actions)}",
+            field="action",
+        )
+    return f"{family}.{action}"
+
+
+def parse_event_type(event: object, action: object = None) -> str:
+    """Return the full event type named by ``event`` (and ``action``), or raise 422.
+
+    Accepts ``("pull_request", "opened")``, ``("pull_request.opened", None)`` and
+    ``("push", None)``. A dotted event given together with the same action is accepted;
+    with a different action it is rejected with ``field="action"``.
+    """
+    if not isinstance(event, str) or not event:
+        raise ValidationError("event must be a non-empty string", field="event")
+    if action is not None and (not isinstance(action, str) or not action):
+        raise ValidationError("action must be a non-empty string", field="action")
+    family, dotted_action = split_type(event)
+    if family not in CATALOG:
+        raise ValidationError(f"unknown event type {event!r}", field="event")
+    if dotted_action is not None:
+        if not dotted_action or f"{family}.{dotted_action}" not in _EVENT_TYPE_SET:
+            raise ValidationError(f"unknown event type {event!r}", field="event")
+        if action is not None and action != dotted_action:
+            raise ValidationError(
+                f"action {action!r} disagrees with event {event!r}", field="action"
+            )
+        return event
+    return _check_action(family, action)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Format ``moment`` as RFC 3339 UTC with millisecond precision and a ``Z`` suffix.
+
+    A naive datetime is taken to be UTC already.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def build_body(
+    payload: dict[str, Any],
+    *,
+    full_type: str,
+    event_id: str,
+    created_at: datetime,
+    org: str,
+    repo: str,
+) -> dict[str, Any]:
+    """Return the body a subscriber receives: a copy of ``payload`` with Hookline's fields set.
+
+    Sets ``event``, ``action`` (removed when the type has none), ``event_id``,
+    ``created_at`` and ``repository.full_name``; a producer's ``repository`` object keeps
+    its other keys. The input payload is not modified.
+    """
+    family, action = split_type(full_type)
+    body = dict(payload)
+    body["event"] = family
+    if action is None:
+        body.pop("action", None)
+    else:
+        body["action"] = action
+    body["event_id"] = event_id
+    body["created_at"] = format_timestamp(created_at)
+    supplied = payload.get("repository")
+    repository: dict[str, Any] = dict(supplied) if isinstance(supplied, dict) else {}
+    repository["full_name"] = f"{org}/{repo}"
+    body["repository"] = repository
+    return body
+
+
+def catalog_document() -> dict[str, Any]:
+    """Return the ``GET /event-types`` document: every type and the families' actions."""
+    event_types = []
+    for full in EVENT_TYPES:
+        family, action = split_type(full)
+        event_types.append({"type": full, "family": family, "action": action})
+    return {
+        "event_types": event_types,
+        "families": {family: list(actions) for family, actions in CATALOG.items()},
+    }

@@ -1,0 +1,36 @@
+"""Secrets at rest: Fernet (AES-128-CBC + HMAC-SHA256) with HOOKLINE_SECRET_KEY."""
+
+from __future__ import annotations
+
+from cryptography.fernet import Fernet, InvalidToken
+
+
+def validate_key(key: str) -> None:
+    """Raises ValueError unless `key` is a Fernet key (url-safe base64 of 32 bytes)."""
+    try:
+        Fernet(key.encode())
+    except (ValueError, TypeError):
+        raise ValueError(
+            "must be a url-safe base64 key of 32 bytes "
+            "(make one: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())')"
+        ) from None
+
+
+class SecretBox:
+    """Encrypts webhook secrets for PostgreSQL and Kafka; decrypts them only to sign."""
+
+    def __init__(self, key: str) -> None:
+        self._fernet = Fernet(key.encode())
+
+    def seal(self, secret: str) -> bytes:
+        return self._fernet.encrypt(secret.encode())
+
+    def open(self, sealed: bytes) -> str:
+        try:
+            return self._fernet.decrypt(bytes(sealed)).decode()
+        except InvalidToken:
+            raise ValueError("secret cannot be decrypted with HOOKLINE_SECRET_KEY") from None
+
+    def __repr__(self) -> str:  # never show key material
+        return "SecretBox(<hidden>)"

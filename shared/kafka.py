@@ -1,0 +1,114 @@
+"""Kafka adapter: producer and consumer factories, topic provisioning."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from shared.core.retry import RETRY_TIERS
+
+EVENTS = "hookline.events"
+EVENTS_REJECTED = "hookline.events.rejected"
+DELIVERIES = "hookline.deliveries"
+DLQ = "hookline.dlq"
+WEBHOOKS = "hookline.webhooks"
+WEEK_MS = 7 * 86400 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(partitions: int = 12) -> list[TopicSpec]:
+    """Every topic Hookline uses, with its partition count and config."""
+    keep = {"retention.ms": str(WEEK_MS)}
+    specs = [
+        TopicSpec(EVENTS, partitions, keep),
+        TopicSpec(DELIVERIES, partitions, keep),
+        TopicSpec(DLQ, 3, {"retention.ms": str(4 * WEEK_MS)}),
+        TopicSpec(EVENTS_REJECTED, 3, {"retention.ms": str(4 * WEEK_MS)}),
+        TopicSpec(WEBHOOKS, 6, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+    ]
+    # One topic per fixed backoff; a partition holds a single delay, so its head is always
+    # the next message due.
+    specs += [TopicSpec(t.topic, partitions, keep) for t in RETRY_TIERS]
+    return specs
+
+
+def make_producer(bootstrap: str, *, client_id: str, linger_ms: int = 5) -> AIOKafkaProducer:
+    """Idempotent producer (acks=all), batching for throughput."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=linger_ms,
+        max_batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        request_timeout_ms=30_000,
+    )
+
+
+def make_consumer(
+    bootstrap: str, *topics: str, group_id: str | None, client_id: str, **kw: object
+) -> AIOKafkaConsumer:
+    """Consumer with manual commits; starts at the earliest offset of a new group."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_wait_ms=50,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        max_poll_interval_ms=300_000,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def wait_for_kafka(bootstrap: str, timeout: float = 90.0) -> None:
+    """Returns once a client can fetch the cluster's metadata."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaConnectionError, OSError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
+    """Creates the topics that do not exist yet; returns their names. Idempotent."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        try:
+            await admin.create_topics(
+                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
+            )
+        except TopicAlreadyExistsError:
+            pass  # another process created them first
+        return [s.name for s in missing]
+    finally:
+        await admin.close()

@@ -1,0 +1,98 @@
+"""Where the tests' PostgreSQL and Kafka come from: the environment, Docker, or our scripts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_HOME = ROOT / ".hookline" / "test"
+TEST_PG_PORT = "54339"
+TEST_KAFKA_PORT = "19092"
+TEST_KAFKA_CONTROLLER_PORT = "19093"
+
+
+@dataclass(frozen=True)
+class Infra:
+    database_url: str
+    kafka_bootstrap: str
+    source: str  # "environment" | "testcontainers" | "local"
+
+
+def _script_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HOOKLINE_HOME=str(TEST_HOME),
+        HOOKLINE_PG_PORT=TEST_PG_PORT,
+        HOOKLINE_KAFKA_PORT=TEST_KAFKA_PORT,
+        HOOKLINE_KAFKA_CONTROLLER_PORT=TEST_KAFKA_CONTROLLER_PORT,
+    )
+    return env
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextmanager
+def _local() -> Iterator[Infra]:
+    env = _script_env()
+    scripts = ROOT / "deploy" / "local"
+    started: list[Callable[[], object]] = []
+    try:
+        for name in ("pg.sh", "kafka.sh"):
+            running = (
+                subprocess.run([scripts / name, "status"], env=env, capture_output=True).returncode
+                == 0
+            )
+            subprocess.run(
+                [scripts / name, "start"], env=env, check=True, stdout=subprocess.DEVNULL
+            )
+            if not running:
+                started.append(
+                    lambda n=name: subprocess.run([scripts / n, "stop"], env=env, check=False)
+                )
+        yield Infra(
+            database_url=f"postgresql://hookline@127.0.0.1:{TEST_PG_PORT}/hookline",
+            kafka_bootstrap=f"127.0.0.1:{TEST_KAFKA_PORT}",
+            source="local",
+        )
+    finally:
+        for stop in reversed(started):
+            stop()
+
+
+@contextmanager
+def _containers() -> Iterator[Infra]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with (
+        PostgresContainer("postgres:16", driver=None) as pg,
+        KafkaContainer().with_kraft() as kafka,
+    ):
+        yield Infra(pg.get_connection_url(), kafka.get_bootstrap_server(), "testcontainers")
+
+
+@contextmanager
+def test_infra() -> Iterator[Infra]:
+    """The environment's servers if named, else Docker's, else our own local ones."""
+    db, kafka = os.environ.get("HOOKLINE_DATABASE_URL"), os.environ.get("HOOKLINE_KAFKA_BOOTSTRAP")
+    if db and kafka:
+        yield Infra(db, kafka, "environment")
+    elif _docker_answers():
+        with _containers() as infra:
+            yield infra
+    else:
+        with _local() as infra:
+            yield infra
