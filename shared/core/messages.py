@@ -1,0 +1,286 @@
+"""Typed messages on Hookline's Kafka topics, with their JSON encoding and edge decoding.
+
+Every message carries `version`; a message that will not decode raises `MessageError`
+with a reason, which consumers publish to a rejected or dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .errors import ValidationError
+from .events import build_body, format_timestamp, parse_event_type
+from .matching import validate_filters
+
+VERSION = 1
+# uuid5 namespace for delivery ids: uuid5(NAMESPACE, f"{event_id}/{webhook_id}").
+DELIVERY_NAMESPACE = uuid.UUID("5b0c1d1e-6f6f-4b6c-8e69-6e65686f6f6b")
+TRIGGERS = ("auto", "retry", "manual", "recover", "ping")
+
+
+class MessageError(ValueError):
+    """A message that cannot be decoded; `reason` says why (goes into a header)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def delivery_id_for(event_id: str, webhook_id: str) -> str:
+    """Deterministic: the same event and webhook give the same id on every path."""
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{event_id}/{webhook_id}"))
+
+
+def _loads(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise MessageError("empty message value")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"value is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MessageError("value is not a JSON object")
+    return obj
+
+
+def _str(obj: dict[str, Any], key: str, *, optional: bool = False) -> Any:
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise MessageError(f"field '{key}' must be a non-empty string")
+    return value
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    """`hookline.events`, key `org/repo`: one repository event.
+
+    Producers publishing directly send JSON:
+    `{"id"?, "event": "pull_request.opened" | "pull_request", "action"?, "org", "repo",
+      "payload": {...}, "created_at"?: RFC 3339}`.
+    """
+
+    id: str
+    type: str
+    org: str
+    repo: str
+    payload: dict[str, Any]
+    created_at: str
+    version: int = VERSION
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.org}/{self.repo}".encode()
+
+    def body(self) -> dict[str, Any]:
+        """What a subscriber receives (DESIGN.md section 4)."""
+        return build_body(
+            self.payload,
+            full_type=self.type,
+            event_id=self.id,
+            created_at=datetime.fromisoformat(self.created_at.replace("Z", "+00:00")),
+            org=self.org,
+            repo=self.repo,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_event(
+    *,
+    org: str,
+    repo: str,
+    event: object,
+    action: object = None,
+    payload: object,
+    event_id: str | None = None,
+    created_at: datetime | None = None,
+) -> EventMessage:
+    """Validates and builds an event; raises ValidationError naming the field."""
+    full = parse_event_type(event, action)
+    if not isinstance(payload, dict):
+        raise ValidationError("payload must be a JSON object", field="payload")
+    for name, value in (("org", org), ("repo", repo)):
+        if not isinstance(value, str) or not value or "/" in value or len(value) > 100:
+            raise ValidationError(f"{name} must be 1-100 characters without '/'", field=name)
+    if event_id is not None and (not isinstance(event_id, str) or not 1 <= len(event_id) <= 200):
+        raise ValidationError("id must be a string of 1-200 characters", field="id")
+    moment = created_at or datetime.now(UTC)
+    return EventMessage(
+        id=event_id or str(uuid.uuid4()),
+        type=full,
+        org=org,
+        repo=repo,
+        payload=payload,
+        created_at=format_timestamp(moment),
+    )
+
+
+def decode_event(raw: bytes | None, *, timestamp_ms: int | None = None) -> EventMessage:
+    """Decodes a `hookline.events` value; MessageError with the reason if invalid."""
+    obj = _loads(raw)
+    created = obj.get("created_at")
+    moment: datetime | None = None
+    if created is not None:
+        try:
+            moment = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+        except ValueError:
+            raise MessageError("field 'created_at' is not RFC 3339") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    elif timestamp_ms is not None:
+        moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    event = obj.get("type", obj.get("event"))
+    event_id = obj.get("id")
+    if event_id is None:
+        # No id from the producer: derive one from the bytes, so re-consuming (or publishing
+        # the same bytes twice) yields the same event id and so the same delivery ids.
+        event_id = str(uuid.uuid5(DELIVERY_NAMESPACE, hashlib.sha256(raw or b"").hexdigest()))
+    try:
+        return make_event(
+            org=obj.get("org"),  # type: ignore[arg-type]
+            repo=obj.get("repo"),  # type: ignore[arg-type]
+            event=event,
+            action=obj.get("action"),
+            payload=obj.get("payload"),
+            event_id=event_id,
+            created_at=moment,
+        )
+    except ValidationError as exc:
+        raise MessageError(f"{exc.field or 'value'}: {exc.message}") from None
+
+
+@dataclass(frozen=True)
+class WebhookRecord:
+    """`hookline.webhooks` (compacted), key webhook id; a tombstone (null) means deleted.
+
+    Secrets stay encrypted (Fernet tokens, as text) in this message.
+    """
+
+    id: str
+    org: str
+    repo: str | None
+    url: str
+    events: tuple[str, ...]
+    active: bool
+    content_type: str
+    timeout_s: int
+    retry: dict[str, Any] | None
+    secret_enc: str
+    previous_secret_enc: str | None
+    previous_expires_at: str | None
+    revision: int
+    version: int = VERSION
+
+    def encode(self) -> bytes:
+        d = asdict(self)
+        d["events"] = list(self.events)
+        return orjson.dumps(d)
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> WebhookRecord:
+        obj = _loads(raw)
+        try:
+            return cls(
+                id=_str(obj, "id"),
+                org=_str(obj, "org"),
+                repo=_str(obj, "repo", optional=True),
+                url=_str(obj, "url"),
+                events=validate_filters(obj.get("events")),
+                active=bool(obj.get("active", True)),
+                content_type=obj.get("content_type") or "json",
+                timeout_s=int(obj.get("timeout_s") or 10),
+                retry=obj.get("retry"),
+                secret_enc=_str(obj, "secret_enc"),
+                previous_secret_enc=obj.get("previous_secret_enc"),
+                previous_expires_at=obj.get("previous_expires_at"),
+                revision=int(obj.get("revision") or 0),
+                version=int(obj.get("version") or VERSION),
+            )
+        except (ValidationError, TypeError, ValueError) as exc:
+            raise MessageError(f"bad webhook record: {exc}") from None
+
+
+@dataclass(frozen=True)
+class DeliveryMessage:
+    """`hookline.deliveries`, the retry tiers and `hookline.dlq`, key webhook id.
+
+    `attempt` is the number of the attempt this message asks for (1-based); `due_at` is
+    when (epoch seconds; None = now); `enqueued_at` is when the event entered Hookline,
+    for latency measurement.
+    """
+
+    delivery_id: str
+    webhook_id: str
+    org: str
+    event_id: str
+    event_type: str
+    body: dict[str, Any]
+    attempt: int = 1
+    trigger: str = "auto"
+    due_at: float | None = None
+    enqueued_at: float | None = None
+    last_error: str | None = None
+    single: bool = False  # manual, recover and ping attempts are not retried automatically
+    version: int = VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> bytes:
+        return self.webhook_id.encode()
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> DeliveryMessage:
+        obj = _loads(raw)
+        try:
+            trigger = obj.get("trigger") or "auto"
+            if trigger not in TRIGGERS:
+                raise MessageError(f"field 'trigger' must be one of {', '.join(TRIGGERS)}")
+            body = obj.get("body")
+            if not isinstance(body, dict):
+                raise MessageError("field 'body' must be a JSON object")
+            return cls(
+                delivery_id=_str(obj, "delivery_id"),
+                webhook_id=_str(obj, "webhook_id"),
+                org=_str(obj, "org"),
+                event_id=_str(obj, "event_id"),
+                event_type=_str(obj, "event_type"),
+                body=body,
+                attempt=int(obj.get("attempt") or 1),
+                trigger=trigger,
+                due_at=None if obj.get("due_at") is None else float(obj["due_at"]),
+                enqueued_at=None if obj.get("enqueued_at") is None else float(obj["enqueued_at"]),
+                last_error=obj.get("last_error"),
+                single=bool(obj.get("single", False)),
+                version=int(obj.get("version") or VERSION),
+                extra=obj.get("extra") or {},
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, MessageError):
+                raise
+            raise MessageError(f"bad delivery message: {exc}") from None
+
+
+def ping_body(webhook_id: str, *, org: str, repo: str | None, now: datetime) -> dict[str, Any]:
+    """The body of a `ping` delivery."""
+    body: dict[str, Any] = {
+        "event": "ping",
+        "hook_id": webhook_id,
+        "zen": "Deliver every event, at least once.",
+        "created_at": format_timestamp(now),
+        "organization": {"login": org},
+    }
+    if repo is not None:
+        body["repository"] = {"full_name": f"{org}/{repo}"}
+    return body

@@ -1,0 +1,50 @@
+"""Process lifecycle shared by every service: uvloop, signals, a stop event."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from shared.config import ConfigError, Settings
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set `stop`; a second signal exits at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+
+def run(main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+    """Reads settings (exiting with the bad variable's name), then runs `main` on uvloop
+    until it returns; `main` watches the stop event and shuts down gracefully."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")
+
+    async def entry() -> None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        await main(settings, stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(entry())
+    except ImportError:
+        asyncio.run(entry())
+
+
+def instance_name(service: str) -> str:
+    """This replica's name, for client ids and logs (HOOKLINE_INSTANCE or service-pid)."""
+    return os.environ.get("HOOKLINE_INSTANCE") or f"{service}-{os.getpid()}"

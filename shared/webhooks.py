@@ -1,0 +1,243 @@
+"""The webhook store: each change writes the row and its `hookline.webhooks` record in one
+transaction, through the outbox, so the matcher and senders see every change in order."""
+
+from __future__ import annotations
+
+import secrets as _random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from shared.core.errors import Conflict, NotFound, ValidationError
+from shared.core.events import format_timestamp
+from shared.core.messages import WebhookRecord
+from shared.core.signing import generate_secret
+from shared.core.ssrf import Allowlist
+from shared.core.webhooks import Webhook, validate_fields
+from shared.crypto import SecretBox
+from shared.kafka import WEBHOOKS
+from shared.netguard import BlockedTarget, ResolveFailed, checked_addresses
+from shared.outbox import enqueue
+
+ROTATION_GRACE = timedelta(hours=24)
+_COLUMNS = (
+    "id, org, repo, url, events, active, content_type, description, retry, timeout_s,"
+    " secret_enc, previous_secret_enc, previous_expires_at, disabled_reason, version,"
+    " created_at, updated_at"
+)
+
+
+def _webhook(row: asyncpg.Record) -> Webhook:
+    return Webhook(
+        id=str(row["id"]),
+        org=row["org"],
+        repo=row["repo"],
+        url=row["url"],
+        events=tuple(row["events"]),
+        active=row["active"],
+        content_type=row["content_type"],
+        description=row["description"],
+        retry=row["retry"],
+        timeout_s=row["timeout_s"],
+        disabled_reason=row["disabled_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _record(row: asyncpg.Record) -> WebhookRecord:
+    prev = row["previous_secret_enc"]
+    return WebhookRecord(
+        id=str(row["id"]),
+        org=row["org"],
+        repo=row["repo"],
+        url=row["url"],
+        events=tuple(row["events"]),
+        active=row["active"],
+        content_type=row["content_type"],
+        timeout_s=row["timeout_s"],
+        retry=row["retry"],
+        secret_enc=bytes(row["secret_enc"]).decode(),
+        previous_secret_enc=bytes(prev).decode() if prev is not None else None,
+        previous_expires_at=(
+            format_timestamp(row["previous_expires_at"]) if row["previous_expires_at"] else None
+        ),
+        revision=row["version"],
+    )
+
+
+@dataclass(frozen=True)
+class Rotation:
+    secret: str
+    previous_expires_at: datetime
+
+
+class WebhookStore:
+    """Create, read, update, delete, rotate and disable webhooks, tenant-scoped.
+
+    `org=None` is the admin's view (every org); otherwise another org's webhook is NotFound.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, box: SecretBox, *, allow: Allowlist, max_per_repo: int
+    ) -> None:
+        self._pool = pool
+        self._box = box
+        self._allow = allow
+        self._max_per_repo = max_per_repo
+
+    async def _check_target(self, url: str) -> None:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            await checked_addresses(parts.hostname or "", port, self._allow)
+        except BlockedTarget as exc:
+            raise ValidationError(f"url is not allowed: {exc}", field="url") from None
+        except ResolveFailed as exc:
+            raise ValidationError(f"url host does not resolve: {exc}", field="url") from None
+
+    async def _publish(self, conn: asyncpg.Connection, row: asyncpg.Record) -> None:
+        await enqueue(conn, topic=WEBHOOKS, key=str(row["id"]), value=_record(row).encode())
+
+    async def create(self, org: str, repo: str | None, body: object) -> tuple[Webhook, str]:
+        """Validates and stores a webhook; returns it with its secret (shown only now)."""
+        fields = validate_fields(body, partial=False)
+        await self._check_target(fields["url"])
+        secret = fields.pop("secret", None) or generate_secret(_random.token_bytes(32))
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Serialise creations in one scope so the limit holds under concurrency.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{org}/{repo}")
+            if repo is not None:
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM webhooks WHERE org = $1 AND repo = $2", org, repo
+                )
+                if count >= self._max_per_repo:
+                    raise Conflict(
+                        f"{org}/{repo} already has {count} webhooks (the limit is "
+                        f"{self._max_per_repo}); delete one first"
+                    )
+            row = await conn.fetchrow(
+                f"INSERT INTO webhooks (id, org, repo, url, events, active, content_type,"
+                f" description, retry, timeout_s, secret_enc) VALUES"
+                f" ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {_COLUMNS}",
+                uuid.uuid4(),
+                org,
+                repo,
+                fields["url"],
+                fields["events"],
+                fields.get("active", True),
+                fields.get("content_type", "json"),
+                fields.get("description", ""),
+                fields.get("retry"),
+                fields.get("timeout_s", 10),
+                self._box.seal(secret),
+            )
+            await self._publish(conn, row)
+        return _webhook(row), secret
+
+    async def _fetch(
+        self, conn: asyncpg.Connection, webhook_id: str, org: str | None, *, lock: bool = False
+    ) -> asyncpg.Record:
+        try:
+            wid = uuid.UUID(str(webhook_id))
+        except ValueError:
+            raise NotFound("webhook not found") from None
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM webhooks WHERE id = $1" + (" FOR UPDATE" if lock else ""), wid
+        )
+        if row is None or (org is not None and row["org"] != org):
+            raise NotFound("webhook not found")
+        return row
+
+    async def get(self, webhook_id: str, org: str | None) -> Webhook:
+        async with self._pool.acquire() as conn:
+            return _webhook(await self._fetch(conn, webhook_id, org))
+
+    async def record(self, webhook_id: str) -> WebhookRecord | None:
+        """The delivery-side view (encrypted secrets), or None if it does not exist."""
+        async with self._pool.acquire() as conn:
+            try:
+                return _record(await self._fetch(conn, webhook_id, None))
+            except NotFound:
+                return None
+
+    async def list(self, org: str, repo: str | None) -> list[Webhook]:
+        """A repo's webhooks, or an org's org-level ones when repo is None."""
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM webhooks WHERE org = $1 AND repo IS NOT DISTINCT FROM $2"
+            " ORDER BY created_at, id",
+            org,
+            repo,
+        )
+        return [_webhook(r) for r in rows]
+
+    async def update(self, webhook_id: str, org: str | None, body: object) -> Webhook:
+        fields = validate_fields(body, partial=True)
+        if "url" in fields:
+            await self._check_target(fields["url"])
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._fetch(conn, webhook_id, org, lock=True)
+            sets: list[str] = []
+            args: list[Any] = []
+            for name, value in fields.items():
+                args.append(value)
+                sets.append(f"{name} = ${len(args)}")
+            if fields.get("active") is True:
+                # Re-enabling clears the reason and the failure count.
+                sets.append("disabled_reason = NULL")
+                await conn.execute(
+                    "DELETE FROM webhook_health WHERE webhook_id = $1", uuid.UUID(webhook_id)
+                )
+            args.append(uuid.UUID(webhook_id))
+            sets += ["version = version + 1", "updated_at = now()"]
+            row = await conn.fetchrow(
+                f"UPDATE webhooks SET {', '.join(sets)}"
+                f" WHERE id = ${len(args)} RETURNING {_COLUMNS}",
+                *args,
+            )
+            await self._publish(conn, row)
+        return _webhook(row)
+
+    async def delete(self, webhook_id: str, org: str | None) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await self._fetch(conn, webhook_id, org, lock=True)
+            await conn.execute("DELETE FROM webhooks WHERE id = $1", row["id"])
+            await conn.execute("DELETE FROM webhook_health WHERE webhook_id = $1", row["id"])
+            await enqueue(conn, topic=WEBHOOKS, key=str(row["id"]), value=None)  # tombstone
+
+    async def rotate(
+        self, webhook_id: str, org: str | None, *, now: datetime | None = None
+    ) -> Rotation:
+        """A new secret; the old one keeps signing (Standard Webhooks header) for 24 h."""
+        secret = generate_secret(_random.token_bytes(32))
+        expires = (now or datetime.now(UTC)) + ROTATION_GRACE
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._fetch(conn, webhook_id, org, lock=True)
+            row = await conn.fetchrow(
+                f"UPDATE webhooks SET previous_secret_enc = secret_enc, secret_enc = $2,"
+                f" previous_expires_at = $3, version = version + 1, updated_at = now()"
+                f" WHERE id = $1 RETURNING {_COLUMNS}",
+                uuid.UUID(webhook_id),
+                self._box.seal(secret),
+                expires,
+            )
+            await self._publish(conn, row)
+        return Rotation(secret=secret, previous_expires_at=expires)
+
+    async def disable(self, webhook_id: str, reason: str) -> bool:
+        """Turns a webhook off (sender: too many failures, or 410); False if already off."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE webhooks SET active = false, disabled_reason = $2, version = version + 1,"
+                f" updated_at = now() WHERE id = $1 AND active RETURNING {_COLUMNS}",
+                uuid.UUID(webhook_id),
+                reason,
+            )
+            if row is None:
+                return False
+            await self._publish(conn, row)
+        return True
