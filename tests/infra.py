@@ -12,9 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_HOME = ROOT / ".hookline" / "test"
-TEST_PG_PORT = "54339"
-TEST_KAFKA_PORT = "19092"
-TEST_KAFKA_CONTROLLER_PORT = "19093"
+# Overridable so that two checkouts can run their suites side by side.
+TEST_PG_PORT = os.environ.get("HOOKLINE_TEST_PG_PORT", "54339")
+TEST_KAFKA_PORT = os.environ.get("HOOKLINE_TEST_KAFKA_PORT", "19092")
+TEST_KAFKA_CONTROLLER_PORT = str(int(TEST_KAFKA_PORT) + 1)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,9 @@ broker_ready() { port_open 127.0.0.1 "$KAFKA_PORT" && grep -q "Transition from S
 
 start() {
   if pid_alive "$PIDFILE"; then log "Kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi
+  if port_open 127.0.0.1 "$KAFKA_PORT"; then
+    log "port $KAFKA_PORT is taken by another process: stop it or set HOOKLINE_KAFKA_PORT"; exit 1
+  fi
   fetch
   write_config
   if [[ ! -f "$KDIR/data/meta.properties" ]]; then

@@ -1,0 +1,88 @@
+"""Bearer-token authentication: the admin token (every org) or an org token (its org only).
+
+Every `/api/v1` route except the public ones (catalog, OpenAPI document) needs a token.
+Another org's resource answers 404, so an org token cannot learn what exists elsewhere; an
+org token on an admin-only route answers 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from services.api.keys import SETTINGS, TOKENS
+from shared.core.errors import HooklineError, NotFound, Unauthorized
+
+PRINCIPAL = "hookline.principal"
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/event-types"})
+
+
+class Forbidden(HooklineError):
+    """An org token on a route that only the admin token may call."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: `org` None is the admin (sees every org)."""
+
+    org: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.org is None
+
+    def check_org(self, org: str) -> None:
+        """404 unless the caller may see `org`."""
+        if self.org is not None and self.org != org:
+            raise NotFound("not found")
+
+
+async def authenticate(request: web.Request) -> Principal:
+    """The caller of `request`, or 401."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
+    if not token.isascii() or not token.isprintable():
+        raise Unauthorized("the token is not valid")
+    admin = request.app[SETTINGS].admin_token
+    if admin and hmac.compare_digest(token.encode(), admin.encode()):
+        return Principal(org=None)
+    org = await request.app[TOKENS].authenticate(token)
+    if org is None:
+        raise Unauthorized("the token is not valid or has been revoked")
+    return Principal(org=org)
+
+
+def principal(request: web.Request) -> Principal:
+    """The caller, as authenticated by the middleware."""
+    found: Principal = request[PRINCIPAL]
+    return found
+
+
+def require_admin(request: web.Request) -> Principal:
+    caller = principal(request)
+    if not caller.is_admin:
+        raise Forbidden("this route needs the admin token")
+    return caller
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticates every matched, non-public route before its view runs."""
+    info = request.match_info
+    if info.http_exception is None:
+        resource = info.route.resource
+        path = resource.canonical if resource is not None else request.path
+        if path not in PUBLIC_PATHS:
+            request[PRINCIPAL] = await authenticate(request)
+    return await handler(request)

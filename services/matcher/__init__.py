@@ -1,0 +1,1 @@
+"""The matcher service: events to one delivery message per subscribed webhook."""

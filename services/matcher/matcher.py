@@ -1,0 +1,239 @@
+"""The matcher: each event on `hookline.events` becomes one delivery message per webhook
+subscribed to it (repo-level and org-level, filter matching, active), on
+`hookline.deliveries` keyed by webhook id.
+
+Subscriptions come from the in-memory `WebhookTable`, never from a query per message. A
+batch's offsets are committed only after every message it produced was acknowledged, so a
+crash re-matches the batch: delivery ids are `uuid5(event_id, webhook_id)`, so the
+duplicates carry the same ids and are harmless downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable, Mapping
+from datetime import datetime
+from typing import TypeAlias
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from shared.config import Settings
+from shared.core.matching import matches
+from shared.core.messages import (
+    DeliveryMessage,
+    EventMessage,
+    MessageError,
+    decode_event,
+    delivery_id_for,
+)
+from shared.kafka import DELIVERIES, EVENTS, EVENTS_REJECTED, make_consumer, make_producer
+from shared.logging import configure_logging
+from shared.runtime import instance_name, run
+from shared.subscriptions import WebhookTable
+
+log = structlog.get_logger(service="matcher")
+
+GROUP_ID = "hookline-matcher"
+PING_REASON = "ping is sent per webhook via the API"
+Message: TypeAlias = "ConsumerRecord[bytes, bytes]"
+_REJECT_HEADERS = {"reason", "source-topic", "source-partition", "source-offset"}
+
+
+class ProduceFailed(Exception):
+    """The broker did not acknowledge a batch's messages; its offsets were not committed."""
+
+
+def rejection_headers(msg: Message, reason: str) -> list[tuple[str, bytes]]:
+    """Headers of a message copied to `hookline.events.rejected`: why, and where from."""
+    return [
+        *[(k, v) for k, v in (msg.headers or ()) if k not in _REJECT_HEADERS],
+        ("reason", reason.encode()),
+        ("source-topic", str(msg.topic).encode()),
+        ("source-partition", str(msg.partition).encode()),
+        ("source-offset", str(msg.offset).encode()),
+    ]
+
+
+def _epoch(created_at: str, fallback_ms: int) -> float:
+    try:
+        return datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return fallback_ms / 1000
+
+
+def deliveries_for(
+    event: EventMessage, table: WebhookTable, enqueued_at: float
+) -> list[DeliveryMessage]:
+    """One delivery message per active webhook of the event's repo or org whose filters
+    select the event's type."""
+    body: dict[str, object] | None = None
+    out: list[DeliveryMessage] = []
+    for hook in table.subscribers(event.org, event.repo):
+        if not matches(hook.events, event.type):
+            continue
+        if body is None:
+            body = event.body()  # built once, shared by every delivery of this event
+        out.append(
+            DeliveryMessage(
+                delivery_id=delivery_id_for(event.id, hook.id),
+                webhook_id=hook.id,
+                org=event.org,
+                event_id=event.id,
+                event_type=event.type,
+                body=body,
+                attempt=1,
+                trigger="auto",
+                enqueued_at=enqueued_at,
+            )
+        )
+    return out
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets the batch in hand finish and commit before its partitions are given away."""
+
+    def __init__(self, batch_lock: asyncio.Lock) -> None:
+        self._lock = batch_lock
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self._lock:
+            log.info("partitions revoked", partitions=len(list(revoked)))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("partitions assigned", partitions=len(list(assigned)))
+
+
+class Matcher:
+    """Consumes events and produces deliveries; consumer, producer and table are started
+    and stopped by the caller. Subscribe with `listener` before the first `getmany`."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        table: WebhookTable,
+        *,
+        max_records: int = 500,
+        deliveries_topic: str = DELIVERIES,
+        rejected_topic: str = EVENTS_REJECTED,
+    ) -> None:
+        self._consumer = consumer
+        self._deliveries_topic = deliveries_topic
+        self._rejected_topic = rejected_topic
+        self._producer = producer
+        self._table = table
+        self._max_records = max_records
+        self._batch_lock = asyncio.Lock()
+        self.listener = _Rebalance(self._batch_lock)
+        self.matched = 0  # delivery messages produced (tests and metrics)
+        self.rejected = 0
+
+    async def handle(self, batch: Mapping[TopicPartition, list[Message]]) -> tuple[int, int]:
+        """Produces every batch message's deliveries (or rejection) and awaits every ack.
+
+        Returns (deliveries, rejected). Raises ProduceFailed if any send failed."""
+        futures: list[Awaitable[object]] = []
+        deliveries = rejected = 0
+        for messages in batch.values():
+            for msg in messages:
+                reason: str | None = None
+                try:
+                    event = decode_event(msg.value, timestamp_ms=msg.timestamp)
+                    if event.type == "ping":
+                        reason = PING_REASON
+                except MessageError as exc:
+                    reason = exc.reason
+                if reason is not None:
+                    rejected += 1
+                    futures.append(
+                        await self._producer.send(
+                            self._rejected_topic,
+                            key=msg.key,
+                            value=msg.value,
+                            headers=rejection_headers(msg, reason),
+                        )
+                    )
+                    continue
+                enqueued_at = _epoch(event.created_at, msg.timestamp)
+                for delivery in deliveries_for(event, self._table, enqueued_at):
+                    deliveries += 1
+                    futures.append(
+                        await self._producer.send(
+                            self._deliveries_topic, key=delivery.key, value=delivery.encode()
+                        )
+                    )
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise ProduceFailed(f"{len(errors)} of {len(results)} sends failed: {errors[0]!r}")
+        return deliveries, rejected
+
+    async def _commit(self, batch: Mapping[TopicPartition, list[Message]]) -> None:
+        assigned = self._consumer.assignment()
+        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items() if msgs}
+        kept = {tp: off for tp, off in offsets.items() if tp in assigned}
+        if len(kept) < len(offsets):
+            log.info(
+                "offsets of revoked partitions not committed", partitions=len(offsets) - len(kept)
+            )
+        if not kept:
+            return
+        try:
+            await self._consumer.commit(kept)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced under us: the new owner re-matches from its last commit.
+            log.warning("offset commit failed after rebalance", error=str(exc))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Matches until `stop` is set; the batch in hand is finished and committed first.
+
+        Raises ProduceFailed (without committing the batch) when the broker refuses it."""
+        while not stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+            if not batch:
+                continue
+            async with self._batch_lock:
+                deliveries, rejected = await self.handle(batch)
+                await self._commit(batch)
+            self.matched += deliveries
+            self.rejected += rejected
+            log.debug(
+                "batch matched",
+                events=sum(len(m) for m in batch.values()),
+                deliveries=deliveries,
+                rejected=rejected,
+            )
+
+
+async def serve(settings: Settings, stop: asyncio.Event, *, group_id: str = GROUP_ID) -> None:
+    """The composition root: table, producer, consumer, matcher; closed in reverse order."""
+    configure_logging(settings.log_level, service="matcher")
+    name = instance_name("matcher")
+    table = WebhookTable(settings.kafka_bootstrap, client_id=f"{name}-webhooks")
+    await table.start()  # complete before the first event is matched
+    try:
+        producer = make_producer(settings.kafka_bootstrap, client_id=name)
+        await producer.start()
+        try:
+            consumer = make_consumer(settings.kafka_bootstrap, group_id=group_id, client_id=name)
+            matcher = Matcher(consumer, producer, table)
+            consumer.subscribe([EVENTS], listener=matcher.listener)
+            await consumer.start()
+            try:
+                log.info("matcher started", instance=name, webhooks=len(table))
+                await matcher.run(stop)
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
+    finally:
+        await table.stop()
+    log.info("matcher stopped", instance=name)
+
+
+def main() -> None:
+    """`python -m services.matcher`."""
+    run(serve)

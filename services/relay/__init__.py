@@ -1,0 +1,1 @@
+"""The outbox relay service: outbox rows to Kafka, marked after the broker's ack."""

@@ -1,0 +1,212 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, marking them after the ack.
+
+Each batch is claimed with `FOR UPDATE SKIP LOCKED` inside one transaction, published with
+the idempotent producer, and marked published in the same transaction once the broker has
+acknowledged every message; so several relays can run at once and each row is published
+once in the normal case. A crash after the ack but before the commit publishes the batch
+again (at-least-once; downstream ids are deterministic, so duplicates are harmless).
+
+Ordering: within a batch rows go out in id order, and one relay publishes its batches one
+after another, so one relay keeps a key's messages in order. With several relays running,
+two batches can be in flight at once and a key's messages in them can interleave: ordering
+per key across concurrent relays is best effort. (The webhook table tolerates this through
+revisions.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from shared.config import Settings
+from shared.db import create_pool
+from shared.kafka import make_producer
+from shared.logging import configure_logging
+from shared.runtime import instance_name, run
+
+log = structlog.get_logger(service="relay")
+
+CHANNEL = "hookline_outbox"
+_CLAIM = (
+    "SELECT id, topic, key, value, headers FROM outbox WHERE published_at IS NULL"
+    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+)
+_MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+_PRUNE = (
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+    " WHERE published_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)"
+)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    batch_size: int = 500
+    poll_interval_s: float = 1.0  # fallback when a NOTIFY is missed or LISTEN is down
+    prune_interval_s: float = 60.0
+    prune_after_s: float = 3600.0  # published rows are kept this long, then deleted
+    prune_batch: int = 1000
+    error_backoff_s: float = 1.0
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]] | None:
+    if not raw:
+        return None
+    return [(str(k), str(v).encode()) for k, v in dict(raw).items()]
+
+
+class Relay:
+    """One relay loop over a pool and a started producer (both owned by the caller)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        *,
+        dsn: str | None = None,
+        config: RelayConfig | None = None,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._dsn = dsn  # for the dedicated LISTEN connection; None polls only
+        self.config = config or RelayConfig()
+        self._wake = asyncio.Event()
+        self.published = 0  # rows this relay marked published (for tests and metrics)
+
+    async def publish_batch(self) -> int:
+        """Claims, publishes and marks up to `batch_size` rows; returns how many."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM, self.config.batch_size)
+            if not rows:
+                return 0
+            futures = []
+            for row in rows:
+                key = row["key"]
+                value = row["value"]
+                futures.append(
+                    await self._producer.send(
+                        row["topic"],
+                        key=bytes(key) if key is not None else None,
+                        value=bytes(value) if value is not None else None,
+                        headers=_headers(row["headers"]),
+                    )
+                )
+            # Every ack before marking: a row is marked only once the broker has it.
+            await asyncio.gather(*futures)
+            await conn.execute(_MARK, [row["id"] for row in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    async def prune(self) -> int:
+        """Deletes rows published longer ago than `prune_after_s`, in small batches."""
+        total = 0
+        while True:
+            status = await self._pool.execute(
+                _PRUNE, self.config.prune_after_s, self.config.prune_batch
+            )
+            deleted = int(status.split()[-1])
+            total += deleted
+            if deleted < self.config.prune_batch:
+                return total
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Keeps a dedicated connection LISTENing; reconnects when it drops."""
+        assert self._dsn is not None
+        while not stop.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._wake.set()  # rows may have arrived while we were not listening
+                await _first(stop.wait(), lost.wait())
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("relay listen connection failed; polling meanwhile", error=str(exc))
+                await _first(stop.wait(), asyncio.sleep(self.config.error_backoff_s))
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publishes until `stop` is set; finishes the batch in hand, then returns."""
+        listener = (
+            asyncio.create_task(self._listen(stop), name="relay-listen") if self._dsn else None
+        )
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    n = await self.publish_batch()
+                    if loop.time() >= next_prune:
+                        next_prune = loop.time() + self.config.prune_interval_s
+                        pruned = await self.prune()
+                        if pruned:
+                            log.info("outbox pruned", rows=pruned)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("relay database error; retrying", error=str(exc))
+                    n = 0
+                    await _first(stop.wait(), asyncio.sleep(self.config.error_backoff_s))
+                    continue
+                except Exception:
+                    # Kafka errors (after the producer's own retries) roll the batch back.
+                    log.exception("relay publish failed; retrying")
+                    await _first(stop.wait(), asyncio.sleep(self.config.error_backoff_s))
+                    continue
+                if n:
+                    log.debug("relay batch published", rows=n)
+                if n >= self.config.batch_size:
+                    continue  # more are probably waiting
+                await _first(
+                    stop.wait(), self._wake.wait(), asyncio.sleep(self.config.poll_interval_s)
+                )
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+
+
+async def _first(*aws: Any) -> None:
+    """Waits until the first of `aws` completes and cancels the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """The composition root: pool, producer, relay; closed in reverse order."""
+    configure_logging(settings.log_level, service="relay")
+    name = instance_name("relay")
+    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+    try:
+        producer = make_producer(settings.kafka_bootstrap, client_id=name)
+        await producer.start()
+        try:
+            log.info("relay started", instance=name)
+            await Relay(pool, producer, dsn=settings.database_url).run(stop)
+        finally:
+            await producer.stop()
+    finally:
+        await pool.close()
+    log.info("relay stopped", instance=name)
+
+
+def main() -> None:
+    """`python -m services.relay`."""
+    run(serve)

@@ -1,0 +1,360 @@
+"""The read side of the delivery log (list, get, stats) and the write side of redelivery.
+
+Lists and stats read the `deliveries` summary table (one row per delivery); a delivery's
+attempts come from the append-only `delivery_attempts` log. Redeliver and recover never
+touch the log: they write a `DeliveryMessage` through the outbox for the senders.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import asyncpg
+import orjson
+
+from shared.core.errors import Conflict, NotFound, ValidationError
+from shared.core.events import format_timestamp
+from shared.core.matching import expand_filter, validate_filters
+from shared.core.messages import DeliveryMessage
+from shared.kafka import DELIVERIES
+from shared.outbox import enqueue_many
+
+STATUSES = ("pending", "succeeded", "failed", "dead", "skipped")
+BODY_LIMIT = 16 * 1024  # request and response bodies are cut here in API responses
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+# Percentiles read at most this window of the log, newest first, through
+# delivery_attempts_by_webhook (webhook_id, started_at DESC): bounded work per request.
+STATS_WINDOW_DAYS = 7
+STATS_MAX_ATTEMPTS = 100_000
+RECOVER_MAX = 10_000  # deliveries redelivered by one recover call, newest first
+
+_SUMMARY = (
+    "id, webhook_id, event_id, event_type, status, attempts, first_at, last_at,"
+    " last_error, last_status, next_attempt_at"
+)
+_ATTEMPT = (
+    "delivery_id, webhook_id, org, event_id, event_type, attempt, trigger, outcome, started_at,"
+    " duration_ms, request_headers, request_body, response_status, response_headers,"
+    " response_body, error, resolved_ip, next_attempt_at"
+)
+
+
+def parse_time(value: object, field: str) -> datetime:
+    """An RFC 3339 timestamp (UTC if it has no offset), or 422 naming `field`."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{field} must be an RFC 3339 timestamp", field=field)
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{field} must be an RFC 3339 timestamp", field=field) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else format_timestamp(value)
+
+
+def encode_cursor(first_at: datetime, delivery_id: uuid.UUID) -> str:
+    raw = orjson.dumps([first_at.astimezone(UTC).isoformat(), str(delivery_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (first_at, id) a page starts after; 422 naming `cursor` if it is not ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        first, ident = orjson.loads(raw)
+        moment = datetime.fromisoformat(first)
+        if moment.tzinfo is None:
+            raise ValueError("naive")
+        return moment, uuid.UUID(ident)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise ValidationError("cursor is not valid", field="cursor") from None
+
+
+def _cut(text: str | None) -> tuple[str | None, bool]:
+    if text is None:
+        return None, False
+    data = text.encode("utf-8")
+    if len(data) <= BODY_LIMIT:
+        return text, False
+    return data[:BODY_LIMIT].decode("utf-8", errors="ignore"), True
+
+
+def _summary_to_api(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "webhook_id": str(row["webhook_id"]),
+        "event_id": row["event_id"],
+        "event": row["event_type"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "first_at": _ts(row["first_at"]),
+        "last_at": _ts(row["last_at"]),
+        "last_error": row["last_error"],
+        "last_status": row["last_status"],
+        "next_attempt_at": _ts(row["next_attempt_at"]),
+    }
+
+
+def _attempt_to_api(row: asyncpg.Record) -> dict[str, Any]:
+    req_body, req_cut = _cut(row["request_body"])
+    resp_body, resp_cut = _cut(row["response_body"])
+    return {
+        "attempt": row["attempt"],
+        "trigger": row["trigger"],
+        "outcome": row["outcome"],
+        "started_at": _ts(row["started_at"]),
+        "duration_ms": row["duration_ms"],
+        "request": {"headers": row["request_headers"] or {}, "body": req_body, "truncated": req_cut},
+        "response": {
+            "status": row["response_status"],
+            "headers": row["response_headers"] or {},
+            "body": resp_body,
+            "truncated": resp_cut,
+        },
+        "error": row["error"],
+        "resolved_ip": row["resolved_ip"],
+        "next_attempt_at": _ts(row["next_attempt_at"]),
+    }
+
+
+def request_payload(body: str | None) -> dict[str, Any]:
+    """The JSON object a logged request carried: a JSON body, or `payload=<url-encoded
+    JSON>` for form webhooks. Conflict if the log holds no usable body."""
+    if body:
+        text = body
+        if not body.lstrip().startswith("{"):
+            values = parse_qs(body, keep_blank_values=True).get("payload")
+            text = values[0] if values else ""
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            return obj
+    raise Conflict("the delivery log holds no request body to send again")
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"{what} not found") from None
+
+
+class DeliveryQueries:
+    """Tenant-scoped queries on the delivery log; `org=None` is the admin's view."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def list(
+        self,
+        webhook_id: str,
+        *,
+        status: str | None = None,
+        event: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of a webhook's deliveries, newest first (keyset on first_at, id)."""
+        where, args = ["webhook_id = $1"], [_uuid(webhook_id, "webhook")]
+        if status is not None:
+            if status not in STATUSES:
+                raise ValidationError(f"status must be one of {', '.join(STATUSES)}", field="status")
+            args.append(status)
+            where.append(f"status = ${len(args)}")
+        if event is not None:
+            try:
+                (item,) = validate_filters([event])
+            except ValidationError as exc:
+                raise ValidationError(exc.message, field="event") from None
+            args.append(list(expand_filter(item)))
+            where.append(f"event_type = ANY(${len(args)}::text[])")
+        if since is not None:
+            args.append(since)
+            where.append(f"first_at >= ${len(args)}")
+        if until is not None:
+            args.append(until)
+            where.append(f"first_at < ${len(args)}")
+        if cursor is not None:
+            args += list(decode_cursor(cursor))
+            where.append(f"(first_at, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit + 1)
+        rows = await self._pool.fetch(
+            f"SELECT {_SUMMARY} FROM deliveries WHERE {' AND '.join(where)}"
+            f" ORDER BY first_at DESC, id DESC LIMIT ${len(args)}",
+            *args,
+        )
+        page = rows[:limit]
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = encode_cursor(page[-1]["first_at"], page[-1]["id"])
+        return [_summary_to_api(r) for r in page], next_cursor
+
+    async def _attempts(
+        self, conn: asyncpg.Connection, delivery_id: str, org: str | None
+    ) -> list[asyncpg.Record]:
+        rows = await conn.fetch(
+            f"SELECT {_ATTEMPT} FROM delivery_attempts WHERE delivery_id = $1"
+            " ORDER BY attempt, started_at",
+            _uuid(delivery_id, "delivery"),
+        )
+        if not rows or (org is not None and rows[0]["org"] != org):
+            raise NotFound("delivery not found")
+        return list(rows)
+
+    async def get(self, delivery_id: str, org: str | None) -> dict[str, Any]:
+        """A delivery with every attempt; status from the summary, else the last attempt."""
+        async with self._pool.acquire() as conn:
+            rows = await self._attempts(conn, delivery_id, org)
+            status = await conn.fetchval(
+                "SELECT status FROM deliveries WHERE id = $1", rows[0]["delivery_id"]
+            )
+        last = rows[-1]
+        return {
+            "id": str(last["delivery_id"]),
+            "webhook_id": str(last["webhook_id"]),
+            "event_id": last["event_id"],
+            "event": last["event_type"],
+            "status": status or last["outcome"],
+            "attempts": [_attempt_to_api(r) for r in rows],
+        }
+
+    async def _resend(
+        self, conn: asyncpg.Connection, rows: list[list[asyncpg.Record]], trigger: str
+    ) -> list[DeliveryMessage]:
+        """Writes one single-shot message per delivery (attempts as logged, oldest first)
+        and marks each summary row pending, in the caller's transaction."""
+        now = time.time()
+        messages, summaries = [], []
+        for attempts in rows:
+            first, last = attempts[0], attempts[-1]
+            msg = DeliveryMessage(
+                delivery_id=str(last["delivery_id"]),
+                webhook_id=str(last["webhook_id"]),
+                org=last["org"],
+                event_id=last["event_id"],
+                event_type=last["event_type"],
+                body=request_payload(last["request_body"]),
+                attempt=max(a["attempt"] for a in attempts) + 1,
+                trigger=trigger,
+                enqueued_at=now,
+                single=True,
+            )
+            messages.append(msg)
+            summaries.append(
+                (
+                    last["delivery_id"],
+                    last["webhook_id"],
+                    last["org"],
+                    last["event_id"],
+                    last["event_type"],
+                    len(attempts),
+                    first["started_at"],
+                    last["started_at"],
+                )
+            )
+        await conn.executemany(
+            "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status,"
+            " attempts, first_at, last_at, next_attempt_at)"
+            " VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, now())"
+            " ON CONFLICT (id) DO UPDATE SET status = 'pending', next_attempt_at = now()",
+            summaries,
+        )
+        await enqueue_many(conn, [(DELIVERIES, m.key, m.encode()) for m in messages])
+        return messages
+
+    async def redeliver(self, delivery_id: str, org: str | None) -> DeliveryMessage:
+        """Sends a delivery again: same id, the next attempt number, trigger `manual`."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            attempts = await self._attempts(conn, delivery_id, org)
+            exists = await conn.fetchval(
+                "SELECT 1 FROM webhooks WHERE id = $1", attempts[-1]["webhook_id"]
+            )
+            if not exists:
+                raise Conflict("the webhook of this delivery has been deleted")
+            (msg,) = await self._resend(conn, [attempts], "manual")
+        return msg
+
+    async def recover(self, webhook_id: str, since: datetime) -> int:
+        """Redelivers (trigger `recover`) every failed or dead delivery of a webhook first
+        attempted at or after `since`, newest first, at most RECOVER_MAX per call."""
+        wid = _uuid(webhook_id, "webhook")
+        async with self._pool.acquire() as conn, conn.transaction():
+            ids = await conn.fetch(
+                "SELECT id FROM deliveries WHERE webhook_id = $1 AND status = ANY($2::text[])"
+                " AND first_at >= $3 ORDER BY first_at DESC, id DESC LIMIT $4",
+                wid,
+                ["failed", "dead"],
+                since,
+                RECOVER_MAX,
+            )
+            if not ids:
+                return 0
+            rows = await conn.fetch(
+                f"SELECT {_ATTEMPT} FROM delivery_attempts WHERE delivery_id = ANY($1::uuid[])"
+                " ORDER BY delivery_id, attempt, started_at",
+                [r["id"] for r in ids],
+            )
+            grouped: dict[uuid.UUID, list[asyncpg.Record]] = {}
+            for r in rows:
+                grouped.setdefault(r["delivery_id"], []).append(r)
+            # A delivery whose log rows are gone (retention) or hold no body is skipped.
+            usable = []
+            for attempts in grouped.values():
+                try:
+                    request_payload(attempts[-1]["request_body"])
+                except Conflict:
+                    continue
+                usable.append(attempts)
+            if usable:
+                await self._resend(conn, usable, "recover")
+        return len(usable)
+
+    async def stats(self, webhook_id: str) -> dict[str, Any]:
+        """Counts per derived status (summary table) and attempt-duration percentiles over
+        the last STATS_WINDOW_DAYS days, at most STATS_MAX_ATTEMPTS attempts."""
+        wid = _uuid(webhook_id, "webhook")
+        async with self._pool.acquire() as conn:
+            counts = {
+                r["status"]: r["n"]
+                for r in await conn.fetch(
+                    "SELECT status, count(*) AS n FROM deliveries WHERE webhook_id = $1"
+                    " GROUP BY status",
+                    wid,
+                )
+            }
+            last_at = await conn.fetchval(
+                "SELECT max(started_at) FROM delivery_attempts WHERE webhook_id = $1", wid
+            )
+            pct = await conn.fetchrow(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,"
+                " percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99"
+                " FROM (SELECT duration_ms FROM delivery_attempts WHERE webhook_id = $1"
+                " AND started_at >= now() - make_interval(days => $2) AND outcome <> 'skipped'"
+                " ORDER BY started_at DESC LIMIT $3) recent",
+                wid,
+                STATS_WINDOW_DAYS,
+                STATS_MAX_ATTEMPTS,
+            )
+        succeeded = counts.get("succeeded", 0)
+        failed = counts.get("failed", 0) + counts.get("dead", 0)
+        return {
+            "deliveries": sum(counts.values()),
+            "succeeded": succeeded,
+            "failed": failed,
+            "success_rate": succeeded / (succeeded + failed) if succeeded + failed else None,
+            "last_delivery_at": _ts(last_at),
+            "p50_ms": pct["p50"],
+            "p99_ms": pct["p99"],
+        }

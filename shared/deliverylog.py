@@ -1,0 +1,284 @@
+"""The delivery log writer: buffers attempt rows and appends them in batches (COPY), with
+the `deliveries` summary and the webhooks' failure counts, in one transaction.
+
+An attempt counts as done (its Kafka offset may be committed) only once `append`'s
+future resolved, i.e. its row is durably written: a kill -9 loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import structlog
+
+from shared.core.attempts import AttemptRow, health_deltas
+
+log = structlog.get_logger(component="delivery_log")
+
+_PARTITION = re.compile(r"^delivery_attempts_(\d{8})$")
+# Any fixed number: one replica at a time creates or drops partitions.
+_MAINTENANCE_LOCK = 0x686C6F67
+
+_UPSERT_DELIVERIES = """
+INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status, attempts,
+                        first_at, last_at, last_error, last_status, next_attempt_at)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::int[],
+                     $12::timestamptz[])
+ON CONFLICT (id) DO UPDATE SET
+    -- A failed single (manual) attempt does not revive a dead delivery.
+    status = CASE WHEN deliveries.status = 'dead' AND EXCLUDED.status = 'failed'
+                       AND EXCLUDED.next_attempt_at IS NULL
+                  THEN 'dead' ELSE EXCLUDED.status END,
+    attempts = GREATEST(deliveries.attempts, EXCLUDED.attempts),
+    first_at = LEAST(deliveries.first_at, EXCLUDED.first_at),
+    last_at = EXCLUDED.last_at,
+    last_error = EXCLUDED.last_error,
+    last_status = EXCLUDED.last_status,
+    next_attempt_at = EXCLUDED.next_attempt_at
+WHERE EXCLUDED.last_at >= deliveries.last_at
+"""
+
+_HEALTH_RESET = """
+INSERT INTO webhook_health (webhook_id, consecutive_failures, first_failure_at, updated_at)
+SELECT w, n, f, now() FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS v(w, n, f)
+ON CONFLICT (webhook_id) DO UPDATE SET
+    consecutive_failures = EXCLUDED.consecutive_failures,
+    first_failure_at = EXCLUDED.first_failure_at,
+    updated_at = now()
+RETURNING webhook_id, consecutive_failures, first_failure_at
+"""
+
+_HEALTH_ADD = """
+INSERT INTO webhook_health (webhook_id, consecutive_failures, first_failure_at, updated_at)
+SELECT w, n, f, now() FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS v(w, n, f)
+ON CONFLICT (webhook_id) DO UPDATE SET
+    consecutive_failures = webhook_health.consecutive_failures + EXCLUDED.consecutive_failures,
+    first_failure_at = COALESCE(webhook_health.first_failure_at, EXCLUDED.first_failure_at),
+    updated_at = now()
+RETURNING webhook_id, consecutive_failures, first_failure_at
+"""
+
+
+@dataclass(frozen=True)
+class Unhealthy:
+    """A webhook whose consecutive failures crossed the disabling threshold."""
+
+    webhook_id: str
+    failures: int
+    first_failure_at: datetime
+
+
+OnUnhealthy = Callable[[list[Unhealthy]], Awaitable[None]]
+
+
+class DeliveryLog:
+    """Append-only writer of `delivery_attempts` (never an UPDATE or DELETE of a row)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        flush_interval: float = 0.05,
+        batch_size: int = 500,
+        disable_after_failures: int = 10,
+        disable_after_seconds: float = 3600,
+        on_unhealthy: OnUnhealthy | None = None,
+    ) -> None:
+        self._pool = pool
+        self._interval = flush_interval
+        self._batch_size = batch_size
+        self._threshold = disable_after_failures
+        self._span = timedelta(seconds=disable_after_seconds)
+        self._on_unhealthy = on_unhealthy
+        self._buffer: list[tuple[AttemptRow, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._callbacks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="delivery-log")
+
+    def append(self, row: AttemptRow) -> asyncio.Future[None]:
+        """Buffers a row; the future resolves once it is committed to PostgreSQL."""
+        if self._closing:
+            raise RuntimeError("delivery log is closed")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buffer.append((row, fut))
+        self._idle.clear()
+        if len(self._buffer) == 1 or len(self._buffer) >= self._batch_size:
+            self._wake.set()
+        return fut
+
+    async def flush(self) -> None:
+        """Returns once every row appended so far is written."""
+        self._wake.set()
+        await self._idle.wait()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Writes what is buffered (until `timeout`), then stops; unwritten rows' futures
+        fail, so their offsets are never committed."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), timeout)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for _row, fut in self._buffer:
+            if not fut.done():
+                fut.set_exception(RuntimeError("delivery log closed before the row was written"))
+        self._buffer.clear()
+        if self._callbacks:
+            await asyncio.wait(self._callbacks, timeout=timeout)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._buffer:
+                self._idle.set()
+                await self._wake.wait()
+            self._wake.clear()
+            if len(self._buffer) < self._batch_size and not self._closing:
+                # Gather a batch: wait out the interval unless it fills up first.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
+                self._wake.clear()
+            batch = self._buffer[: self._batch_size]
+            try:
+                unhealthy = await self._write([row for row, _ in batch])
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("delivery log write failed; retrying", error=str(exc), rows=len(batch))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            del self._buffer[: len(batch)]
+            for _row, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+            if unhealthy and self._on_unhealthy is not None:
+                task = asyncio.create_task(self._on_unhealthy(unhealthy))
+                self._callbacks.add(task)
+                task.add_done_callback(self._callbacks.discard)
+
+    async def _write(self, rows: Sequence[AttemptRow]) -> list[Unhealthy]:
+        records = [
+            (
+                uuid.UUID(r.delivery_id),
+                uuid.UUID(r.webhook_id),
+                r.org,
+                r.event_id,
+                r.event_type,
+                r.attempt,
+                r.trigger,
+                r.outcome,
+                r.started_at,
+                r.duration_ms,
+                r.request_headers,
+                r.request_body,
+                r.response_status,
+                r.response_headers,
+                r.response_body,
+                r.error,
+                r.resolved_ip,
+                r.next_attempt_at,
+            )
+            for r in rows
+        ]
+        # Rows of one delivery in one batch: the summary takes the latest, since one
+        # INSERT ... ON CONFLICT cannot touch a row twice.
+        latest: dict[str, AttemptRow] = {}
+        first: dict[str, datetime] = {}
+        for r in rows:
+            held = latest.get(r.delivery_id)
+            if held is None or (r.started_at, r.attempt) >= (held.started_at, held.attempt):
+                latest[r.delivery_id] = r
+            first[r.delivery_id] = min(first.get(r.delivery_id, r.started_at), r.started_at)
+        summary = list(latest.values())
+        deltas = health_deltas(rows)
+        reset = {w: d for w, d in deltas.items() if d.reset}
+        added = {w: d for w, d in deltas.items() if not d.reset and d.failures}
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.copy_records_to_table(
+                "delivery_attempts", records=records, columns=AttemptRow.COLUMNS
+            )
+            await conn.execute(
+                _UPSERT_DELIVERIES,
+                [uuid.UUID(r.delivery_id) for r in summary],
+                [uuid.UUID(r.webhook_id) for r in summary],
+                [r.org for r in summary],
+                [r.event_id for r in summary],
+                [r.event_type for r in summary],
+                [r.status for r in summary],
+                [r.attempt for r in summary],
+                [first[r.delivery_id] for r in summary],
+                [r.started_at for r in summary],
+                [r.error for r in summary],
+                [r.response_status for r in summary],
+                [r.next_attempt_at for r in summary],
+            )
+            counts: list[asyncpg.Record] = []
+            for sql, part in ((_HEALTH_RESET, reset), (_HEALTH_ADD, added)):
+                if part:
+                    ids = sorted(part)  # a fixed order: no deadlock between replicas
+                    counts += await conn.fetch(
+                        sql,
+                        [uuid.UUID(w) for w in ids],
+                        [part[w].failures for w in ids],
+                        [part[w].first_failure_at for w in ids],
+                    )
+        now = datetime.now(UTC)
+        return [
+            Unhealthy(str(c["webhook_id"]), c["consecutive_failures"], c["first_failure_at"])
+            for c in counts
+            if c["consecutive_failures"] >= self._threshold
+            and c["first_failure_at"] is not None
+            and now - c["first_failure_at"] >= self._span
+        ]
+
+    async def maintain(self, retention_days: int, *, now: datetime | None = None) -> list[str]:
+        """Creates the coming days' partitions and drops those older than the retention;
+        returns the dropped partitions' names. One replica at a time does it."""
+        today = (now or datetime.now(UTC)).date()
+        cutoff = today - timedelta(days=retention_days)
+        dropped: list[str] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _MAINTENANCE_LOCK):
+                return dropped
+            await conn.execute("SELECT hookline_ensure_partitions(1, 7)")
+            names = await conn.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'delivery_attempts'::regclass"
+            )
+            for rec in names:
+                match = _PARTITION.match(rec["relname"])
+                if match is None:
+                    continue
+                day = datetime.strptime(match.group(1), "%Y%m%d").date()
+                if day < cutoff:
+                    await conn.execute(f'DROP TABLE "{rec["relname"]}"')
+                    dropped.append(rec["relname"])
+        if dropped:
+            log.info("delivery log partitions dropped", partitions=dropped)
+        return dropped
+
+    async def maintain_forever(self, retention_days: int, stop: asyncio.Event) -> None:
+        """`maintain` now and then hourly until `stop` is set; failures are logged."""
+        while not stop.is_set():
+            try:
+                await self.maintain(retention_days)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("delivery log maintenance failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 3600)

@@ -1,0 +1,87 @@
+"""The whole pipeline as real processes: relay, matcher, two senders and the API."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+
+from shared.config import Settings
+from tests.e2e.harness import Receiver, ServiceProcess, eventually, logs_of
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Pipeline:
+    env: dict[str, str]
+    api_url: str
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def start(self, name: str, **env: str) -> ServiceProcess:
+        n = sum(1 for p in self.processes if p.name == name) + 1
+        proc = ServiceProcess(name, {**self.env, **env}, instance=f"e2e-{name}-{n}").start()
+        self.processes.append(proc)
+        return proc
+
+    def running(self, name: str) -> list[ServiceProcess]:
+        return [p for p in self.processes if p.name == name and p.alive]
+
+    def logs(self) -> str:
+        return logs_of(self.processes)
+
+    def stop(self) -> None:
+        for p in reversed(self.processes):
+            p.stop()
+
+
+async def start_pipeline(service_env: dict[str, str], senders: int = 2, **env: str) -> Pipeline:
+    port = free_port()
+    full = {
+        **service_env,
+        "HOOKLINE_API_PORT": str(port),
+        "HOOKLINE_DISABLE_AFTER_FAILURES": "3",
+        "HOOKLINE_DISABLE_AFTER_SECONDS": "0",
+        **env,
+    }
+    pipeline = Pipeline(env=full, api_url=f"http://127.0.0.1:{port}")
+    for name in ("relay", "matcher", "api"):
+        pipeline.start(name)
+    for _ in range(senders):
+        pipeline.start("sender")
+
+    async def ready() -> bool:
+        assert all(p.alive for p in pipeline.processes), pipeline.logs()
+        try:
+            async with aiohttp.ClientSession() as s, s.get(pipeline.api_url + "/readyz") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    try:
+        await eventually(ready, timeout=60, what="the API's /readyz")
+    except BaseException:
+        pipeline.stop()
+        raise
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+async def pipeline(provisioned: Settings, service_env: dict[str, str]) -> AsyncIterator[Pipeline]:
+    p = await start_pipeline(service_env)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = await Receiver().start()
+    yield r
+    await r.stop()

@@ -1,0 +1,189 @@
+"""End-to-end harness: Hookline's services as real processes, and a real receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shared.core.signing import verify_github, verify_standard
+from tests.infra import ROOT, TEST_HOME
+
+LOG_DIR = TEST_HOME / "logs"
+
+
+class ServiceProcess:
+    """`python -m services.<name>` with the test environment; its output goes to a log file."""
+
+    def __init__(self, name: str, env: dict[str, str], *, instance: str) -> None:
+        self.name = name
+        self.instance = instance
+        self.env = {**os.environ, **env, "HOOKLINE_INSTANCE": instance}
+        self.log_path = LOG_DIR / f"{instance}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def delivery_id(self) -> str:
+        return self.headers.get("X-Hookline-Delivery", "")
+
+    @property
+    def attempt(self) -> int:
+        return int(self.headers.get("X-Hookline-Attempt", "0"))
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    def signatures_valid(self, secret: str) -> bool:
+        h = self.headers
+        return verify_github(secret, self.body, h.get("X-Hub-Signature-256")) and verify_standard(
+            secret, h.get("webhook-id", ""), h.get("webhook-timestamp", "0"), self.body,
+            h.get("webhook-signature"),
+        )
+
+
+Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
+
+
+def answer(status: int, **headers: str) -> Behaviour:
+    async def respond(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=status, headers=headers, text="ok")
+
+    return respond
+
+
+def sequence(*statuses: int) -> Behaviour:
+    """Answers statuses in order per path, then the last one forever."""
+
+    async def respond(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=statuses[min(n, len(statuses) - 1)], text="")
+
+    return respond
+
+
+def hang(seconds: float) -> Behaviour:
+    async def respond(request: web.Request, n: int) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return web.Response(status=200)
+
+    return respond
+
+
+@dataclass
+class Receiver:
+    """A loopback HTTP server recording every request, with behaviour per path."""
+
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    received: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> Receiver:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_post("/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["path"]
+        body = await request.read()
+        n = len(self.received[path])
+        self.received[path].append(Received(path, dict(request.headers), body, time.time()))
+        behaviour = self.behaviours.get(path, answer(200))
+        return await behaviour(request, n)
+
+    def at(self, path: str) -> list[Received]:
+        return self.received.get("/" + path.lstrip("/"), [])
+
+    def duplicates(self, path: str) -> Counter[str]:
+        counts = Counter(r.delivery_id for r in self.at(path))
+        return Counter({k: v for k, v in counts.items() if v > 1})
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]] | Callable[[], Any], *, timeout: float = 30, what: str = ""
+) -> Any:
+    """Polls `check` until it returns something truthy; fails with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+def logs_of(processes: list[ServiceProcess]) -> str:
+    return "\n".join(f"--- {p.instance} ---\n{p.tail()}" for p in processes)
+
+
+__all__ = ["Path", "Receiver", "ServiceProcess", "answer", "eventually", "hang", "sequence"]
