@@ -54,7 +54,8 @@ def _secret_key(raw: str) -> str:
     # Imported here so that the pure settings module has no hard crypto dependency at import.
     from shared.crypto import validate_key
 
-    validate_key(raw.strip())
+    if raw.strip():  # empty: services that encrypt or decrypt call require("secret_key")
+        validate_key(raw.strip())
     return raw.strip()
 
 

@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from shared.core.retry import RETRY_TIERS
@@ -18,6 +19,11 @@ DELIVERIES = "hookline.deliveries"
 DLQ = "hookline.dlq"
 WEBHOOKS = "hookline.webhooks"
 WEEK_MS = 7 * 86400 * 1000
+# The largest record Hookline produces (broker message.max.bytes and every topic's
+# max.message.bytes allow it): a 1 MiB ingested payload plus its delivery envelope fits.
+# A record over the limit poisons an idempotent producer's partition, so producers check
+# sizes against this before sending.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,13 +35,15 @@ class TopicSpec:
 
 def topic_specs(partitions: int = 12) -> list[TopicSpec]:
     """Every topic Hookline uses, with its partition count and config."""
-    keep = {"retention.ms": str(WEEK_MS)}
+    size = {"max.message.bytes": str(MAX_MESSAGE_BYTES + 64 * 1024)}
+    keep = {"retention.ms": str(WEEK_MS), **size}
+    month = {"retention.ms": str(4 * WEEK_MS), **size}
     specs = [
         TopicSpec(EVENTS, partitions, keep),
         TopicSpec(DELIVERIES, partitions, keep),
-        TopicSpec(DLQ, 3, {"retention.ms": str(4 * WEEK_MS)}),
-        TopicSpec(EVENTS_REJECTED, 3, {"retention.ms": str(4 * WEEK_MS)}),
-        TopicSpec(WEBHOOKS, 6, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+        TopicSpec(DLQ, 3, month),
+        TopicSpec(EVENTS_REJECTED, 3, month),
+        TopicSpec(WEBHOOKS, 6, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", **size}),
     ]
     # One topic per fixed backoff; a partition holds a single delay, so its head is always
     # the next message due.
@@ -52,7 +60,7 @@ def make_producer(bootstrap: str, *, client_id: str, linger_ms: int = 5) -> AIOK
         acks="all",
         linger_ms=linger_ms,
         max_batch_size=512 * 1024,
-        max_request_size=4 * 1024 * 1024,
+        max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
         request_timeout_ms=30_000,
     )
 
@@ -67,14 +75,23 @@ def make_consumer(
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_wait_ms=50,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
         max_poll_interval_ms=300_000,
-        **kw,  # type: ignore[arg-type]
+        **{"auto_offset_reset": "earliest", **kw},  # type: ignore[arg-type]
     )
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic`, fresh from the cluster.
+
+    `consumer.topics()` fetches metadata into a throwaway object and a consumer tracks only
+    the topics it subscribed to, so ask its client directly.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
 
 
 async def wait_for_kafka(bootstrap: str, timeout: float = 90.0) -> None:
@@ -95,20 +112,27 @@ async def wait_for_kafka(bootstrap: str, timeout: float = 90.0) -> None:
 
 
 async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
-    """Creates the topics that do not exist yet; returns their names. Idempotent."""
+    """Creates the topics that do not exist yet and sets the config of those that do;
+    returns the names created. Idempotent."""
+    specs = list(specs)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
-        if not missing:
-            return []
-        try:
-            await admin.create_topics(
-                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
+        present = [s for s in specs if s.name in existing and s.config]
+        if present:
+            # Non-incremental: the spec is the topic's whole desired config.
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, s.name, s.config) for s in present]
             )
-        except TopicAlreadyExistsError:
-            pass  # another process created them first
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process created them first
         return [s.name for s in missing]
     finally:
         await admin.close()

@@ -15,7 +15,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from shared.core.messages import MessageError, WebhookRecord
-from shared.kafka import WEBHOOKS, make_consumer
+from shared.kafka import WEBHOOKS, make_consumer, partitions_of
 
 log = structlog.get_logger(component="webhook_table")
 
@@ -159,11 +159,9 @@ class WebhookTable:
         await consumer.start()
         self._consumer = consumer
         try:
-            await consumer.topics()  # fetches cluster metadata, so the partitions are known
-            partitions = consumer.partitions_for_topic(self._topic)
-            if not partitions:
+            tps = await partitions_of(consumer, self._topic)
+            if not tps:
                 raise RuntimeError(f"topic {self._topic} does not exist")
-            tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)

@@ -29,7 +29,14 @@ from shared.core.messages import (
     decode_event,
     delivery_id_for,
 )
-from shared.kafka import DELIVERIES, EVENTS, EVENTS_REJECTED, make_consumer, make_producer
+from shared.kafka import (
+    DELIVERIES,
+    EVENTS,
+    EVENTS_REJECTED,
+    MAX_MESSAGE_BYTES,
+    make_consumer,
+    make_producer,
+)
 from shared.logging import configure_logging
 from shared.runtime import instance_name, run
 from shared.subscriptions import WebhookTable
@@ -40,6 +47,10 @@ GROUP_ID = "hookline-matcher"
 PING_REASON = "ping is sent per webhook via the API"
 Message: TypeAlias = "ConsumerRecord[bytes, bytes]"
 _REJECT_HEADERS = {"reason", "source-topic", "source-partition", "source-offset"}
+# The broker refuses a batch over `message.max.bytes` (default 1048588), and after such a
+# refusal an idempotent producer's sequence for the partition is broken for good. So a
+# message that would not fit is never sent: an event whose delivery would not fit is
+# rejected instead, and a rejected copy that would not fit goes without its value.
 
 
 class ProduceFailed(Exception):
@@ -139,30 +150,16 @@ class Matcher:
         deliveries = rejected = 0
         for messages in batch.values():
             for msg in messages:
-                reason: str | None = None
-                try:
-                    event = decode_event(msg.value, timestamp_ms=msg.timestamp)
-                    if event.type == "ping":
-                        reason = PING_REASON
-                except MessageError as exc:
-                    reason = exc.reason
+                routed, reason = self._route(msg)
                 if reason is not None:
                     rejected += 1
-                    futures.append(
-                        await self._producer.send(
-                            self._rejected_topic,
-                            key=msg.key,
-                            value=msg.value,
-                            headers=rejection_headers(msg, reason),
-                        )
-                    )
+                    futures.append(await self._reject(msg, reason))
                     continue
-                enqueued_at = _epoch(event.created_at, msg.timestamp)
-                for delivery in deliveries_for(event, self._table, enqueued_at):
+                for delivery, value in routed:
                     deliveries += 1
                     futures.append(
                         await self._producer.send(
-                            self._deliveries_topic, key=delivery.key, value=delivery.encode()
+                            self._deliveries_topic, key=delivery.key, value=value
                         )
                     )
         results = await asyncio.gather(*futures, return_exceptions=True)
@@ -170,6 +167,34 @@ class Matcher:
         if errors:
             raise ProduceFailed(f"{len(errors)} of {len(results)} sends failed: {errors[0]!r}")
         return deliveries, rejected
+
+    def _route(self, msg: Message) -> tuple[list[tuple[DeliveryMessage, bytes]], str | None]:
+        """The encoded deliveries of one event, or the reason it is rejected."""
+        try:
+            event = decode_event(msg.value, timestamp_ms=msg.timestamp)
+            if event.type == "ping":
+                return [], PING_REASON
+            enqueued_at = _epoch(event.created_at, msg.timestamp)
+            routed = [(d, d.encode()) for d in deliveries_for(event, self._table, enqueued_at)]
+        except MessageError as exc:
+            return [], exc.reason
+        except Exception as exc:  # never let one message stop the stream
+            log.exception("event could not be routed", offset=msg.offset)
+            return [], f"cannot route event: {type(exc).__name__}"
+        for delivery, value in routed:
+            if len(value) + len(delivery.key) > MAX_MESSAGE_BYTES:
+                return [], f"delivery message of {len(value)} bytes exceeds {MAX_MESSAGE_BYTES}"
+        return routed, None
+
+    async def _reject(self, msg: Message, reason: str) -> Awaitable[object]:
+        value = msg.value
+        if value is not None and len(value) + len(msg.key or b"") > MAX_MESSAGE_BYTES:
+            reason = f"{reason}; value of {len(value)} bytes dropped"
+            value = None
+        fut: Awaitable[object] = await self._producer.send(
+            self._rejected_topic, key=msg.key, value=value, headers=rejection_headers(msg, reason)
+        )
+        return fut
 
     async def _commit(self, batch: Mapping[TopicPartition, list[Message]]) -> None:
         assigned = self._consumer.assignment()

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.config import Settings
 from shared.db import create_pool
-from shared.kafka import make_producer
+from shared.kafka import MAX_MESSAGE_BYTES, make_producer
 from shared.logging import configure_logging
 from shared.runtime import instance_name, run
 
@@ -38,10 +38,20 @@ _CLAIM = (
     " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
 _MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+_REFUSE = "UPDATE outbox SET published_at = now(), refused_reason = $2 WHERE id = $1"
 _PRUNE = (
     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
-    " WHERE published_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " WHERE published_at < now() - make_interval(secs => $1) AND refused_reason IS NULL"
+    " LIMIT $2 FOR UPDATE SKIP LOCKED)"
 )
+# The broker refuses a record batch over `message.max.bytes` (default 1048588), and after
+# such a refusal an idempotent producer's sequence for that partition is broken for good
+# (every later send fails with OutOfOrderSequenceNumber). So oversized rows never reach
+# the producer: they are set aside with a reason instead.
+
+
+class ProducerBroken(Exception):
+    """The producer hit a non-retriable error; it must be replaced before going on."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,11 @@ def _headers(raw: Any) -> list[tuple[str, bytes]] | None:
     if not raw:
         return None
     return [(str(k), str(v).encode()) for k, v in dict(raw).items()]
+
+
+def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None) -> int:
+    extra = sum(len(k) + len(v) + 8 for k, v in headers or ())
+    return len(key or b"") + len(value or b"") + extra
 
 
 class Relay:
@@ -86,18 +101,27 @@ class Relay:
                 return 0
             futures = []
             for row in rows:
-                key = row["key"]
-                value = row["value"]
-                futures.append(
-                    await self._producer.send(
-                        row["topic"],
-                        key=bytes(key) if key is not None else None,
-                        value=bytes(value) if value is not None else None,
-                        headers=_headers(row["headers"]),
+                key = bytes(row["key"]) if row["key"] is not None else None
+                value = bytes(row["value"]) if row["value"] is not None else None
+                headers = _headers(row["headers"])
+                size = _size(key, value, headers)
+                if size > MAX_MESSAGE_BYTES:
+                    reason = f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES}"
+                    log.error(
+                        "outbox row refused", outbox_id=row["id"], topic=row["topic"], reason=reason
                     )
+                    await conn.execute(_REFUSE, row["id"], reason)
+                    continue
+                futures.append(
+                    await self._producer.send(row["topic"], key=key, value=value, headers=headers)
                 )
             # Every ack before marking: a row is marked only once the broker has it.
-            await asyncio.gather(*futures)
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    if getattr(result, "retriable", True):
+                        raise result
+                    raise ProducerBroken(repr(result)) from result
             await conn.execute(_MARK, [row["id"] for row in rows])
         self.published += len(rows)
         return len(rows)
@@ -156,9 +180,10 @@ class Relay:
                             log.info("outbox pruned", rows=pruned)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("relay database error; retrying", error=str(exc))
-                    n = 0
                     await _first(stop.wait(), asyncio.sleep(self.config.error_backoff_s))
                     continue
+                except ProducerBroken:
+                    raise
                 except Exception:
                     # Kafka errors (after the producer's own retries) roll the batch back.
                     log.exception("relay publish failed; retrying")
@@ -195,13 +220,18 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     name = instance_name("relay")
     pool = await create_pool(settings.database_url, min_size=1, max_size=4)
     try:
-        producer = make_producer(settings.kafka_bootstrap, client_id=name)
-        await producer.start()
-        try:
-            log.info("relay started", instance=name)
-            await Relay(pool, producer, dsn=settings.database_url).run(stop)
-        finally:
-            await producer.stop()
+        while not stop.is_set():
+            producer = make_producer(settings.kafka_bootstrap, client_id=name)
+            await producer.start()
+            try:
+                log.info("relay started", instance=name)
+                await Relay(pool, producer, dsn=settings.database_url).run(stop)
+            except ProducerBroken as exc:
+                # The batch was rolled back; a fresh producer publishes it again.
+                log.error("relay producer broken; replacing it", error=str(exc))
+                await _first(stop.wait(), asyncio.sleep(1.0))
+            finally:
+                await producer.stop()
     finally:
         await pool.close()
     log.info("relay stopped", instance=name)

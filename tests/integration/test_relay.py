@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -23,7 +24,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.relay.relay import Relay, RelayConfig
 from shared.config import Settings
-from shared.kafka import EVENTS, TopicSpec, ensure_topics, make_consumer, make_producer
+from shared.kafka import (
+    EVENTS,
+    MAX_MESSAGE_BYTES,
+    TopicSpec,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
 from shared.outbox import enqueue, enqueue_event
 from tests.infra import ROOT
 
@@ -42,11 +50,10 @@ class Tail:
 
     async def start(self) -> Tail:
         await self.consumer.start()
-        await self.consumer.topics()
-        tps = [
-            TopicPartition(self.topic, p)
-            for p in sorted(self.consumer.partitions_for_topic(self.topic) or ())
-        ]
+        cluster = await self.consumer._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(self.topic)
+        assert partitions, f"topic {self.topic} has no partitions"
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
         for tp, end in (await self.consumer.end_offsets(tps)).items():
             self.consumer.seek(tp, end)
@@ -230,31 +237,28 @@ async def test_relay_killed_mid_batch_loses_nothing(
         await tail.stop()
 
 
-async def test_prune_deletes_only_old_published_rows(
+async def test_prune_deletes_only_rows_published_over_an_hour_ago(
     pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
     topic = "test.prune." + uuid.uuid4().hex[:8]
-    old, recent, pending = [
-        await pool.fetchval(
-            "INSERT INTO outbox (topic, key, value, published_at) VALUES ($1, $2, 'x', "
-            + at
-            + ") RETURNING id",
+    ids = {}
+    for name, ago in (
+        ("old", timedelta(hours=2)),
+        ("older", timedelta(hours=3)),
+        ("recent", timedelta(minutes=10)),
+    ):
+        ids[name] = await pool.fetchval(
+            "INSERT INTO outbox (topic, key, value, published_at)"
+            " VALUES ($1, $2, 'x', now() - $3::interval) RETURNING id",
             topic,
             name.encode(),
+            ago,
         )
-        for name, at in (
-            ("old", "now() - interval '2 hours'"),
-            ("recent", "now() - interval '10 minutes'"),
-            ("pending", "NULL"),
-        )
-    ]
     try:
-        # Mark "pending" so no relay publishes it to a topic that does not exist.
-        await pool.execute("UPDATE outbox SET published_at = now() WHERE id = $1", pending)
-        pruned = await Relay(pool, producer, config=RelayConfig(prune_batch=2)).prune()
-        assert pruned >= 1
+        pruned = await Relay(pool, producer, config=RelayConfig(prune_batch=1)).prune()
+        assert pruned >= 2
         left = {r["id"] for r in await pool.fetch("SELECT id FROM outbox WHERE topic = $1", topic)}
-        assert left == {recent, pending}
+        assert left == {ids["recent"]}
     finally:
         await pool.execute("DELETE FROM outbox WHERE topic = $1", topic)
 
@@ -263,7 +267,7 @@ async def test_relay_process_publishes_and_stops_on_sigterm(
     pool: asyncpg.Pool, provisioned: Settings, service_env: dict[str, str], org: str
 ) -> None:
     tail = await Tail(provisioned.kafka_bootstrap, EVENTS).start()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
         [sys.executable, "-m", "services.relay"],
         cwd=ROOT,
         env={**os.environ, **service_env},
@@ -283,3 +287,25 @@ async def test_relay_process_publishes_and_stops_on_sigterm(
             proc.kill()
             proc.wait()
         await tail.stop()
+
+
+async def test_a_row_too_large_for_kafka_is_set_aside_and_the_rest_flows(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings
+) -> None:
+    topic = "test.relay.big." + uuid.uuid4().hex[:8]
+    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 1, {})])
+    tail = await Tail(provisioned.kafka_bootstrap, topic).start()
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            big = await enqueue(conn, topic=topic, key="k", value=b"x" * (MAX_MESSAGE_BYTES + 1))
+            await enqueue(conn, topic=topic, key="k", value=b"after")
+        async with running(Relay(pool, producer, dsn=provisioned.database_url)):
+            await tail.until(lambda ms: len(ms) >= 1)
+        assert [m.value for m in tail.messages] == [b"after"]
+        row = await pool.fetchrow(
+            "SELECT published_at, refused_reason FROM outbox WHERE id = $1", big
+        )
+        assert row["published_at"] is not None and "exceeds" in row["refused_reason"]
+    finally:
+        await tail.stop()
+        await pool.execute("DELETE FROM outbox WHERE topic = $1", topic)

@@ -1,0 +1,377 @@
+"""The matcher against real Kafka: one delivery per subscribed webhook, deterministic ids,
+bad messages set aside with a reason.
+
+Most tests run a `Matcher` on private topics (so other tests' events cannot be counted);
+the last runs the service's own `serve()` on the real topics, fed through the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.matcher.matcher import PING_REASON, Matcher, serve
+from services.relay.relay import Relay
+from shared.config import Settings
+from shared.core.messages import DeliveryMessage, WebhookRecord, delivery_id_for
+from shared.core.ssrf import Allowlist
+from shared.crypto import SecretBox
+from shared.kafka import (
+    DELIVERIES,
+    EVENTS,
+    EVENTS_REJECTED,
+    MAX_MESSAGE_BYTES,
+    TopicSpec,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
+from shared.outbox import enqueue_event
+from shared.subscriptions import WebhookTable
+from shared.webhooks import WebhookStore
+
+WAIT_S = 60.0
+
+
+async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+
+
+async def read_to_end(bootstrap: str, topic: str, start: dict[TopicPartition, int]) -> list[Any]:
+    """Every message of `topic` from `start` offsets (default 0) up to its end offsets now."""
+    consumer = make_consumer(bootstrap, group_id=None, client_id="test-read")
+    await consumer.start()
+    try:
+        tps = await partitions(consumer, topic)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, start.get(tp, 0))
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_S
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            assert loop.time() < deadline, f"could not read {topic} to its end"
+            for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(m for m in msgs if m.offset < ends[TopicPartition(m.topic, m.partition)])
+        return out
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Pipeline:
+    """A matcher on private topics, with a producer to feed it."""
+
+    events: str
+    deliveries: str
+    rejected: str
+    table: WebhookTable
+    matcher: Matcher
+    consumer: AIOKafkaConsumer
+    producer: AIOKafkaProducer
+    bootstrap: str
+    published: int = 0
+
+    async def publish(self, value: bytes, key: bytes = b"k") -> None:
+        await self.producer.send_and_wait(self.events, key=key, value=value)
+        self.published += 1
+
+    async def settled(self) -> None:
+        """Waits until the matcher committed past every published event (so every message
+        it produces for them was acknowledged)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_S
+        tps = await partitions(self.consumer, self.events)
+        while True:
+            done = 0
+            for tp in tps:
+                with contextlib.suppress(Exception):
+                    done += await self.consumer.committed(tp) or 0
+            if done >= self.published:
+                return
+            assert loop.time() < deadline, f"matcher committed {done} of {self.published}"
+            await asyncio.sleep(0.05)
+
+    async def deliveries_out(self) -> list[DeliveryMessage]:
+        await self.settled()
+        msgs = await read_to_end(self.bootstrap, self.deliveries, {})
+        return [DeliveryMessage.decode(m.value) for m in msgs]
+
+    async def rejected_out(self) -> list[Any]:
+        await self.settled()
+        return await read_to_end(self.bootstrap, self.rejected, {})
+
+
+@pytest.fixture
+async def pipeline(provisioned: Settings) -> AsyncIterator[Pipeline]:
+    suffix = uuid.uuid4().hex[:8]
+    names = [f"test.{kind}.{suffix}" for kind in ("events", "deliveries", "rejected")]
+    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(n, 3, {}) for n in names])
+    bootstrap = provisioned.kafka_bootstrap
+    table = WebhookTable(bootstrap, client_id="unused")  # filled with put(), not started
+    producer = make_producer(bootstrap, client_id="test-matcher")
+    await producer.start()
+    consumer = make_consumer(bootstrap, group_id=f"test-matcher-{suffix}", client_id="tm")
+    matcher = Matcher(consumer, producer, table, deliveries_topic=names[1], rejected_topic=names[2])
+    consumer.subscribe([names[0]], listener=matcher.listener)
+    await consumer.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(matcher.run(stop))
+    yield Pipeline(*names, table, matcher, consumer, producer, bootstrap)  # type: ignore[arg-type]
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    await consumer.stop()
+    await producer.stop()
+
+
+def hook(
+    org: str, repo: str | None, events: tuple[str, ...], *, active: bool = True
+) -> WebhookRecord:
+    return WebhookRecord(
+        id=str(uuid.uuid4()),
+        org=org,
+        repo=repo,
+        url="http://127.0.0.1:9/hook",
+        events=events,
+        active=active,
+        content_type="json",
+        timeout_s=10,
+        retry=None,
+        secret_enc="sealed",
+        previous_secret_enc=None,
+        previous_expires_at=None,
+        revision=1,
+    )
+
+
+def event(org: str, repo: str = "widgets", **over: object) -> bytes:
+    obj: dict[str, object] = {
+        "id": "evt-" + uuid.uuid4().hex,
+        "event": "pull_request",
+        "action": "opened",
+        "org": org,
+        "repo": repo,
+        "payload": {"number": 1},
+    }
+    obj.update(over)
+    return orjson.dumps(obj)
+
+
+async def test_one_delivery_per_subscribed_webhook(pipeline: Pipeline, org: str) -> None:
+    repo_hook = hook(org, "widgets", ("pull_request.opened",))
+    org_hook = hook(org, None, ("*",))
+    for record in (
+        repo_hook,
+        org_hook,
+        hook(org, "widgets", ("push",)),  # filter does not match
+        hook(org, "widgets", ("pull_request",), active=False),  # inactive
+        hook(org, "gadgets", ("*",)),  # another repo
+    ):
+        pipeline.table.put(record)
+    raw = event(org)
+    event_id = orjson.loads(raw)["id"]
+    await pipeline.publish(raw, key=f"{org}/widgets".encode())
+
+    out = await pipeline.deliveries_out()
+    assert len(out) == 2
+    assert {d.delivery_id for d in out} == {
+        delivery_id_for(event_id, repo_hook.id),
+        delivery_id_for(event_id, org_hook.id),
+    }
+    for d in out:
+        assert (d.event_id, d.event_type, d.org, d.attempt, d.trigger) == (
+            event_id,
+            "pull_request.opened",
+            org,
+            1,
+            "auto",
+        )
+        assert d.body["event"] == "pull_request" and d.body["action"] == "opened"
+        assert d.body["repository"]["full_name"] == f"{org}/widgets"
+        assert d.enqueued_at is not None and d.enqueued_at > 0
+    # Keyed by webhook id, so one webhook's deliveries share a partition.
+    msgs = await read_to_end(pipeline.bootstrap, pipeline.deliveries, {})
+    assert {m.key for m in msgs} == {repo_hook.id.encode(), org_hook.id.encode()}
+    assert pipeline.matcher.matched == 2
+
+
+async def test_the_same_event_twice_gives_the_same_delivery_ids(
+    pipeline: Pipeline, org: str
+) -> None:
+    hooks = [hook(org, "widgets", ("pull_request",)), hook(org, None, ("pull_request.*",))]
+    for record in hooks:
+        pipeline.table.put(record)
+    raw = event(org)
+    await pipeline.publish(raw)
+    await pipeline.publish(raw)
+    # No id at all: derived from the bytes, so still the same delivery ids twice.
+    no_id = event(org, id=None)
+    await pipeline.publish(no_id)
+    await pipeline.publish(no_id)
+
+    out = await pipeline.deliveries_out()
+    assert len(out) == 8
+    by_event: dict[str, list[str]] = {}
+    for d in out:
+        by_event.setdefault(d.event_id, []).append(d.delivery_id)
+    assert len(by_event) == 2
+    for event_id, got in by_event.items():
+        assert sorted(got) == sorted(2 * [delivery_id_for(event_id, h.id) for h in hooks])
+
+
+async def test_bad_messages_are_rejected_with_a_reason_and_the_next_flows(
+    pipeline: Pipeline, org: str
+) -> None:
+    good = hook(org, "widgets", ("push",))
+    pipeline.table.put(good)
+    bad = [
+        (b"not json at all", "not JSON"),
+        (event(org, event="no_such_event", action=None), "event"),
+        (event(org, event="ping", action=None), PING_REASON),
+    ]
+    for value, _ in bad:
+        await pipeline.publish(value, key=b"same-key")
+    valid = event(org, event="push", action=None)
+    await pipeline.publish(valid, key=b"same-key")  # after the bad ones, same partition
+
+    rejected = await pipeline.rejected_out()
+    assert len(rejected) == 3
+    by_value = {m.value: dict(m.headers) for m in rejected}
+    for value, reason in bad:
+        headers = by_value[value]
+        assert reason in headers["reason"].decode()
+        assert headers["source-topic"].decode() == pipeline.events
+        assert int(headers["source-offset"].decode()) >= 0
+        assert "source-partition" in headers
+    out = await pipeline.deliveries_out()
+    assert [d.delivery_id for d in out] == [delivery_id_for(orjson.loads(valid)["id"], good.id)]
+    assert pipeline.matcher.rejected == 3
+
+
+async def test_the_service_routes_outbox_events_and_rejects_pings(
+    pool: asyncpg.Pool, provisioned: Settings, org: str
+) -> None:
+    """`serve()` as `python -m services.matcher` runs it, on the real topics."""
+    bootstrap = provisioned.kafka_bootstrap
+    producer = make_producer(bootstrap, client_id="test-serve")
+    await producer.start()
+    relay_stop, matcher_stop = asyncio.Event(), asyncio.Event()
+    relay = asyncio.create_task(Relay(pool, producer, dsn=provisioned.database_url).run(relay_stop))
+    group = "test-serve-" + uuid.uuid4().hex[:8]
+    matcher: asyncio.Task[None] | None = None
+    try:
+        store = WebhookStore(
+            pool,
+            SecretBox(provisioned.secret_key),
+            allow=Allowlist.parse("127.0.0.0/8"),
+            max_per_repo=20,
+        )
+        created, _ = await store.create(
+            org, "widgets", {"url": "http://127.0.0.1:9/h", "events": ["push"]}
+        )
+        # The new group starts at today's end of hookline.events, not at its history.
+        starts = await commit_end_offsets(bootstrap, group)
+        rejected_from = await end_offsets(bootstrap, EVENTS_REJECTED)
+        deliveries_from = await end_offsets(bootstrap, DELIVERIES)
+        await wait_published(pool, str(created.id))
+        matcher = asyncio.create_task(serve(provisioned, matcher_stop, group_id=group))
+
+        async with pool.acquire() as conn, conn.transaction():
+            msg = await enqueue_event(conn, org=org, repo="widgets", event="push", payload={})
+        ping = event(org, event="ping", action=None)
+        await producer.send_and_wait(EVENTS, key=f"{org}/widgets".encode(), value=ping)
+
+        want = delivery_id_for(msg.id, created.id)
+        got: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_S
+        while not any(DeliveryMessage.decode(m.value).delivery_id == want for m in got):
+            assert loop.time() < deadline and not matcher.done(), "no delivery from the service"
+            await asyncio.sleep(0.2)
+            got = await read_to_end(bootstrap, DELIVERIES, deliveries_from)
+            got = [m for m in got if m.key == created.id.encode()]
+        while True:
+            rejected = [
+                m
+                for m in await read_to_end(bootstrap, EVENTS_REJECTED, rejected_from)
+                if m.value == ping
+            ]
+            if rejected:
+                break
+            assert loop.time() < deadline, "the ping was not rejected"
+            await asyncio.sleep(0.2)
+        assert dict(rejected[0].headers)["reason"].decode() == PING_REASON
+        assert starts  # the group had its offsets
+    finally:
+        matcher_stop.set()
+        relay_stop.set()
+        if matcher is not None:
+            await asyncio.wait_for(matcher, 30)
+        await asyncio.wait_for(relay, 30)
+        await producer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = make_consumer(bootstrap, group_id=None, client_id="test-ends")
+    await consumer.start()
+    try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(
+            await partitions(consumer, topic)
+        )
+        return ends
+    finally:
+        await consumer.stop()
+
+
+async def commit_end_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    """Gives `group` committed offsets at the current end of hookline.events."""
+    consumer = make_consumer(bootstrap, group_id=group, client_id="test-seed")
+    await consumer.start()
+    try:
+        tps = await partitions(consumer, EVENTS)
+        consumer.assign(tps)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        await consumer.commit(ends)
+        return ends
+    finally:
+        await consumer.stop()
+
+
+async def wait_published(pool: asyncpg.Pool, webhook_id: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE key = $1 AND published_at IS NULL", webhook_id.encode()
+    ):
+        assert loop.time() < deadline, "webhook record still unpublished"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_event_whose_delivery_would_not_fit_is_rejected(
+    pipeline: Pipeline, org: str
+) -> None:
+    good = hook(org, "widgets", ("push",))
+    pipeline.table.put(good)
+    raw = event(org, event="push", action=None, payload={"blob": ""})
+    blob = "x" * (MAX_MESSAGE_BYTES - 100 - len(raw))  # the event fits; its delivery would not
+    big = event(org, event="push", action=None, payload={"blob": blob})
+    await pipeline.publish(big, key=b"same-key")
+    small = event(org, event="push", action=None)
+    await pipeline.publish(small, key=b"same-key")
+
+    rejected = await pipeline.rejected_out()
+    assert [m.value for m in rejected] == [big]
+    assert "exceeds" in dict(rejected[0].headers)["reason"].decode()
+    out = await pipeline.deliveries_out()
+    assert [d.event_id for d in out] == [orjson.loads(small)["id"]]
