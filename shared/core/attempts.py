@@ -86,7 +86,7 @@ def decide(
     if result.ok:
         return Decision("succeeded", None)
     error = result.error or "http_status"
-    if result.status == 410 and result.error is None:
+    if result.status == 410:
         return Decision(
             "failed" if single else "dead",
             error,

@@ -1,0 +1,1 @@
+"""The sender service: POSTs deliveries, retries through delay topics, logs every attempt."""

@@ -1,0 +1,3 @@
+from services.sender.sender import main
+
+main()

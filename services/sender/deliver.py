@@ -1,0 +1,258 @@
+"""One delivery attempt end to end: look the webhook up, sign, POST, decide what follows
+(retry tier, dead-letter, disabling) and append the attempt to the delivery log."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from shared.config import Settings
+from shared.core.attempts import AttemptResult, AttemptRow, build_request, decide
+from shared.core.errors import ValidationError
+from shared.core.messages import DeliveryMessage, WebhookRecord
+from shared.core.retry import RetryPolicy, RetryTier, tier_for
+from shared.crypto import SecretBox
+from shared.deliverylog import DeliveryLog, Unhealthy
+from shared.subscriptions import WebhookTable
+from shared.webhooks import WebhookStore
+
+from .http import WebhookClient
+from .retry_tiers import Topics
+
+log = structlog.get_logger(component="sender")
+
+USER_AGENT = "Hookline/{version}"
+# A webhook id the database did not know is not asked again for this long.
+_MISS_TTL_S = 30.0
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("hookline")
+    except Exception:  # not installed as a distribution: running from a checkout
+        return "0.1.0"
+
+
+class Deliverer:
+    """Performs attempts; shared by every in-flight delivery task of a sender process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        table: WebhookTable,
+        store: WebhookStore,
+        client: WebhookClient,
+        delivery_log: DeliveryLog,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        stop: asyncio.Event,
+    ) -> None:
+        self._settings = settings
+        self._table = table
+        self._store = store
+        self._client = client
+        self._log = delivery_log
+        self._producer = producer
+        self._topics = topics
+        self._stop = stop
+        self._box = SecretBox(settings.secret_key)
+        self._secrets: dict[str, str] = {}
+        self._misses: dict[str, float] = {}
+        self._user_agent = USER_AGENT.format(version=_version())
+
+    async def webhook(self, webhook_id: str) -> WebhookRecord | None:
+        """From the in-memory table; on a miss (created a moment ago) from the database."""
+        record = self._table.get(webhook_id)
+        if record is not None:
+            return record
+        now = time.monotonic()
+        if self._misses.get(webhook_id, 0.0) > now:
+            return None
+        found = await self._store.record(webhook_id)
+        if found is None:
+            if len(self._misses) > 100_000:
+                self._misses = {k: v for k, v in self._misses.items() if v > now}
+            self._misses[webhook_id] = now + _MISS_TTL_S
+            return None
+        self._table.put(found)
+        return self._table.get(webhook_id)  # None if a tombstone got there first
+
+    def _secret(self, sealed: str) -> str:
+        secret = self._secrets.get(sealed)
+        if secret is None:
+            secret = self._box.open(sealed.encode())
+            if len(self._secrets) > 50_000:
+                self._secrets.clear()
+            self._secrets[sealed] = secret
+        return secret
+
+    def _signing_secrets(self, record: WebhookRecord, now: datetime) -> list[str]:
+        secrets = [self._secret(record.secret_enc)]
+        if record.previous_secret_enc and record.previous_expires_at:
+            expires = datetime.fromisoformat(record.previous_expires_at.replace("Z", "+00:00"))
+            if expires > now:
+                secrets.append(self._secret(record.previous_secret_enc))
+        return secrets
+
+    async def handle(self, msg: DeliveryMessage) -> asyncio.Future[None] | None:
+        """Runs the attempt `msg` asks for; returns the future of its log row (resolved
+        once durable), or None if the message was only moved to a retry tier."""
+        now_s = time.time()
+        if msg.due_at is not None and msg.due_at > now_s:
+            await self.send(self._topics.tier_topic(_tier(msg.due_at - now_s)), msg)
+            return None
+        structlog.contextvars.bind_contextvars(
+            delivery_id=msg.delivery_id, webhook_id=msg.webhook_id, attempt=msg.attempt
+        )
+        started = datetime.now(UTC)
+        record = await self.webhook(msg.webhook_id)
+        if record is None or not record.active:
+            error = "webhook_deleted" if record is None else None
+            row = self._row(msg, started, outcome="skipped", error=error)
+            log.info("attempt", outcome="skipped", error=error, trigger=msg.trigger)
+            return self._log.append(row)
+        body, headers = build_request(
+            body=msg.body,
+            content_type=record.content_type,
+            prefix=self._settings.header_prefix,
+            user_agent=self._user_agent,
+            event_type=msg.event_type,
+            delivery_id=msg.delivery_id,
+            attempt=msg.attempt,
+            secrets=self._signing_secrets(record, started),
+            timestamp=int(started.timestamp()),
+        )
+        result = await self._client.post(record.url, body, headers, timeout_s=record.timeout_s)
+        try:
+            policy = RetryPolicy.from_config(record.retry)
+        except ValidationError:
+            policy = RetryPolicy()
+        decision = decide(
+            result,
+            attempt=msg.attempt,
+            single=msg.single,
+            policy=policy,
+            rand=random.random(),
+            now=datetime.now(UTC),
+        )
+        next_at: datetime | None = None
+        if decision.next_delay_s is not None:
+            due = time.time() + decision.next_delay_s
+            next_at = datetime.fromtimestamp(due, UTC)
+            retry = dataclasses.replace(
+                msg, attempt=msg.attempt + 1, trigger="retry", due_at=due, last_error=decision.error
+            )
+            await self.send(self._topics.tier_topic(_tier(decision.next_delay_s)), retry)
+        if decision.to_dlq:
+            last = _describe(result)
+            await self.send(self._topics.dlq, dataclasses.replace(msg, last_error=last))
+        if decision.disable_reason is not None:
+            await self.disable(record.id, decision.disable_reason)
+        row = self._row(
+            msg,
+            started,
+            outcome=decision.outcome,
+            error=decision.error,
+            result=result,
+            request=(headers, body),
+            next_at=next_at,
+        )
+        log.info(
+            "attempt",
+            outcome=decision.outcome,
+            status=result.status,
+            duration_ms=result.duration_ms,
+            error=decision.error,
+            trigger=msg.trigger,
+        )
+        return self._log.append(row)
+
+    def _row(
+        self,
+        msg: DeliveryMessage,
+        started: datetime,
+        *,
+        outcome: str,
+        error: str | None,
+        result: AttemptResult | None = None,
+        request: tuple[dict[str, str], bytes] | None = None,
+        next_at: datetime | None = None,
+    ) -> AttemptRow:
+        return AttemptRow(
+            delivery_id=msg.delivery_id,
+            webhook_id=msg.webhook_id,
+            org=msg.org,
+            event_id=msg.event_id,
+            event_type=msg.event_type,
+            attempt=msg.attempt,
+            trigger=msg.trigger,
+            outcome=outcome,
+            started_at=started,
+            duration_ms=result.duration_ms if result else 0.0,
+            request_headers=request[0] if request else None,
+            request_body=request[1].decode("utf-8", errors="replace") if request else None,
+            response_status=result.status if result else None,
+            response_headers=result.headers or None if result else None,
+            response_body=result.body if result else None,
+            error=error,
+            resolved_ip=result.resolved_ip if result else None,
+            next_attempt_at=next_at,
+        )
+
+    async def send(self, topic: str, msg: DeliveryMessage) -> None:
+        """Produces until the broker acknowledged (retrying while the process runs)."""
+        delay = 0.2
+        while True:
+            try:
+                await self._producer.send_and_wait(topic, msg.encode(), key=msg.key)
+                return
+            except KafkaError as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("produce failed; retrying", topic=topic, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def disable(self, webhook_id: str, reason: str) -> None:
+        """Turns the webhook off in the database (published through the outbox) and in the
+        local table at once, so the deliveries that follow are skipped."""
+        changed = await self._store.disable(webhook_id, reason)
+        held = self._table.get(webhook_id)
+        if held is not None and held.active:
+            self._table.put(dataclasses.replace(held, active=False, revision=held.revision + 1))
+        if changed:
+            log.warning("webhook disabled", webhook_id=webhook_id, reason=reason)
+
+    async def on_unhealthy(self, webhooks: list[Unhealthy]) -> None:
+        """Called by the delivery log when consecutive failures crossed the threshold."""
+        for item in webhooks:
+            reason = (
+                f"disabled after {item.failures} consecutive failed attempts since "
+                f"{item.first_failure_at.isoformat()}"
+            )
+            try:
+                await self.disable(item.webhook_id, reason)
+            except Exception:
+                log.exception("disabling webhook failed", webhook_id=item.webhook_id)
+
+
+def _tier(delay_s: float) -> RetryTier:
+    tier = tier_for(delay_s)
+    assert tier is not None  # delay_s > 0
+    return tier
+
+
+def _describe(result: AttemptResult) -> str:
+    if result.error == "http_status" or (result.error is None and result.status is not None):
+        return f"http_status {result.status}"
+    return result.error or "unknown"

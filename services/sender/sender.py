@@ -1,0 +1,426 @@
+"""The sender: consumes `hookline.deliveries` with many deliveries in flight per
+partition, commits each partition only up to its contiguous completed watermark, and runs
+the retry tiers beside it (DESIGN.md sections 1, 6, 7, 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from shared.config import ConfigError, Settings
+from shared.core.messages import DeliveryMessage, MessageError
+from shared.core.retry import RETRY_TIERS
+from shared.core.watermark import Watermark
+from shared.crypto import SecretBox
+from shared.db import create_pool
+from shared.deliverylog import DeliveryLog, Unhealthy
+from shared.kafka import make_consumer, make_producer
+from shared.logging import configure_logging
+from shared.runtime import instance_name, run
+from shared.subscriptions import WebhookTable
+from shared.webhooks import WebhookStore
+
+from .deliver import Deliverer
+from .http import WebhookClient
+from .retry_tiers import REJECT_HEADER, RETRY_GROUP, RetryTiers, Topics
+
+log = structlog.get_logger(component="sender")
+
+GROUP = "hookline-sender"
+COMMIT_INTERVAL_S = 0.2
+REVOKE_WAIT_S = 3.0
+# A webhook with this many messages queued behind its in-flight cap gets further ones
+# parked in the shortest retry tier, so one slow endpoint cannot fill the buffer and
+# stall every other webhook (the buffer limit pauses whole partitions).
+MAX_QUEUED_PER_WEBHOOK = 1000
+
+
+@dataclass
+class _Partition:
+    wm: Watermark = field(default_factory=Watermark)
+
+
+@dataclass
+class _Job:
+    tp: TopicPartition
+    state: _Partition
+    offset: int
+    msg: DeliveryMessage
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._sender.revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._sender.assign(assigned)
+
+
+class Sender:
+    """One sender replica: `run()` until `stop` is set, then drains and commits."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stop: asyncio.Event,
+        *,
+        topics: Topics | None = None,
+        group_id: str = GROUP,
+        retry_group_id: str = RETRY_GROUP,
+        client_id: str | None = None,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._stop = stop
+        self._topics = topics or Topics()
+        self._group_id = group_id
+        self._retry_group_id = retry_group_id
+        self._client_id = client_id or instance_name("sender")
+        self._drain_timeout = drain_timeout
+        self._sem = asyncio.Semaphore(settings.sender_concurrency)
+        self._cap = settings.sender_inflight_per_webhook
+        self._max_pending = max(4 * settings.sender_concurrency, 1000)
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._running: dict[str, int] = {}
+        self._queued: dict[str, deque[_Job]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending = 0
+        self._paused = False
+        self._commit_lock = asyncio.Lock()
+        self._progress = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._deliverer: Deliverer | None = None
+        self.ready = asyncio.Event()  # partitions assigned at least once (for tests)
+
+    @property
+    def group_id(self) -> str:
+        return self._group_id
+
+    # -- composition -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self._settings
+        pool = await create_pool(s.database_url, min_size=1, max_size=8)
+        producer = make_producer(s.kafka_bootstrap, client_id=self._client_id)
+        self._producer = producer
+        table = WebhookTable(s.kafka_bootstrap, client_id=f"{self._client_id}-table")
+        client = WebhookClient(
+            s.allowed_targets,
+            concurrency=s.sender_concurrency,
+            max_request_bytes=s.max_payload_bytes + 64 * 1024,
+        )
+        delivery_log = DeliveryLog(
+            pool,
+            disable_after_failures=s.disable_after_failures,
+            disable_after_seconds=s.disable_after_seconds,
+            on_unhealthy=self._on_unhealthy,
+        )
+        store = WebhookStore(
+            pool, SecretBox(s.secret_key), allow=s.allowed_targets, max_per_repo=10**9
+        )
+        tiers = RetryTiers(
+            s.kafka_bootstrap,
+            producer,
+            self._stop,
+            topics=self._topics,
+            group_id=self._retry_group_id,
+            client_id=f"{self._client_id}-retry",
+        )
+        maintenance: asyncio.Task[None] | None = None
+        tiers_task: asyncio.Task[None] | None = None
+        try:
+            await producer.start()
+            await table.start()
+            await client.start()
+            await delivery_log.start()
+            self._deliverer = Deliverer(
+                s,
+                table=table,
+                store=store,
+                client=client,
+                delivery_log=delivery_log,
+                producer=producer,
+                topics=self._topics,
+                stop=self._stop,
+            )
+            maintenance = asyncio.create_task(
+                delivery_log.maintain_forever(s.retention_days, self._stop)
+            )
+            tiers_task = asyncio.create_task(tiers.run(), name="retry-tiers")
+            await self._consume(delivery_log)
+        finally:
+            if tiers_task is not None:
+                await asyncio.wait({tiers_task}, timeout=5.0)
+                tiers_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await tiers_task
+            if maintenance is not None:
+                maintenance.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintenance
+            await delivery_log.close()
+            await client.close()
+            await table.stop()
+            await producer.stop()
+            await pool.close()
+            log.info("sender stopped")
+
+    async def _on_unhealthy(self, webhooks: list[Unhealthy]) -> None:
+        if self._deliverer is not None:
+            await self._deliverer.on_unhealthy(webhooks)
+
+    # -- the consume loop --------------------------------------------------------------
+
+    async def _consume(self, delivery_log: DeliveryLog) -> None:
+        consumer = make_consumer(
+            self._settings.kafka_bootstrap, group_id=self._group_id, client_id=self._client_id
+        )
+        consumer.subscribe([self._topics.deliveries], listener=_Listener(self))
+        await consumer.start()
+        self._consumer = consumer
+        committer = asyncio.create_task(self._commit_forever(), name="sender-commits")
+        try:
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100, max_records=1000)
+                for tp, records in batch.items():
+                    state = self._parts.get(tp)
+                    if state is None:
+                        continue  # revoked while fetched: the new owner gets these
+                    for record in records:
+                        self._dispatch(tp, state, record)
+                self._backpressure()
+            log.info("sender draining", in_flight=self._pending)
+            consumer.pause(*consumer.assignment())
+            await self._wait_until(lambda: self._pending == 0, self._drain_timeout)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._drain_timeout):
+                    await delivery_log.flush()
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            await self._commit()
+        finally:
+            committer.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            self._consumer = None
+            with contextlib.suppress(KafkaError):
+                await consumer.stop()
+
+    def _dispatch(self, tp: TopicPartition, state: _Partition, record: ConsumerRecord) -> None:
+        state.wm.dispatch(record.offset)
+        self._pending += 1
+        try:
+            msg = DeliveryMessage.decode(record.value)
+        except MessageError as exc:
+            self._spawn(self._reject(tp, state, record, exc.reason))
+            return
+        job = _Job(tp, state, record.offset, msg)
+        wid = msg.webhook_id
+        if self._running.get(wid, 0) < self._cap:
+            self._start(job)
+            return
+        queue = self._queued.setdefault(wid, deque())
+        if len(queue) >= MAX_QUEUED_PER_WEBHOOK and (msg.due_at or 0) <= time.time():
+            self._spawn(self._park(job))
+        else:
+            queue.append(job)
+
+    def _start(self, job: _Job) -> None:
+        wid = job.msg.webhook_id
+        self._running[wid] = self._running.get(wid, 0) + 1
+        self._spawn(self._work(job))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _release(self, wid: str) -> None:
+        """A webhook's slot is free: start its next queued job still owned by us."""
+        queue = self._queued.get(wid)
+        while queue:
+            job = queue.popleft()
+            if self._parts.get(job.tp) is job.state:
+                self._running[wid] -= 1
+                if not queue:
+                    del self._queued[wid]
+                self._start(job)
+                return
+            self._pending -= 1  # revoked meanwhile: dropped, the new owner redelivers it
+        self._queued.pop(wid, None)
+        left = self._running.get(wid, 1) - 1
+        if left > 0:
+            self._running[wid] = left
+        else:
+            self._running.pop(wid, None)
+
+    async def _work(self, job: _Job) -> None:
+        assert self._deliverer is not None
+        done = False
+        released = False
+        delay = 0.2
+        try:
+            while not done:
+                try:
+                    async with self._sem:
+                        durable = await self._deliverer.handle(job.msg)
+                    if not released:
+                        released = True
+                        self._release(job.msg.webhook_id)
+                    if durable is not None:
+                        await durable
+                    done = True
+                except Exception:
+                    # A bug or an outage (database, broker): try again rather than lose it
+                    # or complete it; on shutdown it stays uncommitted and is redelivered.
+                    log.exception("delivery failed unexpectedly; retrying")
+                    if self._stop.is_set():
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        finally:
+            if not released:
+                self._release(job.msg.webhook_id)
+            self._finish(job.tp, job.state, job.offset, done)
+
+    async def _park(self, job: _Job) -> None:
+        assert self._deliverer is not None
+        tier = RETRY_TIERS[0]
+        parked = dataclasses.replace(job.msg, due_at=time.time() + tier.delay_s)
+        ok = False
+        try:
+            await self._deliverer.send(self._topics.tier_topic(tier), parked)
+            ok = True
+        finally:
+            self._finish(job.tp, job.state, job.offset, ok)
+
+    async def _reject(
+        self, tp: TopicPartition, state: _Partition, record: ConsumerRecord, reason: str
+    ) -> None:
+        assert self._producer is not None
+        log.warning("undecodable delivery to dead-letter", reason=reason, partition=tp.partition)
+        ok = False
+        try:
+            await self._producer.send_and_wait(
+                self._topics.dlq,
+                record.value,
+                key=record.key,
+                headers=[(REJECT_HEADER, reason.encode())],
+            )
+            ok = True
+        finally:
+            self._finish(tp, state, record.offset, ok)
+
+    def _finish(self, tp: TopicPartition, state: _Partition, offset: int, ok: bool) -> None:
+        self._pending -= 1
+        if ok and self._parts.get(tp) is state:
+            state.wm.complete(offset)
+        self._backpressure()
+        self._progress.set()
+
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """True once `predicate()` holds (checked after each finished job), False on timeout."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.1)):
+                    await self._progress.wait()
+        return True
+
+    def _backpressure(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if not self._paused and self._pending >= self._max_pending:
+            self._paused = True
+            consumer.pause(*consumer.assignment())
+            log.info("sender paused: buffer full", in_flight=self._pending)
+        elif self._paused and self._pending <= self._max_pending // 2 and not self._stop.is_set():
+            self._paused = False
+            consumer.resume(*consumer.assignment())
+
+    # -- offsets and rebalancing -------------------------------------------------------
+
+    async def _commit_forever(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL_S)
+            await self._commit()
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        async with self._commit_lock:
+            offsets: dict[TopicPartition, int] = {}
+            for tp, state in self._parts.items():
+                if only is not None and tp not in only:
+                    continue
+                position = state.wm.committable()
+                if position is not None:
+                    offsets[tp] = position
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+                log.warning("offset commit failed", error=str(exc))
+                return
+            for tp, position in offsets.items():
+                if tp in self._parts:
+                    self._parts[tp].wm.committed(position)
+
+    async def revoke(self, revoked: set[TopicPartition]) -> None:
+        """Waits briefly for the revoked partitions' in-flight work, commits what is
+        complete, and forgets them (unfinished ones are redelivered to the new owner)."""
+        mine = {tp for tp in revoked if tp in self._parts}
+        await self._wait_until(lambda: all(self._parts[tp].wm.idle for tp in mine), REVOKE_WAIT_S)
+        await self._commit(mine)
+        for tp in mine:
+            del self._parts[tp]
+
+    def assign(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._parts[tp] = _Partition()
+        if self._paused and self._consumer is not None:
+            self._consumer.pause(*assigned)
+        log.info("sender partitions assigned", partitions=len(assigned))
+        self.ready.set()
+
+
+async def _main(settings: Settings, stop: asyncio.Event) -> None:
+    try:
+        settings.require("secret_key")
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")
+    configure_logging(settings.log_level, service="sender")
+    await Sender(settings, stop).run()
+
+
+def main() -> None:
+    run(_main)

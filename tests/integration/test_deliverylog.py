@@ -1,0 +1,172 @@
+"""The delivery log writer against real PostgreSQL: COPY, the summary, health, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from shared.core.attempts import AttemptRow
+from shared.deliverylog import DeliveryLog, Unhealthy
+
+
+def _row(
+    delivery: str, webhook: str, attempt: int, outcome: str, at: datetime, **kw: object
+) -> AttemptRow:
+    return AttemptRow(
+        delivery_id=delivery,
+        webhook_id=webhook,
+        org="org-log",
+        event_id="ev-" + delivery[:8],
+        event_type="push",
+        attempt=attempt,
+        trigger="auto" if attempt == 1 else "retry",
+        outcome=outcome,
+        started_at=at,
+        duration_ms=12.5,
+        request_headers={"X-Hookline-Attempt": str(attempt), "X-Hub-Signature-256": "sha256=ab"},
+        request_body='{"event":"push"}',
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_attempts_and_summary_are_written_together(pool: asyncpg.Pool) -> None:
+    dlog = DeliveryLog(pool, flush_interval=0.01)
+    await dlog.start()
+    delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    try:
+        first = dlog.append(
+            _row(
+                delivery,
+                webhook,
+                1,
+                "failed",
+                t0,
+                response_status=500,
+                response_headers={"a": "b"},
+                response_body="nope",
+                error="http_status",
+                resolved_ip="127.0.0.1",
+                next_attempt_at=t0 + timedelta(seconds=60),
+            )
+        )
+        await asyncio.wait_for(first, 10)
+        summary = await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", uuid.UUID(delivery))
+        assert summary["status"] == "failed"
+        assert summary["next_attempt_at"] is not None
+        second = dlog.append(_row(delivery, webhook, 2, "succeeded", t0 + timedelta(seconds=61)))
+        # An older attempt arriving late (redelivered) does not roll the summary back.
+        late = dlog.append(_row(delivery, webhook, 1, "failed", t0, error="http_status"))
+        await asyncio.wait_for(asyncio.gather(second, late), 10)
+    finally:
+        await dlog.close()
+    rows = await pool.fetch(
+        "SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY started_at, attempt",
+        uuid.UUID(delivery),
+    )
+    assert [r["attempt"] for r in rows] == [1, 1, 2]
+    assert rows[0]["request_headers"]["X-Hookline-Attempt"] == "1"
+    assert rows[0]["response_body"] == "nope" and rows[0]["resolved_ip"] == "127.0.0.1"
+    summary = await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", uuid.UUID(delivery))
+    assert summary["status"] == "succeeded"
+    assert summary["attempts"] == 2
+    assert summary["next_attempt_at"] is None
+    assert summary["first_at"] == t0
+
+
+async def test_a_failed_manual_attempt_keeps_a_dead_delivery_dead(pool: asyncpg.Pool) -> None:
+    dlog = DeliveryLog(pool, flush_interval=0.01)
+    await dlog.start()
+    delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    try:
+        # Both in one batch: the summary takes the latest of the two.
+        a = dlog.append(_row(delivery, webhook, 1, "dead", t0, error="timeout"))
+        b = dlog.append(
+            _row(delivery, webhook, 2, "failed", t0 + timedelta(seconds=1), error="connect")
+        )
+        await asyncio.wait_for(asyncio.gather(a, b), 10)
+        status = await pool.fetchval(
+            "SELECT status FROM deliveries WHERE id = $1", uuid.UUID(delivery)
+        )
+        assert status == "failed"  # same batch: no earlier dead row to keep
+        c = dlog.append(_row(delivery, webhook, 3, "dead", t0 + timedelta(seconds=2)))
+        await asyncio.wait_for(c, 10)
+        d = dlog.append(
+            _row(delivery, webhook, 4, "failed", t0 + timedelta(seconds=3), error="connect")
+        )
+        await asyncio.wait_for(d, 10)
+    finally:
+        await dlog.close()
+    summary = await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", uuid.UUID(delivery))
+    assert summary["status"] == "dead"
+    assert summary["attempts"] == 4
+    assert summary["last_error"] == "connect"
+
+
+async def test_consecutive_failures_cross_the_threshold_and_success_resets(
+    pool: asyncpg.Pool,
+) -> None:
+    seen: list[Unhealthy] = []
+
+    async def on_unhealthy(items: list[Unhealthy]) -> None:
+        seen.extend(items)
+
+    dlog = DeliveryLog(
+        pool,
+        flush_interval=0.01,
+        disable_after_failures=3,
+        disable_after_seconds=0,
+        on_unhealthy=on_unhealthy,
+    )
+    await dlog.start()
+    webhook = str(uuid.uuid4())
+    t0 = datetime.now(UTC) - timedelta(seconds=5)
+    try:
+        for _ in range(2):
+            await dlog.append(_row(str(uuid.uuid4()), webhook, 1, "failed", t0))
+        await dlog.append(_row(str(uuid.uuid4()), webhook, 1, "skipped", t0))
+        await dlog.append(_row(str(uuid.uuid4()), webhook, 1, "succeeded", t0))
+        health = await pool.fetchrow(
+            "SELECT * FROM webhook_health WHERE webhook_id = $1", uuid.UUID(webhook)
+        )
+        assert health["consecutive_failures"] == 0
+        for i in range(3):
+            await dlog.append(
+                _row(str(uuid.uuid4()), webhook, 1, "failed", t0 + timedelta(seconds=i))
+            )
+        await dlog.flush()
+    finally:
+        await dlog.close()
+    health = await pool.fetchrow(
+        "SELECT * FROM webhook_health WHERE webhook_id = $1", uuid.UUID(webhook)
+    )
+    assert health["consecutive_failures"] == 3
+    assert health["first_failure_at"] == t0
+    assert [u.webhook_id for u in seen] == [webhook]
+    assert seen[0].failures == 3
+
+
+async def test_maintenance_creates_ahead_and_drops_expired_partitions(
+    pool: asyncpg.Pool,
+) -> None:
+    name = "delivery_attempts_20000101"
+    await pool.execute(
+        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF delivery_attempts"
+        " FOR VALUES FROM ('2000-01-01 00:00+00') TO ('2000-01-02 00:00+00')"
+    )
+    dlog = DeliveryLog(pool)
+    dropped: list[str] = []
+    for _ in range(50):  # another replica may hold the maintenance lock for a moment
+        dropped = await dlog.maintain(30)
+        if await pool.fetchval("SELECT to_regclass($1)", name) is None:
+            break
+        await asyncio.sleep(0.1)
+    assert await pool.fetchval("SELECT to_regclass($1)", name) is None
+    ahead = (datetime.now(UTC) + timedelta(days=7)).strftime("delivery_attempts_%Y%m%d")
+    assert await pool.fetchval("SELECT to_regclass($1)", ahead) is not None
+    today = datetime.now(UTC).strftime("delivery_attempts_%Y%m%d")
+    assert today not in dropped

@@ -1,0 +1,428 @@
+"""The sender in-process against real Kafka and PostgreSQL and a real HTTP receiver.
+
+Each run uses its own topics and consumer groups, so it never sees another run's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+
+from services.sender.http import WebhookClient
+from services.sender.retry_tiers import Topics
+from services.sender.sender import Sender
+from shared.config import Settings
+from shared.core.messages import DeliveryMessage, delivery_id_for
+from shared.core.retry import RETRY_TIERS
+from shared.core.signing import verify_github
+from shared.core.ssrf import Allowlist
+from shared.crypto import SecretBox
+from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
+from shared.webhooks import WebhookStore
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint whose paths behave as the tests need; it records every request."""
+
+    base: str = ""
+    seen: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    fail_first: dict[str, int] = field(default_factory=dict)
+
+    def requests(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(h, b) for p, h, b in self.seen if p == path]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        path = request.path
+        self.seen.append((path, dict(request.headers), body))
+        kind = path.split("/")[1]
+        if kind == "ok":
+            return web.Response(text="thanks")
+        if kind == "flaky":  # fails as many times as fail_first says, then succeeds
+            left = self.fail_first.get(path, 0)
+            if left > 0:
+                self.fail_first[path] = left - 1
+                return web.Response(status=500, text="try again")
+            return web.Response(text="ok now")
+        if kind == "gone":
+            return web.Response(status=410)
+        if kind == "slow":
+            await asyncio.sleep(3)
+            return web.Response(text="too late")
+        if kind == "busy":  # one 429 asking for 2 s, then fine
+            if len(self.requests(path)) == 1:
+                return web.Response(status=429, headers={"Retry-After": "2"})
+            return web.Response(text="ok")
+        return web.Response(status=500, text="x" * 20000)  # "fail": always, long body
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", rec.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    rec.base = f"http://127.0.0.1:{port}"
+    yield rec
+    await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def topics(provisioned: Settings) -> Topics:
+    prefix = f"test-sender-{uuid.uuid4().hex[:8]}."
+    t = Topics(deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix + "retry.")
+    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(n, 2, {}) for n in t.all()])
+    return t
+
+
+@pytest.fixture(scope="module")
+def sender_settings(provisioned: Settings) -> Settings:
+    return dataclasses.replace(provisioned, disable_after_failures=3, disable_after_seconds=0)
+
+
+@pytest.fixture(scope="module")
+async def sender(
+    sender_settings: Settings, topics: Topics, pool: asyncpg.Pool
+) -> AsyncIterator[Sender]:
+    stop = asyncio.Event()
+    tag = uuid.uuid4().hex[:8]
+    s = Sender(
+        sender_settings,
+        stop,
+        topics=topics,
+        group_id=f"test-sender-{tag}",
+        retry_group_id=f"test-sender-retry-{tag}",
+        client_id=f"test-sender-{tag}",
+    )
+    task = asyncio.create_task(s.run())
+    ready = asyncio.create_task(s.ready.wait())
+    await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises what broke it
+    assert s.ready.is_set(), "sender never got its partitions"
+    yield s
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture(scope="module")
+def store(sender_settings: Settings, pool: asyncpg.Pool) -> WebhookStore:
+    return WebhookStore(
+        pool,
+        SecretBox(sender_settings.secret_key),
+        allow=sender_settings.allowed_targets,
+        max_per_repo=100,
+    )
+
+
+Produce = Callable[..., Awaitable[DeliveryMessage]]
+
+
+@pytest.fixture(scope="module")
+async def produce(sender_settings: Settings, topics: Topics) -> AsyncIterator[Produce]:
+    producer = make_producer(sender_settings.kafka_bootstrap, client_id="test-sender-producer")
+    await producer.start()
+
+    async def send(webhook_id: str, org: str, event: str = "push") -> DeliveryMessage:
+        event_id = str(uuid.uuid4())
+        msg = DeliveryMessage(
+            delivery_id=delivery_id_for(event_id, webhook_id),
+            webhook_id=webhook_id,
+            org=org,
+            event_id=event_id,
+            event_type=event,
+            body={"event": event, "event_id": event_id, "repository": {"full_name": org + "/r"}},
+            enqueued_at=time.time(),
+        )
+        await producer.send_and_wait(topics.deliveries, msg.encode(), key=msg.key)
+        return msg
+
+    yield send
+    await producer.stop()
+
+
+async def _attempts(
+    pool: asyncpg.Pool, delivery_id: str, count: int, timeout: float = 30.0
+) -> list[asyncpg.Record]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await pool.fetch(
+            "SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt, started_at",
+            uuid.UUID(delivery_id),
+        )
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.05)
+
+
+async def _summary(pool: asyncpg.Pool, delivery_id: str) -> asyncpg.Record:
+    return await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", uuid.UUID(delivery_id))
+
+
+async def _hook(store: WebhookStore, org: str, url: str, **fields: Any) -> tuple[str, str]:
+    webhook, secret = await store.create(org, "r", {"url": url, "events": ["*"], **fields})
+    return webhook.id, secret
+
+
+async def test_success_is_signed_both_ways_and_logged(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    path = f"/ok/{org}"
+    wid, secret = await _hook(store, org, receiver.base + path)
+    msg = await produce(wid, org, "pull_request.opened")
+    rows = await _attempts(pool, msg.delivery_id, 1)
+    assert [r["outcome"] for r in rows] == ["succeeded"]
+    [(headers, body)] = receiver.requests(path)
+    assert headers["X-Hookline-Event"] == "pull_request.opened"
+    assert headers["X-Hookline-Delivery"] == msg.delivery_id
+    assert headers["X-Hookline-Attempt"] == "1"
+    assert headers["User-Agent"].startswith("Hookline/")
+    assert headers["Content-Type"] == "application/json"
+    assert verify_github(secret, body, headers["X-Hub-Signature-256"])
+    assert headers["X-Hookline-Signature-256"] == headers["X-Hub-Signature-256"]
+    StandardWebhook(secret).verify(body, headers)  # raises if invalid
+    row = rows[0]
+    assert row["response_status"] == 200 and row["response_body"] == "thanks"
+    assert row["request_body"] == body.decode()
+    assert row["request_headers"]["webhook-signature"] == headers["webhook-signature"]
+    assert secret not in str(row["request_headers"])
+    assert row["resolved_ip"] == "127.0.0.1" and row["error"] is None
+    summary = await _summary(pool, msg.delivery_id)
+    assert summary["status"] == "succeeded" and summary["attempts"] == 1
+
+
+async def test_fails_twice_then_succeeds_with_the_same_delivery_id(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    path = f"/flaky/{org}"
+    receiver.fail_first[path] = 2
+    wid, _ = await _hook(store, org, receiver.base + path, retry={"schedule": [1, 1]})
+    msg = await produce(wid, org)
+    rows = await _attempts(pool, msg.delivery_id, 3)
+    assert [(r["attempt"], r["outcome"], r["trigger"]) for r in rows] == [
+        (1, "failed", "auto"),
+        (2, "failed", "retry"),
+        (3, "succeeded", "retry"),
+    ]
+    sent = receiver.requests(path)
+    assert [h["X-Hookline-Attempt"] for h, _ in sent] == ["1", "2", "3"]
+    assert {h["X-Hookline-Delivery"] for h, _ in sent} == {msg.delivery_id}
+    for earlier, later in itertools.pairwise(rows):
+        assert earlier["next_attempt_at"] is not None
+        assert later["started_at"] >= earlier["next_attempt_at"]  # never early
+    summary = await _summary(pool, msg.delivery_id)
+    assert summary["status"] == "succeeded" and summary["attempts"] == 3
+
+
+async def test_always_failing_goes_dead_to_the_dlq_and_disables(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    topics: Topics,
+    sender_settings: Settings,
+    org: str,
+) -> None:
+    path = f"/fail/{org}"
+    wid, _ = await _hook(store, org, receiver.base + path, retry={"schedule": [1, 1]})
+    msg = await produce(wid, org)
+    rows = await _attempts(pool, msg.delivery_id, 3)
+    assert [r["outcome"] for r in rows] == ["failed", "failed", "dead"]
+    assert all(r["error"] == "http_status" and r["response_status"] == 500 for r in rows)
+    assert all(len(r["response_body"]) == 16384 for r in rows)  # cut at 16 KiB
+    assert (await _summary(pool, msg.delivery_id))["status"] == "dead"
+    # Copied to the dead-letter topic with the last error.
+    consumer = make_consumer(
+        sender_settings.kafka_bootstrap, topics.dlq, group_id=None, client_id="test-dlq"
+    )
+    await consumer.start()
+    try:
+        found: DeliveryMessage | None = None
+        deadline = time.monotonic() + 20
+        while found is None and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    dead = DeliveryMessage.decode(record.value)
+                    if dead.delivery_id == msg.delivery_id:
+                        found = dead
+    finally:
+        await consumer.stop()
+    assert found is not None and found.attempt == 3
+    assert found.last_error == "http_status 500"
+    # Three consecutive failures with a 0 s span: disabled.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        row = await pool.fetchrow(
+            "SELECT active, disabled_reason FROM webhooks WHERE id = $1", uuid.UUID(wid)
+        )
+        if not row["active"]:
+            break
+        await asyncio.sleep(0.05)
+    assert row["active"] is False
+    assert "3 consecutive failed attempts" in row["disabled_reason"]
+    # What follows is skipped, not sent.
+    before = len(receiver.requests(path))
+    nxt = await produce(wid, org)
+    [skipped] = await _attempts(pool, nxt.delivery_id, 1)
+    assert skipped["outcome"] == "skipped" and skipped["error"] is None
+    assert len(receiver.requests(path)) == before
+
+
+async def test_410_disables_at_once(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    wid, _ = await _hook(store, org, receiver.base + f"/gone/{org}")
+    msg = await produce(wid, org)
+    [row] = await _attempts(pool, msg.delivery_id, 1)
+    assert (row["outcome"], row["response_status"]) == ("dead", 410)
+    hook = await pool.fetchrow(
+        "SELECT active, disabled_reason FROM webhooks WHERE id = $1", uuid.UUID(wid)
+    )
+    assert hook["active"] is False and "410" in hook["disabled_reason"]
+
+
+async def test_timeout_is_classed_timeout(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    wid, _ = await _hook(
+        store,
+        org,
+        receiver.base + f"/slow/{org}",
+        timeout_s=1,
+        retry={"max_retries": 0, "interval_s": 1},
+    )
+    msg = await produce(wid, org)
+    [row] = await _attempts(pool, msg.delivery_id, 1)
+    assert (row["outcome"], row["error"], row["response_status"]) == ("dead", "timeout", None)
+    assert 900 <= row["duration_ms"] < 2900
+
+
+async def test_disabled_and_deleted_webhooks_are_skipped(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    path = f"/ok/{org}/off"
+    off, _ = await _hook(store, org, receiver.base + path, active=False)
+    gone, _ = await _hook(store, org, receiver.base + path)
+    await store.delete(gone, org)
+    a = await produce(off, org)
+    b = await produce(gone, org)
+    [ra] = await _attempts(pool, a.delivery_id, 1)
+    [rb] = await _attempts(pool, b.delivery_id, 1)
+    assert (ra["outcome"], ra["error"]) == ("skipped", None)
+    assert (rb["outcome"], rb["error"]) == ("skipped", "webhook_deleted")
+    assert (await _summary(pool, a.delivery_id))["status"] == "skipped"
+    assert receiver.requests(path) == []
+
+
+async def test_retry_after_is_honoured(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    wid, _ = await _hook(store, org, receiver.base + f"/busy/{org}", retry={"schedule": [1]})
+    msg = await produce(wid, org)
+    first, second = await _attempts(pool, msg.delivery_id, 2)
+    assert (first["outcome"], first["response_status"]) == ("failed", 429)
+    assert second["outcome"] == "succeeded"
+    # Retry-After 2 s beat the 1 s schedule; the retry was not early.
+    end_of_first = first["started_at"].timestamp() + first["duration_ms"] / 1000
+    assert first["next_attempt_at"].timestamp() - end_of_first >= 1.95
+    assert second["started_at"] >= first["next_attempt_at"]
+
+
+async def test_loopback_without_allowlist_is_blocked(
+    receiver: Receiver, sender_settings: Settings
+) -> None:
+    strict = dataclasses.replace(sender_settings, allowed_targets=Allowlist.parse(""))
+    client = WebhookClient(strict.allowed_targets, concurrency=4, max_request_bytes=1 << 20)
+    await client.start()
+    try:
+        path = f"/ok/blocked-{uuid.uuid4().hex[:6]}"
+        for url in (receiver.base + path, receiver.base.replace("127.0.0.1", "localhost") + path):
+            result = await client.post(url, b"{}", {}, timeout_s=5)
+            assert (result.error, result.status) == ("blocked", None)
+        big = await client.post(receiver.base + path, b"x" * (2 << 20), {}, timeout_s=5)
+        assert big.error == "too_large"
+    finally:
+        await client.close()
+    assert receiver.requests(path) == []
+
+
+async def test_offsets_are_committed_up_to_the_end_once_all_is_done(
+    sender: Sender, topics: Topics, sender_settings: Settings
+) -> None:
+    # Runs after the tests above in this module: every delivery of theirs is complete.
+    admin = AIOKafkaAdminClient(bootstrap_servers=sender_settings.kafka_bootstrap)
+    await admin.start()
+    consumer = make_consumer(
+        sender_settings.kafka_bootstrap, group_id=None, client_id="test-sender-ends"
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.deliveries, p) for p in (0, 1)]
+        ends = await consumer.end_offsets(tps)
+        assert sum(ends.values()) > 0
+        deadline = time.monotonic() + 20
+        committed: dict[TopicPartition, int] = {}
+        while time.monotonic() < deadline:
+            got = await admin.list_consumer_group_offsets(sender.group_id)
+            committed = {tp: meta.offset for tp, meta in got.items()}
+            if all(committed.get(tp, 0) == ends[tp] for tp in tps if ends[tp]):
+                break
+            await asyncio.sleep(0.1)
+        assert {tp: committed.get(tp, 0) for tp in tps} == ends
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def test_tier_topics_cover_every_tier(topics: Topics) -> None:
+    assert [topics.tier_of(topics.tier_topic(t)) for t in RETRY_TIERS] == list(RETRY_TIERS)
