@@ -51,9 +51,12 @@ def parse_time(value: object, field: str) -> datetime:
         raise ValidationError(f"{field} must be an RFC 3339 timestamp", field=field)
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValidationError(f"{field} must be an RFC 3339 timestamp", field=field) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not 1 < moment.year < 9999:  # PostgreSQL's range is wider, but these are mistakes
+        raise ValidationError(f"{field} is out of range", field=field)
+    return moment
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -112,7 +115,11 @@ def _attempt_to_api(row: asyncpg.Record) -> dict[str, Any]:
         "outcome": row["outcome"],
         "started_at": _ts(row["started_at"]),
         "duration_ms": row["duration_ms"],
-        "request": {"headers": row["request_headers"] or {}, "body": req_body, "truncated": req_cut},
+        "request": {
+            "headers": row["request_headers"] or {},
+            "body": req_body,
+            "truncated": req_cut,
+        },
         "response": {
             "status": row["response_status"],
             "headers": row["response_headers"] or {},
@@ -155,7 +162,7 @@ class DeliveryQueries:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def list(
+    async def page(
         self,
         webhook_id: str,
         *,
@@ -167,10 +174,13 @@ class DeliveryQueries:
         cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of a webhook's deliveries, newest first (keyset on first_at, id)."""
-        where, args = ["webhook_id = $1"], [_uuid(webhook_id, "webhook")]
+        where: list[str] = ["webhook_id = $1"]
+        args: list[Any] = [_uuid(webhook_id, "webhook")]
         if status is not None:
             if status not in STATUSES:
-                raise ValidationError(f"status must be one of {', '.join(STATUSES)}", field="status")
+                raise ValidationError(
+                    f"status must be one of {', '.join(STATUSES)}", field="status"
+                )
             args.append(status)
             where.append(f"status = ${len(args)}")
         if event is not None:

@@ -26,8 +26,9 @@ def hash_token(token: str) -> bytes:
 def _check_name(value: object, name: str, *, max_len: int, no_slash: bool = False) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > max_len:
         raise ValidationError(f"{name} must be a string of 1-{max_len} characters", field=name)
-    if no_slash and ("/" in value or not value.isprintable()):
-        raise ValidationError(f"{name} must not contain '/'", field=name)
+    if not value.isprintable() or (no_slash and "/" in value):
+        hint = " without '/'" if no_slash else ""
+        raise ValidationError(f"{name} must be printable characters{hint}", field=name)
     return value
 
 

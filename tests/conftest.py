@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
-from cryptography.fernet import Fernet
 
 from shared.config import Settings
 from shared.db import connect, create_pool, migrate
 from shared.kafka import ensure_topics, topic_specs, wait_for_kafka
 from tests.infra import Infra, test_infra
 
-TEST_SECRET_KEY = Fernet.generate_key().decode()
+# Fixed, so that rows left in a reused local test database stay readable across runs.
+TEST_SECRET_KEY = base64.urlsafe_b64encode(b"hookline-test-key-not-for-prod!!").decode()
 TEST_ADMIN_TOKEN = "hla_test_admin_" + uuid.uuid4().hex
 
 

@@ -16,7 +16,6 @@ from aiohttp import web
 from services.api.keys import SETTINGS, TOKENS
 from shared.core.errors import HooklineError, NotFound, Unauthorized
 
-PRINCIPAL = "hookline.principal"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/event-types"})
 
 
@@ -41,6 +40,9 @@ class Principal:
         """404 unless the caller may see `org`."""
         if self.org is not None and self.org != org:
             raise NotFound("not found")
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 async def authenticate(request: web.Request) -> Principal:

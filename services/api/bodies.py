@@ -14,9 +14,7 @@ API = "/api/v1"
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json"
-    )
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 async def read_json(request: web.Request) -> Any:
@@ -49,7 +47,12 @@ async def read_object(request: web.Request, allowed: tuple[str, ...]) -> dict[st
 def path_name(request: web.Request, name: str) -> str:
     """An org or repo name from the path; names that cannot exist answer 404."""
     value = request.match_info[name]
-    if not 1 <= len(value) <= 100 or not value.isprintable() or value in (".", ".."):
+    if (
+        not 1 <= len(value) <= 100
+        or not value.isprintable()
+        or "/" in value
+        or value in (".", "..")
+    ):
         raise NotFound(f"{name} not found")
     return value
 

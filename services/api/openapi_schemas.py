@@ -1,0 +1,236 @@
+"""Component schemas of the OpenAPI document (services/api/openapi.py assembles it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.core.events import EVENT_TYPES
+from shared.deliveries import STATS_MAX_ATTEMPTS, STATS_WINDOW_DAYS, STATUSES
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(props: dict[str, Schema], required: list[str] | None = None, **kw: Any) -> Schema:
+    return {"type": "object", "properties": props, "required": required or [], **kw}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+STR: Schema = {"type": "string"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+NULL_TIME = _nullable(TIME)
+ERROR_RESPONSES = {
+    400: "Malformed JSON or an empty body.",
+    401: "Missing, unknown or revoked bearer token.",
+    403: "An org token on an admin-only route.",
+    404: "No such resource, or it belongs to another org; unknown route.",
+    405: "Method not allowed on this route.",
+    409: "Conflicts with the current state.",
+    413: "Body over HOOKLINE_MAX_PAYLOAD_BYTES.",
+    422: "Valid JSON with an invalid value; `error.field` names it.",
+    429: "Over the org's ingest rate limit (per API replica); see Retry-After.",
+    503: "A dependency is unavailable.",
+}
+FILTER_DOC = "an event type, a family (`pull_request`), `family.*`, or `*`"
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _obj(
+        {
+            "error": _obj(
+                {"code": STR, "message": STR, "field": STR},
+                ["code", "message"],
+            )
+        },
+        ["error"],
+    ),
+    "Scope": _obj({"org": STR, "repo": _nullable(STR)}, ["org", "repo"]),
+    "Retry": {
+        "description": "`{schedule: [seconds...]}` or `{max_retries, interval_s}`; "
+        "delays 1 s to 24 h, at most 20 retries.",
+        "type": "object",
+        "properties": {
+            "schedule": {"type": "array", "items": {"type": "number"}},
+            "max_retries": {"type": "integer"},
+            "interval_s": {"type": "number"},
+        },
+    },
+    "Webhook": _obj(
+        {
+            "id": {"type": "string", "format": "uuid"},
+            "scope": ref("Scope"),
+            "url": STR,
+            "events": {"type": "array", "items": STR, "description": FILTER_DOC},
+            "active": {"type": "boolean"},
+            "content_type": {"enum": ["json", "form"]},
+            "description": STR,
+            "retry": ref("Retry"),
+            "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30},
+            "disabled_reason": _nullable(STR),
+            "created_at": TIME,
+            "updated_at": TIME,
+        },
+        ["id", "scope", "url", "events", "active", "content_type", "timeout_s", "created_at"],
+    ),
+    "WebhookWithSecret": {
+        "allOf": [ref("Webhook"), _obj({"secret": STR}, ["secret"])],
+    },
+    "WebhookCreate": _obj(
+        {
+            "url": {"type": "string", "description": "http or https URL"},
+            "events": {"type": "array", "items": STR, "minItems": 1, "description": FILTER_DOC},
+            "active": {"type": "boolean", "default": True},
+            "content_type": {"enum": ["json", "form"], "default": "json"},
+            "description": {"type": "string", "maxLength": 1000},
+            "retry": _nullable(ref("Retry")),
+            "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30, "default": 10},
+            "secret": {"type": "string", "minLength": 16, "maxLength": 256},
+        },
+        ["url", "events"],
+        additionalProperties=False,
+    ),
+    "WebhookPatch": _obj(
+        {
+            "url": STR,
+            "events": {"type": "array", "items": STR, "minItems": 1},
+            "active": {"type": "boolean", "description": "true re-enables and resets failures"},
+            "content_type": {"enum": ["json", "form"]},
+            "description": _nullable({"type": "string", "maxLength": 1000}),
+            "retry": _nullable(ref("Retry")),
+            "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30},
+        },
+        additionalProperties=False,
+    ),
+    "WebhookList": _obj({"webhooks": {"type": "array", "items": ref("Webhook")}}, ["webhooks"]),
+    "Rotation": _obj(
+        {"secret": STR, "previous_expires_at": TIME}, ["secret", "previous_expires_at"]
+    ),
+    "TokenCreate": _obj(
+        {"org": {"type": "string", "minLength": 1, "maxLength": 100}, "name": STR},
+        ["org", "name"],
+        additionalProperties=False,
+    ),
+    "Token": _obj(
+        {"id": STR, "org": STR, "name": STR, "token": STR, "created_at": TIME},
+        ["id", "org", "name", "token"],
+    ),
+    "DeliveryRef": _obj(
+        {"delivery_id": {"type": "string", "format": "uuid"}, "attempt": {"type": "integer"}},
+        ["delivery_id"],
+    ),
+    "Delivery": _obj(
+        {
+            "id": STR,
+            "webhook_id": STR,
+            "event_id": STR,
+            "event": STR,
+            "status": {"enum": list(STATUSES)},
+            "attempts": {"type": "integer"},
+            "first_at": TIME,
+            "last_at": TIME,
+            "last_error": _nullable(STR),
+            "last_status": _nullable({"type": "integer"}),
+            "next_attempt_at": NULL_TIME,
+        },
+        ["id", "webhook_id", "event_id", "event", "status", "attempts"],
+    ),
+    "DeliveryPage": _obj(
+        {
+            "deliveries": {"type": "array", "items": ref("Delivery")},
+            "next_cursor": _nullable(STR),
+        },
+        ["deliveries", "next_cursor"],
+    ),
+    "Attempt": _obj(
+        {
+            "attempt": {"type": "integer"},
+            "trigger": {"enum": ["auto", "retry", "manual", "recover", "ping"]},
+            "outcome": STR,
+            "started_at": TIME,
+            "duration_ms": {"type": "number"},
+            "request": _obj(
+                {
+                    "headers": {"type": "object"},
+                    "body": _nullable(STR),
+                    "truncated": {"type": "boolean"},
+                },
+                ["headers", "body"],
+            ),
+            "response": _obj(
+                {
+                    "status": _nullable({"type": "integer"}),
+                    "headers": {"type": "object"},
+                    "body": _nullable(STR),
+                    "truncated": {"type": "boolean"},
+                },
+                ["status", "headers", "body"],
+            ),
+            "error": _nullable(STR),
+            "resolved_ip": _nullable(STR),
+            "next_attempt_at": NULL_TIME,
+        },
+        ["attempt", "trigger", "started_at", "duration_ms", "request", "response", "error"],
+    ),
+    "DeliveryDetail": _obj(
+        {
+            "id": STR,
+            "webhook_id": STR,
+            "event_id": STR,
+            "event": STR,
+            "status": {"enum": list(STATUSES)},
+            "attempts": {"type": "array", "items": ref("Attempt")},
+        },
+        ["id", "webhook_id", "event_id", "event", "status", "attempts"],
+        description="Request and response bodies are cut at 16 KiB (`truncated` says so).",
+    ),
+    "Recover": _obj({"since": TIME}, ["since"], additionalProperties=False),
+    "Count": _obj({"count": {"type": "integer"}}, ["count"]),
+    "Stats": _obj(
+        {
+            "deliveries": {"type": "integer"},
+            "succeeded": {"type": "integer"},
+            "failed": {"type": "integer", "description": "failed + dead"},
+            "success_rate": _nullable({"type": "number"}),
+            "last_delivery_at": NULL_TIME,
+            "p50_ms": _nullable({"type": "number"}),
+            "p99_ms": _nullable({"type": "number"}),
+        },
+        ["deliveries", "succeeded", "failed", "success_rate", "last_delivery_at"],
+        description=f"Counts per delivery from the summary table; p50/p99 over attempt "
+        f"durations of the last {STATS_WINDOW_DAYS} days, at most the newest "
+        f"{STATS_MAX_ATTEMPTS} attempts.",
+    ),
+    "EventIn": _obj(
+        {
+            "event": {"type": "string", "description": "`pull_request` or `pull_request.opened`"},
+            "action": STR,
+            "id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "payload": {"type": "object"},
+        },
+        ["event", "payload"],
+        additionalProperties=False,
+        example={"event": "pull_request.opened", "id": "evt-1", "payload": {"number": 1}},
+    ),
+    "EventAccepted": _obj({"event_id": STR, "duplicate": {"type": "boolean"}}, ["event_id"]),
+    "Catalog": _obj(
+        {
+            "event_types": {
+                "type": "array",
+                "items": _obj(
+                    {"type": {"enum": list(EVENT_TYPES)}, "family": STR, "action": _nullable(STR)},
+                    ["type", "family", "action"],
+                ),
+            },
+            "families": {"type": "object", "additionalProperties": {"type": "array", "items": STR}},
+        },
+        ["event_types", "families"],
+    ),
+    "Health": _obj(
+        {"status": STR, "database": {"type": "boolean"}, "kafka": {"type": "boolean"}}, ["status"]
+    ),
+}

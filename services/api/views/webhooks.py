@@ -1,0 +1,107 @@
+"""Webhooks: create and list per repo or org, read, patch, delete, ping, rotate the secret."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from services.api.auth import principal
+from services.api.bodies import API, json_response, path_name, read_json
+from services.api.keys import POOL, WEBHOOKS
+from shared.core.events import format_timestamp
+from shared.core.messages import DeliveryMessage, delivery_id_for, ping_body
+from shared.kafka import DELIVERIES
+from shared.outbox import enqueue
+
+routes = web.RouteTableDef()
+
+
+async def _create(request: web.Request, org: str, repo: str | None) -> web.Response:
+    principal(request).check_org(org)
+    body = await read_json(request)
+    webhook, secret = await request.app[WEBHOOKS].create(org, repo, body)
+    return json_response({**webhook.to_api(), "secret": secret}, status=201)
+
+
+async def _list(request: web.Request, org: str, repo: str | None) -> web.Response:
+    principal(request).check_org(org)
+    webhooks = await request.app[WEBHOOKS].list(org, repo)
+    return json_response({"webhooks": [w.to_api() for w in webhooks]})
+
+
+@routes.post(API + "/repos/{org}/{repo}/webhooks")
+async def create_repo_webhook(request: web.Request) -> web.Response:
+    return await _create(request, path_name(request, "org"), path_name(request, "repo"))
+
+
+@routes.get(API + "/repos/{org}/{repo}/webhooks")
+async def list_repo_webhooks(request: web.Request) -> web.Response:
+    return await _list(request, path_name(request, "org"), path_name(request, "repo"))
+
+
+@routes.post(API + "/orgs/{org}/webhooks")
+async def create_org_webhook(request: web.Request) -> web.Response:
+    return await _create(request, path_name(request, "org"), None)
+
+
+@routes.get(API + "/orgs/{org}/webhooks")
+async def list_org_webhooks(request: web.Request) -> web.Response:
+    return await _list(request, path_name(request, "org"), None)
+
+
+@routes.get(API + "/webhooks/{id}")
+async def get_webhook(request: web.Request) -> web.Response:
+    webhook = await request.app[WEBHOOKS].get(request.match_info["id"], principal(request).org)
+    return json_response(webhook.to_api())
+
+
+@routes.patch(API + "/webhooks/{id}")
+async def patch_webhook(request: web.Request) -> web.Response:
+    store, org = request.app[WEBHOOKS], principal(request).org
+    # Existence first: another org's webhook is 404 whatever the body says.
+    webhook = await store.get(request.match_info["id"], org)
+    updated = await store.update(webhook.id, org, await read_json(request))
+    return json_response(updated.to_api())
+
+
+@routes.delete(API + "/webhooks/{id}")
+async def delete_webhook(request: web.Request) -> web.Response:
+    await request.app[WEBHOOKS].delete(request.match_info["id"], principal(request).org)
+    return web.Response(status=204)
+
+
+@routes.post(API + "/webhooks/{id}/rotate-secret")
+async def rotate_secret(request: web.Request) -> web.Response:
+    store, org = request.app[WEBHOOKS], principal(request).org
+    webhook = await store.get(request.match_info["id"], org)
+    rotation = await store.rotate(webhook.id, org)
+    return json_response(
+        {
+            "secret": rotation.secret,
+            "previous_expires_at": format_timestamp(rotation.previous_expires_at),
+        }
+    )
+
+
+@routes.post(API + "/webhooks/{id}/ping")
+async def ping(request: web.Request) -> web.Response:
+    """A `ping` event to this webhook alone, sent once (no automatic retries)."""
+    webhook = await request.app[WEBHOOKS].get(request.match_info["id"], principal(request).org)
+    event_id = str(uuid.uuid4())
+    message = DeliveryMessage(
+        delivery_id=delivery_id_for(event_id, webhook.id),
+        webhook_id=webhook.id,
+        org=webhook.org,
+        event_id=event_id,
+        event_type="ping",
+        body=ping_body(webhook.id, org=webhook.org, repo=webhook.repo, now=datetime.now(UTC)),
+        trigger="ping",
+        single=True,
+        enqueued_at=time.time(),
+    )
+    async with request.app[POOL].acquire() as conn:
+        await enqueue(conn, topic=DELIVERIES, key=message.key, value=message.encode())
+    return json_response({"delivery_id": message.delivery_id}, status=202)

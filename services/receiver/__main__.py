@@ -1,0 +1,3 @@
+from services.receiver import main
+
+main()

@@ -1,0 +1,139 @@
+"""Event ingest: one transaction (events row + outbox), idempotency by id, limits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from shared.config import Settings
+from shared.core.messages import decode_event
+from shared.kafka import EVENTS
+from tests.integration.api_support import (
+    admin,
+    api_client,
+    api_fixture,
+    error_of,
+    new_repo,
+    org_token,
+    outbox_rows,
+)
+
+api = api_fixture()
+
+
+async def test_ingest_writes_the_event_to_the_outbox(
+    api: TestClient,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    h = await org_token(api, settings, org)
+    repo = new_repo()
+    resp = await api.post(
+        f"/api/v1/repos/{org}/{repo}/events",
+        json={"event": "pull_request", "action": "opened", "payload": {"number": 7}},
+        headers=h,
+    )
+    assert resp.status == 202
+    event_id = (await resp.json())["event_id"]
+    rows = await pool.fetch(
+        "SELECT value FROM outbox WHERE topic = $1 AND key = $2", EVENTS, f"{org}/{repo}".encode()
+    )
+    assert len(rows) == 1
+    event = decode_event(rows[0]["value"])
+    assert (event.id, event.type, event.org, event.repo) == (
+        event_id,
+        "pull_request.opened",
+        org,
+        repo,
+    )
+    assert event.payload == {"number": 7}
+    stored = await pool.fetchrow("SELECT org, repo, type FROM events WHERE id = $1", event_id)
+    assert tuple(stored) == (org, repo, "pull_request.opened")
+
+
+async def test_repeated_id_answers_200_and_enqueues_nothing_more(
+    api: TestClient,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    h = await org_token(api, settings, org)
+    repo = new_repo()
+    body = {"event": "push", "id": f"{org}-evt-1", "payload": {"ref": "refs/heads/main"}}
+    first = await api.post(f"/api/v1/repos/{org}/{repo}/events", json=body, headers=h)
+    second = await api.post(f"/api/v1/repos/{org}/{repo}/events", json=body, headers=h)
+    assert (first.status, second.status) == (202, 200)
+    assert (await first.json())["event_id"] == (await second.json())["event_id"] == body["id"]
+    assert len(await outbox_rows(pool, EVENTS, f"{org}/{repo}")) == 1
+    # The same id from another repository is refused, not silently dropped.
+    resp = await api.post(f"/api/v1/repos/{org}/{new_repo()}/events", json=body, headers=h)
+    assert (await error_of(resp, 409))["field"] == "id"
+
+
+async def test_invalid_events_name_the_field(
+    api: TestClient,
+    settings: Settings,
+    org: str,
+) -> None:
+    h = admin(settings)
+    path = f"/api/v1/repos/{org}/widgets/events"
+    cases = [
+        ({"event": "nope", "payload": {}}, "event"),
+        ({"event": "pull_request.nope", "payload": {}}, "event"),
+        ({"event": "pull_request", "payload": {}}, "action"),
+        ({"event": "pull_request", "action": "flew", "payload": {}}, "action"),
+        ({"event": "push", "action": "opened", "payload": {}}, "action"),
+        ({"payload": {}}, "event"),
+        ({"event": "push"}, "payload"),
+        ({"event": "push", "payload": [1]}, "payload"),
+        ({"event": "push", "payload": {}, "id": 5}, "id"),
+        ({"event": "push", "payload": {}, "id": "x" * 201}, "id"),
+        ({"event": "push", "payload": {}, "extra": True}, "extra"),
+        ([], "body"),
+    ]
+    for body, field in cases:
+        error = await error_of(await api.post(path, json=body, headers=h), 422)
+        assert error["field"] == field, (body, error)
+    await error_of(await api.post(path, data=b'{"event":', headers=h), 400)
+    await error_of(await api.post(path, json={"event": "push", "payload": {}}), 401)
+
+
+async def test_body_over_the_limit_is_413(provisioned: Settings, org: str) -> None:
+    small = dataclasses.replace(provisioned, max_payload_bytes=2048)
+    big = b'{"event":"push","payload":{"x":"' + b"a" * 4096 + b'"}}'
+    async with api_client(small) as client:
+        h = admin(small)
+        path = f"/api/v1/repos/{org}/widgets/events"
+        error = await error_of(await client.post(path, data=big, headers=h), 413)
+        assert error["code"] == "payload_too_large"
+
+        async def chunked() -> object:  # no Content-Length: the limit holds while reading
+            for _ in range(200):
+                yield b"a" * 1024
+
+        resp = await client.post(path, data=chunked(), headers=h)
+        await error_of(resp, 413)
+        # Just under the limit is fine.
+        ok = b'{"event":"push","payload":{"x":"' + b"a" * 1500 + b'"}}'
+        assert (await client.post(path, data=ok, headers=h)).status == 202
+
+
+async def test_rate_limit_per_org_is_429_with_retry_after(provisioned: Settings, org: str) -> None:
+    limited = dataclasses.replace(provisioned, ingest_rate_per_org=3)
+    async with api_client(limited) as client:
+        h = admin(limited)
+        body = {"event": "push", "payload": {}}
+        statuses = [
+            (await client.post(f"/api/v1/repos/{org}/r/events", json=body, headers=h)).status
+            for _ in range(3)
+        ]
+        assert statuses == [202, 202, 202]
+        resp = await client.post(f"/api/v1/repos/{org}/r/events", json=body, headers=h)
+        assert (await error_of(resp, 429))["code"] == "rate_limited"
+        assert 1 <= int(resp.headers["Retry-After"]) <= 20
+        # Another org has its own bucket.
+        other = await client.post(f"/api/v1/repos/{org}x/r/events", json=body, headers=h)
+        assert other.status == 202

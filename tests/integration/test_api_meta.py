@@ -1,0 +1,67 @@
+"""Health probes, the catalog, and the ingest rate limiter's arithmetic."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aiohttp.test_utils import TestClient
+
+from services.api.keys import TOKENS
+from services.api.ratelimit import IngestLimiter
+from shared.config import Settings
+from shared.core.events import EVENT_TYPES
+from tests.integration.api_support import api_client, api_fixture, error_of
+
+api = api_fixture()
+
+
+async def test_healthz_and_readyz(api: TestClient) -> None:
+    assert (await api.get("/healthz")).status == 200
+    resp = await api.get("/readyz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ready", "database": True, "kafka": True}
+
+
+async def test_readyz_is_503_when_kafka_is_unreachable(provisioned: Settings) -> None:
+    broken = dataclasses.replace(provisioned, kafka_bootstrap="127.0.0.1:1")
+    async with api_client(broken) as client:
+        resp = await client.get("/readyz")
+        assert resp.status == 503
+        assert (await resp.json())["kafka"] is False
+        assert (await client.get("/healthz")).status == 200
+
+
+async def test_event_types_is_the_catalog(api: TestClient) -> None:
+    resp = await api.get("/api/v1/event-types")
+    assert resp.status == 200
+    body = await resp.json()
+    assert [t["type"] for t in body["event_types"]] == list(EVENT_TYPES)
+    assert body["families"]["pull_request"][0] == "opened"
+
+
+async def test_unexpected_exception_is_500_without_a_trace(provisioned: Settings) -> None:
+    async with api_client(provisioned) as client:
+
+        async def boom() -> None:
+            raise RuntimeError("secret internals")
+
+        # Swap a store method for one that fails unexpectedly.
+        client.app[TOKENS].create = lambda body: boom()  # type: ignore[method-assign]
+        resp = await client.post(
+            "/api/v1/tokens",
+            json={"org": "a", "name": "b"},
+            headers={"Authorization": f"Bearer {provisioned.admin_token}"},
+        )
+        error = await error_of(resp, 500)
+        assert error["code"] == "internal" and "secret internals" not in error["message"]
+
+
+def test_limiter_refills_at_the_configured_rate() -> None:
+    now = [0.0]
+    limiter = IngestLimiter(60, clock=lambda: now[0])  # one per second, burst of 60
+    assert all(limiter.take("a") == 0.0 for _ in range(60))
+    wait = limiter.take("a")
+    assert 0.9 < wait <= 1.0
+    assert limiter.take("b") == 0.0  # buckets are per org
+    now[0] += 1.0
+    assert limiter.take("a") == 0.0 and limiter.take("a") > 0

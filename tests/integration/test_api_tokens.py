@@ -1,0 +1,98 @@
+"""Tokens: admin-only creation and revocation, 401 for missing/bad/revoked tokens."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+
+from shared.config import Settings
+from tests.integration.api_support import admin, api_fixture, bearer, error_of, org_token
+
+api = api_fixture()
+
+
+async def test_create_token_shows_it_once_and_it_authenticates(
+    api: TestClient,
+    settings: Settings,
+    org: str,
+) -> None:
+    resp = await api.post(
+        "/api/v1/tokens", json={"org": org, "name": "ci"}, headers=admin(settings)
+    )
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["org"] == org and body["name"] == "ci" and body["token"].startswith("hlt_")
+    resp = await api.get(f"/api/v1/orgs/{org}/webhooks", headers=bearer(body["token"]))
+    assert resp.status == 200 and (await resp.json()) == {"webhooks": []}
+
+
+async def test_revoking_one_token_leaves_the_others(
+    api: TestClient,
+    settings: Settings,
+    org: str,
+) -> None:
+    keep = await org_token(api, settings, org)
+    resp = await api.post("/api/v1/tokens", json={"org": org, "name": "x"}, headers=admin(settings))
+    token_id = (await resp.json())["id"]
+    assert (await api.delete(f"/api/v1/tokens/{token_id}", headers=admin(settings))).status == 204
+    # Revoking twice is harmless.
+    assert (await api.delete(f"/api/v1/tokens/{token_id}", headers=admin(settings))).status == 204
+    assert (await api.get(f"/api/v1/orgs/{org}/webhooks", headers=keep)).status == 200
+
+
+async def test_revocation_is_immediate(api: TestClient, settings: Settings, org: str) -> None:
+    resp = await api.post("/api/v1/tokens", json={"org": org, "name": "x"}, headers=admin(settings))
+    created = await resp.json()
+    headers = bearer(created["token"])
+    assert (await api.get(f"/api/v1/orgs/{org}/webhooks", headers=headers)).status == 200
+    assert (
+        await api.delete(f"/api/v1/tokens/{created['id']}", headers=admin(settings))
+    ).status == 204
+    error = await error_of(await api.get(f"/api/v1/orgs/{org}/webhooks", headers=headers), 401)
+    assert error["code"] == "unauthorized"
+
+
+async def test_missing_or_bad_token_is_401(api: TestClient) -> None:
+    for headers in ({}, bearer("nope"), {"Authorization": "Basic abc"}, bearer("é-token")):
+        resp = await api.get("/api/v1/orgs/acme/webhooks", headers=headers)
+        await error_of(resp, 401)
+
+
+async def test_org_token_on_admin_routes_is_403(
+    api: TestClient,
+    settings: Settings,
+    org: str,
+) -> None:
+    headers = await org_token(api, settings, org)
+    resp = await api.post("/api/v1/tokens", json={"org": org, "name": "x"}, headers=headers)
+    assert (await error_of(resp, 403))["code"] == "forbidden"
+    resp = await api.delete("/api/v1/tokens/00000000-0000-0000-0000-000000000000", headers=headers)
+    await error_of(resp, 403)
+
+
+async def test_token_validation(api: TestClient, settings: Settings) -> None:
+    h = admin(settings)
+    cases = [
+        ({"name": "x"}, "org"),
+        ({"org": "a/b", "name": "x"}, "org"),
+        ({"org": "a\x00b", "name": "x"}, "org"),
+        ({"org": "ab", "name": "x\x00"}, "name"),
+        ({"org": "acme", "name": ""}, "name"),
+        ({"org": "acme", "name": 5}, "name"),
+        ({"org": "acme", "name": "x", "extra": 1}, "extra"),
+        ([1, 2], "body"),
+    ]
+    for body, field in cases:
+        error = await error_of(await api.post("/api/v1/tokens", json=body, headers=h), 422)
+        assert error["field"] == field, (body, error)
+    resp = await api.post("/api/v1/tokens", data=b"{not json", headers=h)
+    assert (await error_of(resp, 400))["code"] == "bad_request"
+    resp = await api.post("/api/v1/tokens", data=b"", headers=h)
+    await error_of(resp, 400)
+
+
+async def test_revoke_unknown_token_is_404(api: TestClient, settings: Settings) -> None:
+    h = admin(settings)
+    await error_of(await api.delete("/api/v1/tokens/not-a-uuid", headers=h), 404)
+    await error_of(
+        await api.delete("/api/v1/tokens/00000000-0000-0000-0000-000000000000", headers=h), 404
+    )
