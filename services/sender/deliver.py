@@ -42,6 +42,12 @@ def _version() -> str:
         return "0.1.0"
 
 
+class Undeliverable(Exception):
+    """A message no retry can fix (its webhook's secret cannot be decrypted with this
+    HOOKLINE_SECRET_KEY): it goes to the dead-letter topic with the reason instead of
+    blocking its partition's commits."""
+
+
 class Deliverer:
     """Performs attempts; shared by every in-flight delivery task of a sender process."""
 
@@ -90,7 +96,10 @@ class Deliverer:
     def _secret(self, sealed: str) -> str:
         secret = self._secrets.get(sealed)
         if secret is None:
-            secret = self._box.open(sealed.encode())
+            try:
+                secret = self._box.open(sealed.encode())
+            except ValueError as exc:
+                raise Undeliverable(str(exc)) from None
             if len(self._secrets) > 50_000:
                 self._secrets.clear()
             self._secrets[sealed] = secret

@@ -37,7 +37,7 @@ from shared.runtime import instance_name, run
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
-from .deliver import Deliverer
+from .deliver import Deliverer, Undeliverable
 from .http import WebhookClient
 from .retry_tiers import REJECT_HEADER, RETRY_GROUP, RetryTiers, Topics
 
@@ -292,6 +292,11 @@ class Sender:
                     if durable is not None:
                         await durable
                     done = True
+                except Undeliverable as exc:
+                    done = await self._dead_letter(job, str(exc))
+                    if not done:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 10.0)
                 except Exception:
                     # A bug or an outage (database, broker): try again rather than lose it
                     # or complete it; on shutdown it stays uncommitted and is redelivered.
@@ -304,6 +309,22 @@ class Sender:
             if not released:
                 self._release(job.msg.webhook_id)
             self._finish(job.tp, job.state, job.offset, done)
+
+    async def _dead_letter(self, job: _Job, reason: str) -> bool:
+        """Moves an undeliverable message to the dead-letter topic; True once acked."""
+        assert self._producer is not None
+        log.error("undeliverable delivery to dead-letter", reason=reason)
+        try:
+            await self._producer.send_and_wait(
+                self._topics.dlq,
+                job.msg.encode(),
+                key=job.msg.key,
+                headers=[(REJECT_HEADER, reason.encode())],
+            )
+        except KafkaError:
+            log.exception("dead-letter publish failed; retrying")
+            return False
+        return True
 
     async def _park(self, job: _Job) -> None:
         assert self._deliverer is not None

@@ -35,7 +35,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],
             cwd=ROOT,
@@ -92,7 +92,10 @@ class Received:
     def signatures_valid(self, secret: str) -> bool:
         h = self.headers
         return verify_github(secret, self.body, h.get("X-Hub-Signature-256")) and verify_standard(
-            secret, h.get("webhook-id", ""), h.get("webhook-timestamp", "0"), self.body,
+            secret,
+            h.get("webhook-id", ""),
+            h.get("webhook-timestamp", "0"),
+            self.body,
             h.get("webhook-signature"),
         )
 

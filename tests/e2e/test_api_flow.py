@@ -17,7 +17,8 @@ async def test_webhook_ingest_log_redeliver_through_the_api(
 
     hook = await api.webhook(org, "app", receiver.url("/flow"), events=["pull_request"])
     status, accepted = await api.call(
-        "POST", f"/repos/{org}/app/events",
+        "POST",
+        f"/repos/{org}/app/events",
         {"event": "pull_request", "action": "opened", "payload": {"number": 1}},
     )
     assert status == 202

@@ -27,12 +27,16 @@ async def strict_pipeline(
 
 
 async def test_loopback_target_is_blocked_without_allowlist(
-    strict_pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, settings: Settings,
+    strict_pipeline: Pipeline,
+    receiver: Receiver,
+    pool: asyncpg.Pool,
+    settings: Settings,
     org: str,
 ) -> None:
     # The hook is registered while loopback is allowed (as if DNS changed afterwards).
-    store = WebhookStore(pool, SecretBox(settings.secret_key), allow=settings.allowed_targets,
-                         max_per_repo=20)
+    store = WebhookStore(
+        pool, SecretBox(settings.secret_key), allow=settings.allowed_targets, max_per_repo=20
+    )
     hook, _ = await store.create(org, "r", {"url": receiver.url("/inside"), "events": ["*"]})
     event_id = "evt-" + uuid.uuid4().hex
     async with pool.acquire() as conn, conn.transaction():

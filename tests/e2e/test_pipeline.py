@@ -8,11 +8,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared.config import Settings
 from shared.core.messages import DeliveryMessage, delivery_id_for
-from shared.kafka import DLQ, EVENTS, make_producer
+from shared.kafka import DLQ, EVENTS, make_producer, partitions_of
 from shared.outbox import enqueue_event
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.e2e.conftest import Pipeline
@@ -25,9 +25,10 @@ class Api:
         self.headers = {"Authorization": f"Bearer {token}"}
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with aiohttp.ClientSession(headers=self.headers) as s, s.request(
-            method, self.base + path, json=body
-        ) as r:
+        async with (
+            aiohttp.ClientSession(headers=self.headers) as s,
+            s.request(method, self.base + path, json=body) as r,
+        ):
             text = await r.read()
             return r.status, (orjson.loads(text) if text else None)
 
@@ -46,8 +47,9 @@ async def attempts(pool: asyncpg.Pool, delivery_id: str) -> list[asyncpg.Record]
     )
 
 
-async def ingest(api: Api, org: str, repo: str, event: str, payload: dict[str, Any],
-                 event_id: str | None = None) -> str:
+async def ingest(
+    api: Api, org: str, repo: str, event: str, payload: dict[str, Any], event_id: str | None = None
+) -> str:
     body: dict[str, Any] = {"event": event, "payload": payload}
     if event_id:
         body["id"] = event_id
@@ -105,18 +107,19 @@ async def test_always_failing_ends_dead_in_dlq_and_disabled(
     api = Api(pipeline.api_url)
     receiver.behaviours["/down"] = answer(500)
     hook = await api.webhook(org, "r", receiver.url("/down"), retry={"schedule": [1, 1]})
-    dlq = AIOKafkaConsumer(DLQ, bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    dlq = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
     await dlq.start()
     try:
-        parts = [TopicPartition(DLQ, p) for p in dlq.partitions_for_topic(DLQ) or ()]
+        parts = await partitions_of(dlq, DLQ)
         ends = await dlq.end_offsets(parts)
         dlq.assign(parts)
         for tp in parts:
             dlq.seek(tp, ends[tp])
         event_id = await ingest(api, org, "r", "push", {"ref": "x"})
         delivery_id = delivery_id_for(event_id, hook["id"])
-        rows = await eventually(lambda: _attempts_when(pool, delivery_id, 3), timeout=40,
-                                what="3 attempts")
+        rows = await eventually(
+            lambda: _attempts_when(pool, delivery_id, 3), timeout=40, what="3 attempts"
+        )
         assert [r["outcome"] for r in rows] == ["failed", "failed", "dead"]
         assert all(r["error"] == "http_status" for r in rows)
 
@@ -179,11 +182,13 @@ async def test_timeout_is_classed_timeout(
 ) -> None:
     api = Api(pipeline.api_url)
     receiver.behaviours["/slow"] = hang(5)
-    hook = await api.webhook(org, "r", receiver.url("/slow"), timeout_s=1,
-                             retry={"max_retries": 0, "interval_s": 1})
+    hook = await api.webhook(
+        org, "r", receiver.url("/slow"), timeout_s=1, retry={"max_retries": 0, "interval_s": 1}
+    )
     event_id = await ingest(api, org, "r", "push", {"ref": "x"})
     rows = await eventually(
-        lambda: _attempts_when(pool, delivery_id_for(event_id, hook["id"]), 1), timeout=20,
+        lambda: _attempts_when(pool, delivery_id_for(event_id, hook["id"]), 1),
+        timeout=20,
         what="the timed-out attempt",
     )
     assert rows[0]["error"] == "timeout" and rows[0]["outcome"] == "dead"
@@ -227,8 +232,9 @@ async def test_kill_9_of_a_sender_mid_stream_loses_nothing(
     event_ids = [f"bulk-{i}-{uuid.uuid4().hex[:6]}" for i in range(300)]
     async with pool.acquire() as conn, conn.transaction():
         for eid in event_ids:
-            await enqueue_event(conn, org=org, repo="bulk", event="push",
-                                payload={"ref": eid}, event_id=eid)
+            await enqueue_event(
+                conn, org=org, repo="bulk", event="push", payload={"ref": eid}, event_id=eid
+            )
     await eventually(lambda: len(receiver.at("/bulk")) >= 40, timeout=60, what="some deliveries")
     victim = pipeline.running("sender")[0]
     victim.kill9()
@@ -237,8 +243,11 @@ async def test_kill_9_of_a_sender_mid_stream_loses_nothing(
     def delivered() -> set[str]:
         return {r.json()["event_id"] for r in receiver.at("/bulk")}
 
-    await eventually(lambda: delivered() >= set(event_ids), timeout=120,
-                     what="all 300 events delivered after kill -9")
+    await eventually(
+        lambda: delivered() >= set(event_ids),
+        timeout=120,
+        what="all 300 events delivered after kill -9",
+    )
     wanted = [uuid.UUID(delivery_id_for(e, hook["id"])) for e in event_ids]
 
     async def logged() -> bool:
