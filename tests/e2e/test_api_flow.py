@@ -50,7 +50,7 @@ async def test_webhook_ingest_log_redeliver_through_the_api(
     assert again.signatures_valid(hook["secret"])
 
     async def two_attempts() -> list[dict]:
-        s, body = await api.call("GET", f"/deliveries/{delivery_id}")
+        _s, body = await api.call("GET", f"/deliveries/{delivery_id}")
         return body["attempts"] if len(body["attempts"]) >= 2 else []
 
     attempts = await eventually(two_attempts, what="the manual attempt in the log")

@@ -154,7 +154,7 @@ async def test_410_disables_at_once_and_later_deliveries_are_skipped(
     await ingest(api, org, "r", "push", {"ref": "a"})
 
     async def disabled() -> Any:
-        status, body = await api.call("GET", f"/webhooks/{hook['id']}")
+        _status, body = await api.call("GET", f"/webhooks/{hook['id']}")
         return body if body["active"] is False else None
 
     body = await eventually(disabled, timeout=20, what="disabled after a 410")
