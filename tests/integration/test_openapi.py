@@ -23,30 +23,6 @@ from tests.integration.api_support import api_client, make_webhook, org_token
 from tests.integration.test_api_deliveries import log_delivery
 
 
-def _patch_hypothesis_jsonschema() -> None:
-    """hypothesis-jsonschema 0.23.1 (schemathesis 3.x's generator) still calls the old
-    `many(...).more()` loop protocol, which recent Hypothesis replaced with
-    `with many(...) as elements: for _ in elements:`. Give `many` a `more()` on top of
-    the new protocol, only where it is missing."""
-    from hypothesis.internal.conjecture import utils as cu
-
-    if hasattr(cu.many, "more"):
-        return
-
-    def more(self: Any) -> bool:
-        if getattr(self, "_compat_iter", None) is None:
-            self.__enter__()
-            self._compat_iter = iter(self)
-        try:
-            next(self._compat_iter)
-            return True
-        except StopIteration:
-            self.__exit__(None)
-            return False
-
-    cu.many.more = more  # type: ignore[attr-defined]
-
-
 def test_every_route_is_documented_and_every_documented_route_exists(
     settings: Settings,
 ) -> None:
@@ -104,7 +80,6 @@ def _run_schemathesis(
     base_url: str, headers: dict[str, str], ids: dict[str, list[str]], org: str
 ) -> list[str]:
     """Every operation, a bounded number of generated examples each; returns failures."""
-    _patch_hypothesis_jsonschema()
     schemathesis.experimental.OPEN_API_3_1.enable()
     schema = schemathesis.from_dict(openapi_document(), base_url=base_url)
     failures: list[str] = []
