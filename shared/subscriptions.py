@@ -181,6 +181,27 @@ class WebhookTable:
         log.info("webhook table loaded", webhooks=len(self._by_id), partitions=len(tps))
         self._follow = asyncio.create_task(self._follow_loop(consumer), name="webhook-table")
 
+    async def catch_up(self, timeout: float = 2.0) -> bool:
+        """Waits until the table holds every record on the topic now; False on timeout.
+
+        The matcher calls it per batch: a webhook created before an event was published
+        (the relay sends a webhook change before any later outbox row) is then in the
+        table when that event is matched."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        tps = list(consumer.assignment())
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                return True
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning("webhook table behind its topic", partitions=len(behind))
+                return False
+            await asyncio.sleep(0.005)
+
     async def _follow_loop(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:

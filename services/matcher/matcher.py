@@ -18,7 +18,7 @@ from typing import TypeAlias
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.config import Settings
 from shared.core.matching import matches
@@ -142,6 +142,9 @@ class Matcher:
         self.matched = 0  # delivery messages produced (tests and metrics)
         self.rejected = 0
 
+    def use_producer(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
     async def handle(self, batch: Mapping[TopicPartition, list[Message]]) -> tuple[int, int]:
         """Produces every batch message's deliveries (or rejection) and awaits every ack.
 
@@ -221,6 +224,7 @@ class Matcher:
             if not batch:
                 continue
             async with self._batch_lock:
+                await self._table.catch_up()
                 deliveries, rejected = await self.handle(batch)
                 await self._commit(batch)
             self.matched += deliveries
@@ -249,7 +253,31 @@ async def serve(settings: Settings, stop: asyncio.Event, *, group_id: str = GROU
             await consumer.start()
             try:
                 log.info("matcher started", instance=name, webhooks=len(table))
-                await matcher.run(stop)
+                delay = 0.5
+                while not stop.is_set():
+                    try:
+                        await matcher.run(stop)
+                    except (ProduceFailed, KafkaError) as exc:
+                        # The batch was not committed; the consumer's position is past it,
+                        # so go back to the committed offsets and match it again.
+                        log.error(
+                            "batch not produced; retrying from the last commit", error=repr(exc)
+                        )
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 30.0)
+                        for tp in consumer.assignment():
+                            committed = await consumer.committed(tp)
+                            if committed is None:
+                                await consumer.seek_to_beginning(tp)
+                            else:
+                                consumer.seek(tp, committed)
+                        # A fresh producer: an idempotent one whose sequence broke stays broken.
+                        await producer.stop()
+                        producer = make_producer(settings.kafka_bootstrap, client_id=name)
+                        await producer.start()
+                        matcher.use_producer(producer)
+                    else:
+                        delay = 0.5
             finally:
                 await consumer.stop()
         finally:

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.config import Settings
 from shared.db import create_pool
-from shared.kafka import MAX_MESSAGE_BYTES, make_producer
+from shared.kafka import MAX_MESSAGE_BYTES, WEBHOOKS, make_producer
 from shared.logging import configure_logging
 from shared.runtime import instance_name, run
 
@@ -115,6 +115,11 @@ class Relay:
                 futures.append(
                     await self._producer.send(row["topic"], key=key, value=value, headers=headers)
                 )
+                if row["topic"] == WEBHOOKS:
+                    # A webhook change must be on the broker before any later row (an event
+                    # for that webhook) is sent, so the matcher can wait for it (see
+                    # WebhookTable.catch_up). Changes are rare: the extra round trip is too.
+                    await asyncio.gather(*futures, return_exceptions=True)
             # Every ack before marking: a row is marked only once the broker has it.
             results = await asyncio.gather(*futures, return_exceptions=True)
             for result in results:

@@ -180,3 +180,25 @@ async def test_bad_records_are_skipped_and_following_goes_on(
         with contextlib.suppress(Exception):
             await table.stop()
         await producer.stop()
+
+
+async def test_catch_up_returns_once_every_record_on_the_topic_is_in_the_table(
+    provisioned: Settings, org: str
+) -> None:
+    topic = "test.webhooks." + uuid.uuid4().hex[:8]
+    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 3, {})])
+    producer: AIOKafkaProducer = make_producer(provisioned.kafka_bootstrap, client_id="t")
+    await producer.start()
+    # Right after the sends the background follower may still be behind the topic.
+    table = WebhookTable(provisioned.kafka_bootstrap, client_id="test-catch-up", topic=topic)
+    try:
+        await table.start()
+        for i in range(20):
+            await producer.send_and_wait(
+                topic, key=f"h{i}".encode(), value=_record(org, 1, id=f"h{i}").encode()
+            )
+        assert await table.catch_up(timeout=10)
+        assert all(table.get(f"h{i}") is not None for i in range(20))
+    finally:
+        await table.stop()
+        await producer.stop()
