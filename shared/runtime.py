@@ -38,11 +38,14 @@ def run(main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
         await main(settings, stop)
 
     try:
-        import uvloop
-
-        uvloop.run(entry())
-    except ImportError:
-        asyncio.run(entry())
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(entry())
+        else:
+            uvloop.run(entry())
+    except ConfigError as exc:  # a setting this service needs (settings.require)
+        sys.exit(f"configuration error: {exc}")
 
 
 def instance_name(service: str) -> str:

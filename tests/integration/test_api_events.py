@@ -71,6 +71,11 @@ async def test_repeated_id_answers_200_and_enqueues_nothing_more(
     # The same id from another repository is refused, not silently dropped.
     resp = await api.post(f"/api/v1/repos/{org}/{new_repo()}/events", json=body, headers=h)
     assert (await error_of(resp, 409))["field"] == "id"
+    # Ids are per org: another tenant's use of the same id neither blocks nor shows.
+    other = org + "-b"
+    h2 = await org_token(api, settings, other)
+    resp = await api.post(f"/api/v1/repos/{other}/{repo}/events", json=body, headers=h2)
+    assert resp.status == 202 and (await resp.json())["event_id"] == body["id"]
 
 
 async def test_invalid_events_name_the_field(
@@ -88,6 +93,7 @@ async def test_invalid_events_name_the_field(
         ({"event": "push", "action": "opened", "payload": {}}, "action"),
         ({"payload": {}}, "event"),
         ({"event": "push"}, "payload"),
+        ({"event": "ping", "payload": {}}, "event"),
         ({"event": "push", "payload": [1]}, "payload"),
         ({"event": "push", "payload": {}, "id": 5}, "id"),
         ({"event": "push", "payload": {}, "id": "x" * 201}, "id"),

@@ -10,7 +10,7 @@ from aiohttp import web
 from services.api.auth import principal
 from services.api.bodies import API, json_response, path_name, read_object
 from services.api.keys import LIMITER, POOL
-from shared.core.errors import Conflict, RateLimited
+from shared.core.errors import Conflict, RateLimited, ValidationError
 from shared.core.messages import make_event
 from shared.outbox import enqueue_event
 
@@ -40,10 +40,14 @@ async def ingest(request: web.Request) -> web.Response:
         event_id=body.get("id"),
         created_at=now,
     )
+    if event.type == "ping":
+        raise ValidationError(
+            "ping is not ingested: POST /api/v1/webhooks/{id}/ping sends one", field="event"
+        )
     async with request.app[POOL].acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(
             "INSERT INTO events (id, org, repo, type, created_at) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (id) DO NOTHING RETURNING id",
+            " ON CONFLICT (org, id) DO NOTHING RETURNING id",
             event.id,
             org,
             repo,
@@ -51,9 +55,11 @@ async def ingest(request: web.Request) -> web.Response:
             now,
         )
         if inserted is None:
-            seen = await conn.fetchrow("SELECT org, repo FROM events WHERE id = $1", event.id)
-            if seen is not None and (seen["org"], seen["repo"]) != (org, repo):
-                raise Conflict("this event id was already used by another repository", field="id")
+            seen = await conn.fetchval(
+                "SELECT repo FROM events WHERE org = $1 AND id = $2", org, event.id
+            )
+            if seen is not None and seen != repo:
+                raise Conflict(f"this event id was already used by {org}/{seen}", field="id")
             return json_response({"event_id": event.id, "duplicate": True}, status=200)
         await enqueue_event(
             conn,

@@ -1,0 +1,58 @@
+"""Settings: every variable read, bad values named, a set variable wins even when empty."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from shared.config import ConfigError, Settings
+from shared.core.ssrf import parse_host_ip
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.api_port == 8080 and s.header_prefix == "X-Hookline"
+    assert s.disable_after_failures == 10 and s.disable_after_seconds == 3600
+    assert s.max_payload_bytes == 1024 * 1024 and not s.allowed_targets
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HOOKLINE_API_PORT", "http"),
+        ("HOOKLINE_API_PORT", "70000"),
+        ("HOOKLINE_KAFKA_BOOTSTRAP", "localhost"),
+        ("HOOKLINE_DATABASE_URL", "mysql://x"),
+        ("HOOKLINE_SECRET_KEY", "short"),
+        ("HOOKLINE_ALLOWED_TARGETS", "10.0.0.0/33"),
+        ("HOOKLINE_HEADER_PREFIX", "X Hook"),
+        ("HOOKLINE_DISABLE_AFTER_FAILURES", "0"),
+        ("HOOKLINE_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_value_fails_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_a_set_variable_wins_even_when_empty() -> None:
+    allowed = Settings.from_env({"HOOKLINE_ALLOWED_TARGETS": "127.0.0.0/8,::1/128"})
+    loopback = parse_host_ip("127.0.0.1")
+    assert loopback is not None and allowed.allowed_targets.allows(loopback)
+    empty = Settings.from_env({"HOOKLINE_ALLOWED_TARGETS": ""})
+    assert not empty.allowed_targets.allows(loopback)
+
+
+def test_required_setting_missing_exits_with_the_name_not_a_traceback() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.api"],
+        env={"HOOKLINE_SECRET_KEY": "", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "configuration error: HOOKLINE_SECRET_KEY" in out.stderr
+    assert "Traceback" not in out.stderr
