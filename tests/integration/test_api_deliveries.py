@@ -220,6 +220,29 @@ async def test_redeliver_decodes_a_form_body(
     assert DeliveryMessage.decode(raw).body == payload
 
 
+async def test_redeliver_after_a_skipped_attempt_sends_the_last_logged_body(
+    api: TestClient,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    h = admin(settings)
+    wh = await make_webhook(api, h, org)
+    did = await log_delivery(pool, wh, status="skipped", at=T0, outcomes=("failed",))
+    # Then the webhook was disabled: a skipped attempt with no request logged.
+    await pool.execute(
+        "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type,"
+        " attempt, trigger, outcome, started_at) SELECT delivery_id, webhook_id, org, event_id,"
+        " event_type, 2, 'retry', 'skipped', started_at + interval '1 minute'"
+        " FROM delivery_attempts WHERE delivery_id = $1",
+        uuid.UUID(did),
+    )
+    assert (await api.post(f"/api/v1/deliveries/{did}/redeliver", headers=h)).status == 202
+    (raw,) = await _delivery_messages(pool, wh["id"])
+    msg = DeliveryMessage.decode(raw)
+    assert msg.body == {"event": "push", "n": 1} and msg.attempt == 3
+
+
 async def test_redeliver_after_the_webhook_was_deleted_is_409(
     api: TestClient,
     settings: Settings,
