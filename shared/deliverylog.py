@@ -3,12 +3,18 @@ the `deliveries` summary and the webhooks' failure counts, in one transaction.
 
 An attempt counts as done (its Kafka offset may be committed) only once `append`'s
 future resolved, i.e. its row is durably written: a kill -9 loses nothing.
+
+An outage (connection lost, server down) is retried with backoff for as long as it lasts.
+A row the database can never store (a data error) must not block the rows behind it: the
+batch is retried row by row, a refused row is stored as a sanitised copy, and a row even
+that fails has its future failed with `RowRejected` (the sender dead-letters it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -20,7 +26,7 @@ import asyncpg
 import orjson
 import structlog
 
-from shared.core.attempts import AttemptRow, health_deltas
+from shared.core.attempts import ERROR_CLASSES, AttemptRow, clean_text, health_deltas
 
 log = structlog.get_logger(component="delivery_log")
 
@@ -83,6 +89,24 @@ RETURNING webhook_id, consecutive_failures, first_failure_at
 """
 
 
+# Errors a retry cannot fix: the row itself is unstorable (bad UUID, NUL, surrogates,
+# out-of-range integer). Everything else is treated as an outage and retried.
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    ValueError,
+    TypeError,
+    orjson.JSONEncodeError,
+)
+
+
+class RowRejected(Exception):
+    """A row (and its sanitised copy) the database refused: it is not in the log."""
+
+
+class LogClosed(RuntimeError):
+    """The writer stopped before the row was written (shutdown): try again elsewhere."""
+
+
 @dataclass(frozen=True)
 class Unhealthy:
     """A webhook whose consecutive failures crossed the disabling threshold."""
@@ -128,7 +152,7 @@ class DeliveryLog:
     def append(self, row: AttemptRow) -> asyncio.Future[None]:
         """Buffers a row; the future resolves once it is committed to PostgreSQL."""
         if self._closing:
-            raise RuntimeError("delivery log is closed")
+            raise LogClosed("delivery log is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._buffer.append((row, fut))
         self._idle.clear()
@@ -155,7 +179,7 @@ class DeliveryLog:
                     await self._task
         for _row, fut in self._buffer:
             if not fut.done():
-                fut.set_exception(RuntimeError("delivery log closed before the row was written"))
+                fut.set_exception(LogClosed("delivery log closed before the row was written"))
         self._buffer.clear()
         if self._callbacks:
             await asyncio.wait(self._callbacks, timeout=timeout)
@@ -179,22 +203,77 @@ class DeliveryLog:
             batch = self._buffer[: self._batch_size]
             try:
                 unhealthy = await self._write([row for row, _ in batch])
+                handled, outage = len(batch), None
+            except DATA_ERRORS as exc:
+                log.warning("delivery log batch refused; writing row by row", error=repr(exc))
+                handled, unhealthy, outage = await self._write_each(batch)
             except Exception as exc:
-                # An outage (or a bug): keep the rows and try again; their offsets stay
-                # uncommitted meanwhile, so nothing is lost.
-                log.warning("delivery log write failed; retrying", error=repr(exc), rows=len(batch))
+                handled, unhealthy, outage = 0, [], exc
+            del self._buffer[:handled]
+            for _row, fut in batch[:handled]:
+                if not fut.done():
+                    fut.set_result(None)
+            self._report(unhealthy)
+            if outage is not None:
+                # An outage: keep the rows and try again; their offsets stay uncommitted
+                # meanwhile, so nothing is lost.
+                log.warning(
+                    "delivery log write failed; retrying",
+                    error=repr(outage),
+                    rows=len(batch) - handled,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            del self._buffer[: len(batch)]
-            for _row, fut in batch:
+
+    def _report(self, unhealthy: list[Unhealthy]) -> None:
+        if unhealthy and self._on_unhealthy is not None:
+            task: asyncio.Task[None] = asyncio.create_task(self._on_unhealthy(unhealthy))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    async def _write_each(
+        self, batch: list[tuple[AttemptRow, asyncio.Future[None]]]
+    ) -> tuple[int, list[Unhealthy], Exception | None]:
+        """Writes `batch` one row at a time; a row refused for its data is replaced by
+        sanitised copies, and if those are refused too its future fails with RowRejected.
+
+        Returns how many rows (from the start) are settled, what became unhealthy, and the
+        outage that stopped it early, if any. A settled row's future is resolved by the
+        caller unless it was failed here.
+        """
+        unhealthy: list[Unhealthy] = []
+        for i, (row, fut) in enumerate(batch):
+            candidates = [row, *_fallbacks(row)]
+            error: BaseException | None = None
+            for n, candidate in enumerate(candidates):
+                try:
+                    unhealthy += await self._write([candidate])
+                except DATA_ERRORS as exc:
+                    error = exc
+                    continue
+                except Exception as exc:
+                    return i, unhealthy, exc
+                if n:
+                    log.error(
+                        "delivery log row refused; stored a sanitised copy",
+                        delivery_id=row.delivery_id,
+                        attempt=row.attempt,
+                        error=repr(error),
+                    )
+                error = None
+                break
+            if error is not None:
+                log.error(
+                    "delivery log row refused; not stored",
+                    delivery_id=row.delivery_id,
+                    attempt=row.attempt,
+                    error=repr(error),
+                )
                 if not fut.done():
-                    fut.set_result(None)
-            if unhealthy and self._on_unhealthy is not None:
-                task: asyncio.Task[None] = asyncio.create_task(self._on_unhealthy(unhealthy))
-                self._callbacks.add(task)
-                task.add_done_callback(self._callbacks.discard)
+                    fut.set_exception(RowRejected(f"delivery log refused the row: {error!r}"))
+        return len(batch), unhealthy, None
 
     async def _write(self, rows: Sequence[AttemptRow]) -> list[Unhealthy]:
         columns = _attempt_columns(rows)
@@ -283,6 +362,28 @@ class DeliveryLog:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(3600):
                     await stop.wait()
+
+
+def _fallbacks(row: AttemptRow) -> list[AttemptRow]:
+    """Sanitised copies of a refused row, in order of preference: text cleaned, headers
+    and the response body dropped (a note says so); then the request body dropped too."""
+    note = "[not stored: the delivery log refused this attempt's data]"
+    base = dataclasses.replace(
+        row,
+        org=clean_text(str(row.org)),
+        event_id=clean_text(str(row.event_id)),
+        event_type=clean_text(str(row.event_type)),
+        trigger=clean_text(str(row.trigger)),
+        outcome=clean_text(str(row.outcome)),
+        error=row.error if row.error in ERROR_CLASSES else None,
+        resolved_ip=None if row.resolved_ip is None else clean_text(str(row.resolved_ip)),
+        request_headers=None,
+        response_headers=None,
+        response_body=note,
+    )
+    kept = base.request_body
+    first = dataclasses.replace(base, request_body=None if kept is None else clean_text(str(kept)))
+    return [first, dataclasses.replace(base, request_body=None)]
 
 
 def _json(value: dict[str, str] | None) -> str | None:

@@ -19,6 +19,8 @@ DELIVERIES = "hookline.deliveries"
 DLQ = "hookline.dlq"
 WEBHOOKS = "hookline.webhooks"
 WEEK_MS = 7 * 86400 * 1000
+# The header that says why a message went to hookline.events.rejected or hookline.dlq.
+REJECT_HEADER = "reason"
 # The largest record Hookline produces (broker message.max.bytes and every topic's
 # max.message.bytes allow it): a 1 MiB ingested payload plus its delivery envelope fits.
 # A record over the limit poisons an idempotent producer's partition, so producers check

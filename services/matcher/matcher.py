@@ -34,6 +34,7 @@ from shared.kafka import (
     EVENTS,
     EVENTS_REJECTED,
     MAX_MESSAGE_BYTES,
+    REJECT_HEADER,
     make_consumer,
     make_producer,
 )
@@ -46,7 +47,7 @@ log = structlog.get_logger(service="matcher")
 GROUP_ID = "hookline-matcher"
 PING_REASON = "ping is sent per webhook via the API"
 Message: TypeAlias = "ConsumerRecord[bytes, bytes]"
-_REJECT_HEADERS = {"reason", "source-topic", "source-partition", "source-offset"}
+_REJECT_HEADERS = {REJECT_HEADER, "source-topic", "source-partition", "source-offset"}
 # The broker refuses a batch over `message.max.bytes` (default 1048588), and after such a
 # refusal an idempotent producer's sequence for the partition is broken for good. So a
 # message that would not fit is never sent: an event whose delivery would not fit is
@@ -61,7 +62,7 @@ def rejection_headers(msg: Message, reason: str) -> list[tuple[str, bytes]]:
     """Headers of a message copied to `hookline.events.rejected`: why, and where from."""
     return [
         *[(k, v) for k, v in (msg.headers or ()) if k not in _REJECT_HEADERS],
-        ("reason", reason.encode()),
+        (REJECT_HEADER, reason.encode()),
         ("source-topic", str(msg.topic).encode()),
         ("source-partition", str(msg.partition).encode()),
         ("source-offset", str(msg.offset).encode()),

@@ -7,14 +7,16 @@ import asyncio
 import dataclasses
 import random
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.config import Settings
-from shared.core.attempts import AttemptResult, AttemptRow, build_request, decide
+from shared.core.attempts import AttemptResult, AttemptRow, build_request, clean_text, decide
 from shared.core.errors import ValidationError
 from shared.core.messages import DeliveryMessage, WebhookRecord
 from shared.core.retry import RetryPolicy, RetryTier, tier_for
@@ -24,7 +26,7 @@ from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
 from .http import WebhookClient
-from .retry_tiers import Topics
+from .retry_tiers import REJECT_HEADER, Topics
 
 log = structlog.get_logger(component="sender")
 
@@ -44,8 +46,26 @@ def _version() -> str:
 
 class Undeliverable(Exception):
     """A message no retry can fix (its webhook's secret cannot be decrypted with this
-    HOOKLINE_SECRET_KEY): it goes to the dead-letter topic with the reason instead of
-    blocking its partition's commits."""
+    HOOKLINE_SECRET_KEY): logged as dead and sent to the dead-letter topic with the
+    reason instead of blocking its partition's commits."""
+
+
+@dataclass
+class Attempt:
+    """An attempt that has run (or was skipped): the row to log and what follows it,
+    with what `Deliverer.follow_up` has done so far."""
+
+    row: AttemptRow
+    webhook_id: str | None = None
+    retry: DeliveryMessage | None = None
+    retry_topic: str | None = None
+    dead: DeliveryMessage | None = None
+    dead_reason: str | None = None  # the dead-letter header, when no attempt was made
+    disable_reason: str | None = None
+    retry_sent: bool = False
+    dead_sent: bool = False
+    disabled: bool = False
+    durable: asyncio.Future[None] | None = field(default=None, repr=False)
 
 
 class Deliverer:
@@ -113,9 +133,11 @@ class Deliverer:
                 secrets.append(self._secret(record.previous_secret_enc))
         return secrets
 
-    async def handle(self, msg: DeliveryMessage) -> asyncio.Future[None] | None:
-        """Runs the attempt `msg` asks for; returns the future of its log row (resolved
-        once durable), or None if the message was only moved to a retry tier."""
+    async def attempt(self, msg: DeliveryMessage) -> Attempt | None:
+        """Runs the attempt `msg` asks for, up to and including the POST, and returns
+        what must follow it (`follow_up`); None if the message was only moved to a retry
+        tier. Nothing in here runs after the POST that could fail for an outage, so a
+        caller retrying `follow_up` never POSTs twice."""
         now_s = time.time()
         if msg.due_at is not None and msg.due_at > now_s:
             await self.send(self._topics.tier_topic(_tier(msg.due_at - now_s)), msg)
@@ -126,10 +148,18 @@ class Deliverer:
         started = datetime.now(UTC)
         record = await self.webhook(msg.webhook_id)
         if record is None or not record.active:
-            error = "webhook_deleted" if record is None else None
-            row = self._row(msg, started, outcome="skipped", error=error)
-            log.info("attempt", outcome="skipped", error=error, trigger=msg.trigger)
-            return self._log.append(row)
+            # Logged with the body it would have sent, so a redelivery after the webhook
+            # is turned back on has something to send.
+            reason = "webhook deleted" if record is None else "webhook inactive"
+            log.info("attempt", outcome="skipped", reason=reason, trigger=msg.trigger)
+            return Attempt(self._row(msg, started, outcome="skipped", error=None))
+        try:
+            secrets = self._signing_secrets(record, started)
+        except Undeliverable as exc:
+            # No retry can fix it: dead, with the reason in the dead-letter header.
+            log.error("attempt", outcome="dead", reason=str(exc), trigger=msg.trigger)
+            row = self._row(msg, started, outcome="dead", error=None)
+            return Attempt(row, dead=msg, dead_reason=str(exc))
         body, headers = build_request(
             body=msg.body,
             content_type=record.content_type,
@@ -138,7 +168,7 @@ class Deliverer:
             event_type=msg.event_type,
             delivery_id=msg.delivery_id,
             attempt=msg.attempt,
-            secrets=self._signing_secrets(record, started),
+            secrets=secrets,
             timestamp=int(started.timestamp()),
         )
         result = await self._client.post(record.url, body, headers, timeout_s=record.timeout_s)
@@ -158,24 +188,26 @@ class Deliverer:
         if decision.next_delay_s is not None:
             due = time.time() + decision.next_delay_s
             next_at = datetime.fromtimestamp(due, UTC)
-            retry = dataclasses.replace(
+        out = Attempt(
+            self._row(
+                msg,
+                started,
+                outcome=decision.outcome,
+                error=decision.error,
+                result=result,
+                request=(headers, body),
+                next_at=next_at,
+            ),
+            webhook_id=record.id,
+            disable_reason=decision.disable_reason,
+        )
+        if decision.next_delay_s is not None:
+            out.retry = dataclasses.replace(
                 msg, attempt=msg.attempt + 1, trigger="retry", due_at=due, last_error=decision.error
             )
-            await self.send(self._topics.tier_topic(_tier(decision.next_delay_s)), retry)
+            out.retry_topic = self._topics.tier_topic(_tier(decision.next_delay_s))
         if decision.to_dlq:
-            last = _describe(result)
-            await self.send(self._topics.dlq, dataclasses.replace(msg, last_error=last))
-        if decision.disable_reason is not None:
-            await self.disable(record.id, decision.disable_reason)
-        row = self._row(
-            msg,
-            started,
-            outcome=decision.outcome,
-            error=decision.error,
-            result=result,
-            request=(headers, body),
-            next_at=next_at,
-        )
+            out.dead = dataclasses.replace(msg, last_error=_describe(result))
         log.info(
             "attempt",
             outcome=decision.outcome,
@@ -184,7 +216,30 @@ class Deliverer:
             error=decision.error,
             trigger=msg.trigger,
         )
-        return self._log.append(row)
+        return out
+
+    async def follow_up(self, step: Attempt) -> asyncio.Future[None]:
+        """What follows an attempt: the retry or dead-letter message, disabling, and the
+        log row; returns the row's future (resolved once durable). Safe to call again
+        after it raised: steps already done are not repeated."""
+        if step.retry is not None and not step.retry_sent:
+            assert step.retry_topic is not None
+            await self.send(step.retry_topic, step.retry)
+            step.retry_sent = True
+        if step.dead is not None and not step.dead_sent:
+            headers = None
+            if step.dead_reason is not None:
+                headers = [(REJECT_HEADER, step.dead_reason.encode())]
+            await self.send(self._topics.dlq, step.dead, headers=headers)
+            step.dead_sent = True
+        if step.disable_reason is not None and not step.disabled:
+            assert step.webhook_id is not None
+            await self.disable(step.webhook_id, step.disable_reason)
+            step.disabled = True
+        durable = step.durable
+        if durable is None or (durable.done() and durable.exception() is not None):
+            step.durable = durable = self._log.append(step.row)
+        return durable
 
     def _row(
         self,
@@ -209,7 +264,13 @@ class Deliverer:
             started_at=started,
             duration_ms=result.duration_ms if result else 0.0,
             request_headers=request[0] if request else None,
-            request_body=request[1].decode("utf-8", errors="replace") if request else None,
+            # Without a request (skipped, dead before sending) the body it would have
+            # sent, so that a redelivery has something to send.
+            request_body=clean_text(
+                request[1].decode("utf-8", errors="replace")
+                if request
+                else orjson.dumps(msg.body).decode()
+            ),
             response_status=result.status if result else None,
             response_headers=result.headers or None if result else None,
             response_body=result.body if result else None,
@@ -218,12 +279,20 @@ class Deliverer:
             next_attempt_at=next_at,
         )
 
-    async def send(self, topic: str, msg: DeliveryMessage) -> None:
+    async def send(
+        self,
+        topic: str,
+        msg: DeliveryMessage,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         """Produces until the broker acknowledged (retrying while the process runs)."""
         delay = 0.2
         while True:
             try:
-                await self._producer.send_and_wait(topic, msg.encode(), key=msg.key)
+                await self._producer.send_and_wait(
+                    topic, msg.encode(), key=msg.key, headers=headers
+                )
                 return
             except KafkaError as exc:
                 if self._stop.is_set():

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from shared.core.attempts import BODY_CUT, AttemptResult, cut_text
+from shared.core.attempts import BODY_CUT, AttemptResult, clean_headers, clean_text, cut_text
 from shared.core.ssrf import Address, Allowlist
 from shared.netguard import BlockedTarget, ResolveFailed, checked_addresses
 
@@ -144,7 +144,9 @@ class WebhookClient:
                         resolved = str(peername[0])
                     raw = await _read_cut(resp.content)
                     status = resp.status
-                    rheaders = {str(k): v for k, v in resp.headers.items()}
+                    # Whatever the endpoint sent must stay storable (no NUL, no
+                    # surrogate-escaped bytes): the log writer cannot skip a row.
+                    rheaders = clean_headers(resp.headers)
         except BlockedTarget:
             return done("blocked", status=None)
         except ResolveFailed:
@@ -162,7 +164,7 @@ class WebhookClient:
             None if ok else "http_status",
             status=status,
             headers=rheaders,
-            body=cut_text(raw),
+            body=clean_text(cut_text(raw)),
             resolved_ip=resolved,
         )
 

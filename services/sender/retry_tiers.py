@@ -23,12 +23,13 @@ from aiokafka.structs import ConsumerRecord
 
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS, RetryTier, tier_for
-from shared.kafka import DELIVERIES, DLQ, make_consumer
+from shared.kafka import DELIVERIES, DLQ, REJECT_HEADER, make_consumer
 
 log = structlog.get_logger(component="retry_tiers")
 
 RETRY_GROUP = "hookline-sender-retry"
-REJECT_HEADER = "hookline-reject-reason"
+# The dead-letter header carrying why a message was rejected (the matcher uses the same
+# name on hookline.events.rejected).
 # The longest a tier consumer sleeps between looks at its heads: bounds the lateness.
 _MAX_WAIT_S = 0.2
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import structlog
 from aiokafka import (
     AIOKafkaConsumer,
@@ -30,14 +31,14 @@ from shared.core.retry import RETRY_TIERS
 from shared.core.watermark import Watermark
 from shared.crypto import SecretBox
 from shared.db import create_pool
-from shared.deliverylog import DeliveryLog, Unhealthy
+from shared.deliverylog import DeliveryLog, LogClosed, RowRejected, Unhealthy
 from shared.kafka import make_consumer, make_producer
 from shared.logging import configure_logging
 from shared.runtime import instance_name, run
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
-from .deliver import Deliverer, Undeliverable
+from .deliver import Attempt, Deliverer
 from .http import WebhookClient
 from .retry_tiers import REJECT_HEADER, RETRY_GROUP, RetryTiers, Topics
 
@@ -50,6 +51,27 @@ REVOKE_WAIT_S = 3.0
 # parked in the shortest retry tier, so one slow endpoint cannot fill the buffer and
 # stall every other webhook (the buffer limit pauses whole partitions).
 MAX_QUEUED_PER_WEBHOOK = 1000
+# What is retried in place (with backoff, until stop): outages of the database or the
+# broker. Anything else a delivery raises is bad data or a bug and is dead-lettered.
+OUTAGES: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,  # connection errors and TimeoutError
+    KafkaError,
+    LogClosed,
+)
+
+
+class _Backoff:
+    """Doubling sleeps from 0.2 s up to 10 s."""
+
+    def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
+        self._next = first
+        self._cap = cap
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self._next)
+        self._next = min(self._next * 2, self._cap)
 
 
 @dataclass
@@ -255,7 +277,16 @@ class Sender:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        """Forgets a finished task, logging what it raised (never left unretrieved)."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("sender task failed", error=repr(exc), exc_info=exc)
 
     def _release(self, wid: str) -> None:
         """A webhook's slot is free: start its next queued job still owned by us."""
@@ -278,53 +309,73 @@ class Sender:
 
     async def _work(self, job: _Job) -> None:
         assert self._deliverer is not None
-        done = False
+        deliverer = self._deliverer
+        ok = False
         released = False
-        delay = 0.2
+        delay = _Backoff()
+        step: Attempt | None = None
         try:
-            while not done:
+            while True:
                 try:
-                    async with self._sem:
-                        durable = await self._deliverer.handle(job.msg)
-                    if not released:
+                    if step is None:
+                        async with self._sem:
+                            step = await deliverer.attempt(job.msg)
+                        if step is None:  # not due: moved to a retry tier
+                            ok = True
+                            return
                         released = True
                         self._release(job.msg.webhook_id)
-                    if durable is not None:
-                        await durable
-                    done = True
-                except Undeliverable as exc:
-                    done = await self._dead_letter(job, str(exc))
-                    if not done:
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 10.0)
-                except Exception:
-                    # A bug or an outage (database, broker): try again rather than lose it
+                    # Only what follows the POST is retried from here on: never the POST.
+                    await (await deliverer.follow_up(step))
+                    ok = True
+                    return
+                except RowRejected as exc:
+                    ok = await self._dead_letter(job, str(exc))
+                    return
+                except asyncpg.DataError as exc:  # a PostgresError, but no outage
+                    log.exception("delivery refused by the database; dead-lettered")
+                    ok = await self._dead_letter(job, repr(exc))
+                    return
+                except OUTAGES as exc:
+                    # The database or the broker: wait and try again rather than lose it
                     # or complete it; on shutdown it stays uncommitted and is redelivered.
-                    log.exception("delivery failed unexpectedly; retrying")
                     if self._stop.is_set():
                         return
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
+                    log.warning("delivery step failed; retrying", error=repr(exc))
+                    await delay.sleep()
+                except Exception as exc:
+                    # Bad data or a bug: retrying would repeat it forever (and re-POST),
+                    # so the message goes to the dead-letter topic with the reason.
+                    log.exception("delivery failed; dead-lettered")
+                    ok = await self._dead_letter(job, repr(exc))
+                    return
         finally:
             if not released:
                 self._release(job.msg.webhook_id)
-            self._finish(job.tp, job.state, job.offset, done)
+            self._finish(job.tp, job.state, job.offset, ok)
 
     async def _dead_letter(self, job: _Job, reason: str) -> bool:
-        """Moves an undeliverable message to the dead-letter topic; True once acked."""
+        """Moves a message no attempt can complete to the dead-letter topic; True once
+        acknowledged, False if stopped first."""
+        log.error("delivery to dead-letter", reason=reason, delivery_id=job.msg.delivery_id)
+        return await self._to_dlq(job.msg.encode(), job.msg.key, reason)
+
+    async def _to_dlq(self, value: bytes | None, key: bytes | None, reason: str) -> bool:
+        """Produces to the dead-letter topic with the reason header, retrying with backoff
+        until acknowledged (True) or the sender stops (False: left uncommitted)."""
         assert self._producer is not None
-        log.error("undeliverable delivery to dead-letter", reason=reason)
-        try:
-            await self._producer.send_and_wait(
-                self._topics.dlq,
-                job.msg.encode(),
-                key=job.msg.key,
-                headers=[(REJECT_HEADER, reason.encode())],
-            )
-        except KafkaError:
-            log.exception("dead-letter publish failed; retrying")
-            return False
-        return True
+        delay = _Backoff()
+        while True:
+            try:
+                await self._producer.send_and_wait(
+                    self._topics.dlq, value, key=key, headers=[(REJECT_HEADER, reason.encode())]
+                )
+                return True
+            except KafkaError as exc:
+                if self._stop.is_set():
+                    return False
+                log.warning("dead-letter publish failed; retrying", error=repr(exc))
+                await delay.sleep()
 
     async def _park(self, job: _Job) -> None:
         assert self._deliverer is not None
@@ -340,17 +391,10 @@ class Sender:
     async def _reject(
         self, tp: TopicPartition, state: _Partition, record: ConsumerRecord, reason: str
     ) -> None:
-        assert self._producer is not None
         log.warning("undecodable delivery to dead-letter", reason=reason, partition=tp.partition)
         ok = False
         try:
-            await self._producer.send_and_wait(
-                self._topics.dlq,
-                record.value,
-                key=record.key,
-                headers=[(REJECT_HEADER, reason.encode())],
-            )
-            ok = True
+            ok = await self._to_dlq(record.value, record.key, reason)
         finally:
             self._finish(tp, state, record.offset, ok)
 

@@ -24,6 +24,8 @@ __all__ = [
     "Decision",
     "HealthDelta",
     "build_request",
+    "clean_headers",
+    "clean_text",
     "cut_text",
     "decide",
     "delivery_status",
@@ -164,6 +166,27 @@ def cut_text(raw: bytes, limit: int = BODY_CUT) -> str:
     return raw[:limit].decode("utf-8", errors="replace")
 
 
+def clean_text(text: str) -> str:
+    """`text` as something PostgreSQL (text, jsonb) and JSON encoders always accept.
+
+    What an endpoint sends is not ours to trust: aiohttp hands non-UTF-8 header bytes
+    back as surrogate escapes (`'caf\\udce9'`), which no UTF-8 encoder takes, and NUL is
+    valid UTF-8 that PostgreSQL refuses. Both become U+FFFD.
+    """
+    if text.isascii() and "\x00" not in text:
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate outside the escape range
+        raw = text.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+def clean_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names and values through `clean_text` (see there)."""
+    return {clean_text(str(k)): clean_text(str(v)) for k, v in headers.items()}
+
+
 @dataclass(frozen=True)
 class AttemptRow:
     """One row of `delivery_attempts`: never updated, never deleted."""
@@ -214,7 +237,10 @@ class AttemptRow:
 
     @property
     def counts_as_failure(self) -> bool:
-        return self.outcome in ("failed", "dead")
+        """A failure of the endpoint. A row without an error class made no request (a
+        dead letter for a secret this process cannot decrypt): it says nothing about the
+        endpoint, so it must not count towards disabling the webhook."""
+        return self.outcome in ("failed", "dead") and self.error is not None
 
     def next_at(self, delay_s: float | None) -> datetime | None:
         return None if delay_s is None else self.started_at + timedelta(seconds=delay_s)

@@ -7,6 +7,8 @@ with a reason, which consumers publish to a rejected or dead-letter topic.
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +24,16 @@ VERSION = 1
 # uuid5 namespace for delivery ids: uuid5(NAMESPACE, f"{event_id}/{webhook_id}").
 DELIVERY_NAMESPACE = uuid.UUID("5b0c1d1e-6f6f-4b6c-8e69-6e65686f6f6b")
 TRIGGERS = ("auto", "retry", "manual", "recover", "ping")
+# The highest attempt number a delivery message may ask for (schedules allow 21).
+MAX_ATTEMPT = 10_000
+# C0/C1 control characters (NUL included, which PostgreSQL cannot store) and lone
+# surrogates (which no UTF-8 encoder takes): never part of an id, org or repo name.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def has_control(text: str) -> bool:
+    """True if `text` holds a control character or a lone surrogate."""
+    return _CONTROL.search(text) is not None
 
 
 class MessageError(ValueError):
@@ -56,6 +68,42 @@ def _str(obj: dict[str, Any], key: str, *, optional: bool = False) -> Any:
     if not isinstance(value, str) or not value:
         raise MessageError(f"field '{key}' must be a non-empty string")
     return value
+
+
+def _text(obj: dict[str, Any], key: str) -> str:
+    """A non-empty string without control characters (it ends up in the log's columns)."""
+    value: str = _str(obj, key)
+    if has_control(value):
+        raise MessageError(f"field '{key}' must not contain control characters")
+    return value
+
+
+def _uuid(obj: dict[str, Any], key: str) -> str:
+    """A UUID, in its canonical form."""
+    value = _str(obj, key)
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise MessageError(f"field '{key}' must be a UUID") from None
+
+
+def _attempt(obj: dict[str, Any]) -> int:
+    value = obj.get("attempt")
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPT:
+        raise MessageError(f"field 'attempt' must be an integer from 1 to {MAX_ATTEMPT}")
+    return value
+
+
+def _moment(obj: dict[str, Any], key: str) -> float | None:
+    """Epoch seconds: a finite number, or None."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise MessageError(f"field '{key}' must be a finite number of epoch seconds")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -111,8 +159,12 @@ def make_event(
     for name, value in (("org", org), ("repo", repo)):
         if not isinstance(value, str) or not value or "/" in value or len(value) > 100:
             raise ValidationError(f"{name} must be 1-100 characters without '/'", field=name)
+        if has_control(value):
+            raise ValidationError(f"{name} must not contain control characters", field=name)
     if event_id is not None and (not isinstance(event_id, str) or not 1 <= len(event_id) <= 200):
         raise ValidationError("id must be a string of 1-200 characters", field="id")
+    if event_id is not None and has_control(event_id):
+        raise ValidationError("id must not contain control characters", field="id")
     moment = created_at or datetime.now(UTC)
     return EventMessage(
         id=event_id or str(uuid.uuid4()),
@@ -250,21 +302,27 @@ class DeliveryMessage:
             body = obj.get("body")
             if not isinstance(body, dict):
                 raise MessageError("field 'body' must be a JSON object")
+            extra = obj.get("extra") or {}
+            if not isinstance(extra, dict):
+                raise MessageError("field 'extra' must be a JSON object")
+            last_error = obj.get("last_error")
+            if last_error is not None and not isinstance(last_error, str):
+                raise MessageError("field 'last_error' must be a string")
             return cls(
-                delivery_id=_str(obj, "delivery_id"),
-                webhook_id=_str(obj, "webhook_id"),
-                org=_str(obj, "org"),
-                event_id=_str(obj, "event_id"),
-                event_type=_str(obj, "event_type"),
+                delivery_id=_uuid(obj, "delivery_id"),
+                webhook_id=_uuid(obj, "webhook_id"),
+                org=_text(obj, "org"),
+                event_id=_text(obj, "event_id"),
+                event_type=_text(obj, "event_type"),
                 body=body,
-                attempt=int(obj.get("attempt") or 1),
+                attempt=_attempt(obj),
                 trigger=trigger,
-                due_at=None if obj.get("due_at") is None else float(obj["due_at"]),
-                enqueued_at=None if obj.get("enqueued_at") is None else float(obj["enqueued_at"]),
-                last_error=obj.get("last_error"),
+                due_at=_moment(obj, "due_at"),
+                enqueued_at=_moment(obj, "enqueued_at"),
+                last_error=last_error,
                 single=bool(obj.get("single", False)),
                 version=int(obj.get("version") or VERSION),
-                extra=obj.get("extra") or {},
+                extra=extra,
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, MessageError):

@@ -7,9 +7,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 
 from shared.core.attempts import AttemptRow
-from shared.deliverylog import DeliveryLog, Unhealthy
+from shared.deliverylog import DeliveryLog, RowRejected, Unhealthy
 
 
 def _row(
@@ -127,7 +128,7 @@ async def test_consecutive_failures_cross_the_threshold_and_success_resets(
     t0 = datetime.now(UTC) - timedelta(seconds=5)
     try:
         for _ in range(2):
-            await dlog.append(_row(str(uuid.uuid4()), webhook, 1, "failed", t0))
+            await dlog.append(_row(str(uuid.uuid4()), webhook, 1, "failed", t0, error="timeout"))
         await dlog.append(_row(str(uuid.uuid4()), webhook, 1, "skipped", t0))
         await dlog.append(_row(str(uuid.uuid4()), webhook, 1, "succeeded", t0))
         health = await pool.fetchrow(
@@ -136,7 +137,14 @@ async def test_consecutive_failures_cross_the_threshold_and_success_resets(
         assert health["consecutive_failures"] == 0
         for i in range(3):
             await dlog.append(
-                _row(str(uuid.uuid4()), webhook, 1, "failed", t0 + timedelta(seconds=i))
+                _row(
+                    str(uuid.uuid4()),
+                    webhook,
+                    1,
+                    "failed",
+                    t0 + timedelta(seconds=i),
+                    error="http_status",
+                )
             )
         await dlog.flush()
     finally:
@@ -170,3 +178,83 @@ async def test_maintenance_creates_ahead_and_drops_expired_partitions(
     assert await pool.fetchval("SELECT to_regclass($1)", ahead) is not None
     today = datetime.now(UTC).strftime("delivery_attempts_%Y%m%d")
     assert today not in dropped
+
+
+async def test_unstorable_rows_never_block_the_log(pool: asyncpg.Pool) -> None:
+    dlog = DeliveryLog(pool, flush_interval=0.01)
+    await dlog.start()
+    webhook = str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    try:
+        # Appended in one tick: one batch, which PostgreSQL (or orjson) refuses as a whole.
+        good = dlog.append(_row(ids[0], webhook, 1, "succeeded", t0, response_body="ok"))
+        nul = dlog.append(
+            _row(ids[1], webhook, 1, "failed", t0, response_body="a\x00b", error="http_status")
+        )
+        surrogate = dlog.append(
+            _row(ids[2], webhook, 1, "failed", t0, response_headers={"X-Name": "caf\udce9"})
+        )
+        bad_uuid = dlog.append(_row("not-a-uuid", webhook, 1, "failed", t0))
+        huge = dlog.append(_row(ids[3], webhook, 2**31, "failed", t0))
+        await asyncio.wait_for(asyncio.gather(good, nul, surrogate), 10)
+        for fut in (bad_uuid, huge):
+            with pytest.raises(RowRejected):
+                await asyncio.wait_for(fut, 10)
+        # And the log keeps writing what follows.
+        after = str(uuid.uuid4())
+        await asyncio.wait_for(dlog.append(_row(after, webhook, 1, "succeeded", t0)), 10)
+    finally:
+        await dlog.close()
+    rows = {
+        str(r["delivery_id"]): r
+        for r in await pool.fetch(
+            "SELECT * FROM delivery_attempts WHERE webhook_id = $1", uuid.UUID(webhook)
+        )
+    }
+    assert set(rows) == {ids[0], ids[1], ids[2], after}
+    assert rows[ids[0]]["response_body"] == "ok"  # untouched
+    # The refused rows were kept as sanitised copies: headers and response dropped with a
+    # note, the request body (what a redelivery sends) and the error class kept.
+    for i in (1, 2):
+        row = rows[ids[i]]
+        assert row["response_headers"] is None and row["request_headers"] is None
+        assert "not stored" in row["response_body"]
+        assert row["request_body"] == '{"event":"push"}'
+        assert row["outcome"] == "failed"
+    assert rows[ids[1]]["error"] == "http_status"
+    summary = await pool.fetchval("SELECT status FROM deliveries WHERE id = $1", uuid.UUID(ids[1]))
+    assert summary == "failed"
+
+
+class _FlakyPool:
+    """The real pool, except that the first `failures` acquisitions fail like an outage."""
+
+    def __init__(self, pool: asyncpg.Pool, failures: int) -> None:
+        self._pool = pool
+        self.failures = failures
+
+    def acquire(self) -> object:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionRefusedError("database is down")
+        return self._pool.acquire()
+
+
+async def test_an_outage_is_retried_with_the_rows_intact(pool: asyncpg.Pool) -> None:
+    flaky = _FlakyPool(pool, failures=2)
+    dlog = DeliveryLog(flaky, flush_interval=0.01)  # type: ignore[arg-type]
+    await dlog.start()
+    delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        fut = dlog.append(
+            _row(delivery, webhook, 1, "failed", datetime.now(UTC), response_body="kept")
+        )
+        await asyncio.wait_for(fut, 10)
+    finally:
+        await dlog.close()
+    assert flaky.failures == 0
+    row = await pool.fetchrow(
+        "SELECT * FROM delivery_attempts WHERE delivery_id = $1", uuid.UUID(delivery)
+    )
+    assert row["response_body"] == "kept" and row["request_headers"] is not None

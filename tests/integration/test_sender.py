@@ -6,6 +6,7 @@ Each run uses its own topics and consumer groups, so it never sees another run's
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import itertools
 import time
@@ -15,21 +16,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
+from services.sender import deliver as deliver_module
 from services.sender.http import WebhookClient
-from services.sender.retry_tiers import Topics
+from services.sender.retry_tiers import REJECT_HEADER, Topics
 from services.sender.sender import Sender
 from shared.config import Settings
+from shared.core.attempts import AttemptRow
 from shared.core.messages import DeliveryMessage, delivery_id_for
 from shared.core.retry import RETRY_TIERS
 from shared.core.signing import verify_github
 from shared.core.ssrf import Allowlist
 from shared.crypto import SecretBox
+from shared.deliverylog import RowRejected
 from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
 from shared.webhooks import WebhookStore
 
@@ -60,6 +66,8 @@ class Receiver:
             return web.Response(text="ok now")
         if kind == "gone":
             return web.Response(status=410)
+        if kind == "teapot":
+            return web.Response(status=418)
         if kind == "slow":
             await asyncio.sleep(3)
             return web.Response(text="too late")
@@ -134,6 +142,7 @@ def store(sender_settings: Settings, pool: asyncpg.Pool) -> WebhookStore:
 
 
 Produce = Callable[..., Awaitable[DeliveryMessage]]
+ProduceRaw = Callable[[bytes], Awaitable[None]]
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +166,38 @@ async def produce(sender_settings: Settings, topics: Topics) -> AsyncIterator[Pr
 
     yield send
     await producer.stop()
+
+
+@pytest.fixture(scope="module")
+async def produce_raw(sender_settings: Settings, topics: Topics) -> AsyncIterator[ProduceRaw]:
+    producer = make_producer(sender_settings.kafka_bootstrap, client_id="test-sender-raw")
+    await producer.start()
+
+    async def send(value: bytes) -> None:
+        await producer.send_and_wait(topics.deliveries, value, key=b"raw")
+
+    yield send
+    await producer.stop()
+
+
+async def _dead_letters(
+    settings: Settings, topics: Topics, match: Callable[[bytes], bool], timeout: float = 20.0
+) -> list[tuple[bytes, dict[str, bytes]]]:
+    """Every dead-letter record whose value `match`es (waits until there is one)."""
+    consumer = make_consumer(
+        settings.kafka_bootstrap, topics.dlq, group_id=None, client_id="test-dlq-read"
+    )
+    await consumer.start()
+    found: list[tuple[bytes, dict[str, bytes]]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not found and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                found += [(r.value, dict(r.headers)) for r in records if match(r.value)]
+    finally:
+        await consumer.stop()
+    return found
 
 
 async def _attempts(
@@ -354,7 +395,10 @@ async def test_disabled_and_deleted_webhooks_are_skipped(
     [ra] = await _attempts(pool, a.delivery_id, 1)
     [rb] = await _attempts(pool, b.delivery_id, 1)
     assert (ra["outcome"], ra["error"]) == ("skipped", None)
-    assert (rb["outcome"], rb["error"]) == ("skipped", "webhook_deleted")
+    assert (rb["outcome"], rb["error"]) == ("skipped", None)  # null: no error class
+    # The body that would have been sent is kept, so a later redelivery can send it.
+    assert orjson.loads(ra["request_body"]) == a.body
+    assert orjson.loads(rb["request_body"]) == b.body
     assert (await _summary(pool, a.delivery_id))["status"] == "skipped"
     assert receiver.requests(path) == []
 
@@ -394,6 +438,186 @@ async def test_loopback_without_allowlist_is_blocked(
     finally:
         await client.close()
     assert receiver.requests(path) == []
+
+
+async def test_a_bug_after_the_post_dead_letters_instead_of_reposting_forever(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    topics: Topics,
+    sender_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    org: str,
+) -> None:
+    real = deliver_module.decide
+
+    def broken(result: Any, **kw: Any) -> Any:
+        if result.status == 418:
+            raise ValueError("attempt out of range")
+        return real(result, **kw)
+
+    monkeypatch.setattr(deliver_module, "decide", broken)
+    path = f"/teapot/{org}"
+    wid, _ = await _hook(store, org, receiver.base + path)
+    msg = await produce(wid, org)
+    dead = await _dead_letters(
+        sender_settings, topics, lambda v: msg.delivery_id.encode() in (v or b"")
+    )
+    assert len(dead) == 1
+    assert "ValueError" in dead[0][1][REJECT_HEADER].decode()
+    assert DeliveryMessage.decode(dead[0][0]).delivery_id == msg.delivery_id
+    assert len(receiver.requests(path)) == 1  # POSTed once, never again
+
+
+async def test_an_outage_after_the_post_does_not_post_again(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    org: str,
+) -> None:
+    deliverer = sender._deliverer
+    assert deliverer is not None
+    real = deliverer.disable
+    failures = [ConnectionResetError("database connection lost")]
+
+    async def flaky(webhook_id: str, reason: str) -> None:
+        if failures:
+            raise failures.pop()
+        await real(webhook_id, reason)
+
+    monkeypatch.setattr(deliverer, "disable", flaky)
+    path = f"/gone/{org}/once"
+    wid, _ = await _hook(store, org, receiver.base + path)
+    msg = await produce(wid, org)
+    [row] = await _attempts(pool, msg.delivery_id, 1)
+    assert (row["outcome"], row["response_status"]) == ("dead", 410)
+    assert failures == []  # the outage happened, and was retried past
+    hook = await pool.fetchrow("SELECT active FROM webhooks WHERE id = $1", uuid.UUID(wid))
+    assert hook["active"] is False
+    assert len(receiver.requests(path)) == 1
+
+
+async def test_a_row_the_log_refuses_goes_to_the_dead_letter_topic(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    topics: Topics,
+    sender_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    org: str,
+) -> None:
+    deliverer = sender._deliverer
+    assert deliverer is not None
+    log = deliverer._log
+    real = log.append
+
+    def refusing(row: AttemptRow) -> asyncio.Future[None]:
+        if row.org == org:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.set_exception(RowRejected("delivery log refused the row: DataError()"))
+            return fut
+        return real(row)
+
+    monkeypatch.setattr(log, "append", refusing)
+    wid, _ = await _hook(store, org, receiver.base + f"/ok/{org}")
+    msg = await produce(wid, org)
+    dead = await _dead_letters(
+        sender_settings, topics, lambda v: msg.delivery_id.encode() in (v or b"")
+    )
+    assert len(dead) == 1
+    assert "refused" in dead[0][1][REJECT_HEADER].decode()
+
+
+async def test_hostile_response_headers_and_body_are_stored_cleaned(
+    sender: Sender,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 500 Oops\r\nX-Name: caf\xe9\r\nContent-Length: 3\r\n"
+            b"Connection: close\r\n\r\na\x00b"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        wid, _ = await _hook(
+            store,
+            org,
+            f"http://127.0.0.1:{port}/hook",
+            retry={"max_retries": 0, "interval_s": 1},
+        )
+        msg = await produce(wid, org)
+        [row] = await _attempts(pool, msg.delivery_id, 1)
+    finally:
+        server.close()
+    assert (row["outcome"], row["response_status"]) == ("dead", 500)
+    assert row["response_headers"]["X-Name"] == "caf\ufffd"
+    assert row["response_body"] == "a\ufffdb"
+
+
+async def test_an_undecryptable_secret_is_logged_dead_and_dead_lettered(
+    sender: Sender,
+    receiver: Receiver,
+    sender_settings: Settings,
+    topics: Topics,
+    pool: asyncpg.Pool,
+    produce: Produce,
+    org: str,
+) -> None:
+    other_key = base64.urlsafe_b64encode(b"another-key-the-sender-lacks!!!!").decode()
+    foreign = WebhookStore(
+        pool, SecretBox(other_key), allow=sender_settings.allowed_targets, max_per_repo=100
+    )
+    path = f"/ok/{org}/sealed"
+    wid, _ = await _hook(foreign, org, receiver.base + path)
+    msg = await produce(wid, org)
+    [row] = await _attempts(pool, msg.delivery_id, 1)
+    assert (row["outcome"], row["error"]) == ("dead", None)
+    assert orjson.loads(row["request_body"]) == msg.body
+    assert (await _summary(pool, msg.delivery_id))["status"] == "dead"
+    dead = await _dead_letters(
+        sender_settings, topics, lambda v: msg.delivery_id.encode() in (v or b"")
+    )
+    assert len(dead) == 1 and dead[0][1][REJECT_HEADER]
+    assert receiver.requests(path) == []
+
+
+async def test_an_undecodable_message_reaches_the_dlq_despite_a_failed_publish(
+    sender: Sender,
+    produce_raw: ProduceRaw,
+    topics: Topics,
+    sender_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = sender._producer
+    assert producer is not None
+    real = producer.send_and_wait
+    failures = [KafkaConnectionError("broker went away")]
+
+    async def flaky(topic: str, *args: Any, **kw: Any) -> Any:
+        if topic == topics.dlq and failures:
+            raise failures.pop()
+        return await real(topic, *args, **kw)
+
+    monkeypatch.setattr(producer, "send_and_wait", flaky)
+    value = b"not json " + uuid.uuid4().hex.encode()
+    await produce_raw(value)
+    dead = await _dead_letters(sender_settings, topics, lambda v: v == value)
+    assert failures == []
+    assert len(dead) == 1 and b"not JSON" in dead[0][1][REJECT_HEADER]
+    # Its offset completes too: test_offsets_are_committed_... (next) checks the ends.
 
 
 async def test_offsets_are_committed_up_to_the_end_once_all_is_done(

@@ -14,6 +14,8 @@ from shared.core.attempts import (
     AttemptResult,
     AttemptRow,
     build_request,
+    clean_headers,
+    clean_text,
     cut_text,
     decide,
     delivery_status,
@@ -141,6 +143,7 @@ def _row(webhook: str, outcome: str, at: int) -> AttemptRow:
         trigger="auto",
         outcome=outcome,
         started_at=NOW + timedelta(seconds=at),
+        error="http_status" if outcome in ("failed", "dead") else None,
     )
 
 
@@ -161,6 +164,24 @@ def test_health_counts_failures_after_the_last_success() -> None:
     assert "c" not in deltas
 
 
+def test_a_dead_row_without_an_error_class_is_no_endpoint_failure() -> None:
+    # Dead because this process could not decrypt the secret: nothing was sent.
+    unsent = AttemptRow(
+        delivery_id="d",
+        webhook_id="x",
+        org="o",
+        event_id="e",
+        event_type="push",
+        attempt=1,
+        trigger="auto",
+        outcome="dead",
+        started_at=NOW,
+    )
+    assert not unsent.counts_as_failure
+    assert "x" not in health_deltas([unsent])
+    assert health_deltas([_row("x", "failed", 0), unsent])["x"].failures == 1
+
+
 @given(st.lists(st.sampled_from(["succeeded", "failed", "dead", "skipped"]), max_size=30))
 def test_health_failures_equal_the_trailing_failure_run(outcomes: list[str]) -> None:
     rows = [_row("w", o, i) for i, o in enumerate(outcomes)]
@@ -176,3 +197,23 @@ def test_health_failures_equal_the_trailing_failure_run(outcomes: list[str]) -> 
     else:
         assert delta.failures == trailing
         assert delta.reset == ("succeeded" in counted)
+
+
+def test_clean_text_makes_hostile_text_storable() -> None:
+    # aiohttp decodes header bytes with surrogateescape: b"caf\xe9" arrives as this.
+    assert clean_text("caf\udce9") == "caf\ufffd"
+    assert clean_text("a\x00b") == "a\ufffdb"
+    assert clean_text("\ud800x") == "?x"  # a lone surrogate outside the escape range
+    assert clean_text("plain ascii") == "plain ascii"
+    assert clean_text("héllo ✓") == "héllo ✓"
+    headers = clean_headers({"X-Name\udcff": "caf\udce9", "X-Nul": "a\x00"})
+    assert headers == {"X-Name\ufffd": "caf\ufffd", "X-Nul": "a\ufffd"}
+    orjson.dumps(headers)  # would raise "surrogates not allowed" before cleaning
+
+
+@given(st.text())
+def test_clean_text_output_always_encodes_without_nul(text: str) -> None:
+    out = clean_text(text)
+    out.encode("utf-8")  # strict: no surrogates left
+    assert "\x00" not in out
+    orjson.dumps({"v": out})

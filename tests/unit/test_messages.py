@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.core.errors import ValidationError
 from shared.core.messages import (
     DeliveryMessage,
     MessageError,
@@ -109,37 +110,102 @@ def test_delivery_id_depends_only_on_its_inputs(event_id: str, webhook_id: str) 
     assert delivery_id_for(event_id, webhook_id) == delivery_id_for(event_id, webhook_id)
 
 
+WEBHOOK = "7d3f4a52-3b7e-4c55-9a47-1f6f2c9d0e11"
+
+
 def test_delivery_message_round_trip_and_key() -> None:
     msg = DeliveryMessage(
-        delivery_id=delivery_id_for("e", "w"),
-        webhook_id="w",
+        delivery_id=delivery_id_for("e", WEBHOOK),
+        webhook_id=WEBHOOK,
         org="acme",
         event_id="e",
         event_type="push",
         body={"event": "push"},
+        attempt=10_000,
+        due_at=2.0,
         enqueued_at=1.5,
     )
     assert DeliveryMessage.decode(msg.encode()) == msg
-    assert msg.key == b"w"
+    assert msg.key == WEBHOOK.encode()
 
 
-@pytest.mark.parametrize(
-    ("change", "reason"),
-    [({"trigger": "bogus"}, "trigger"), ({"body": "x"}, "body"), ({"webhook_id": ""}, "webhook")],
-)
-def test_bad_delivery_message_gives_a_reason(change: dict[str, object], reason: str) -> None:
-    obj = {
-        "delivery_id": "d",
-        "webhook_id": "w",
+def _delivery(**over: object) -> bytes:
+    obj: dict[str, object] = {
+        "delivery_id": delivery_id_for("e", WEBHOOK),
+        "webhook_id": WEBHOOK,
         "org": "o",
         "event_id": "e",
         "event_type": "push",
         "body": {},
     }
-    obj.update(change)
+    obj.update(over)
+    return orjson.dumps(obj)
+
+
+def test_delivery_ids_are_read_in_canonical_form() -> None:
+    msg = DeliveryMessage.decode(_delivery(webhook_id=WEBHOOK.upper()))
+    assert msg.webhook_id == WEBHOOK
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"trigger": "bogus"}, "trigger"),
+        ({"body": "x"}, "body"),
+        ({"webhook_id": ""}, "webhook"),
+        # What the delivery log (uuid, int columns) or orjson could never store.
+        ({"webhook_id": "w"}, "webhook_id"),
+        ({"delivery_id": "not-a-uuid"}, "delivery_id"),
+        ({"delivery_id": 7}, "delivery_id"),
+        ({"attempt": 0}, "attempt"),
+        ({"attempt": -1}, "attempt"),
+        ({"attempt": 10_001}, "attempt"),
+        ({"attempt": 2**31}, "attempt"),
+        ({"attempt": "2"}, "attempt"),
+        ({"attempt": 1.5}, "attempt"),
+        ({"attempt": True}, "attempt"),
+        ({"due_at": "soon"}, "due_at"),
+        ({"enqueued_at": [1]}, "enqueued_at"),
+        ({"org": "a\x00b"}, "org"),
+        ({"event_id": "e\n1"}, "event_id"),
+        ({"event_type": "push\x7f"}, "event_type"),
+        ({"extra": [1]}, "extra"),
+    ],
+)
+def test_bad_delivery_message_gives_a_reason(change: dict[str, object], reason: str) -> None:
     with pytest.raises(MessageError) as caught:
-        DeliveryMessage.decode(orjson.dumps(obj))
+        DeliveryMessage.decode(_delivery(**change))
     assert reason in caught.value.reason
+
+
+def test_nan_and_infinite_times_are_refused() -> None:
+    # orjson will not write NaN, so build the JSON by hand, as another producer could.
+    for bad in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
+        raw = _delivery()[:-1] + b',"due_at":' + bad + b"}"
+        with pytest.raises(MessageError):
+            DeliveryMessage.decode(raw)
+
+
+@pytest.mark.parametrize("field", ["id", "org", "repo"])
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\n", "\x85", "\ud800"])
+def test_make_event_refuses_control_characters(field: str, char: str) -> None:
+    values = {"org": "acme", "repo": "widgets", "id": "evt-1"}
+    values[field] = "a" + char + "b"
+    with pytest.raises(ValidationError) as caught:
+        make_event(
+            org=values["org"],
+            repo=values["repo"],
+            event="push",
+            payload={},
+            event_id=values["id"],
+        )
+    assert caught.value.field == field
+
+
+def test_direct_published_event_with_a_nul_id_is_rejected_with_a_reason() -> None:
+    with pytest.raises(MessageError) as caught:
+        decode_event(_event(id="evt\u0000"))
+    assert caught.value.reason.startswith("id:")
 
 
 def test_webhook_record_round_trip_and_bad_record() -> None:
