@@ -1,0 +1,1 @@
+"""`make bench`: the whole pipeline against a local receiver, with a report (DESIGN.md §8)."""

@@ -1,0 +1,368 @@
+"""The bench's phases; each records its figures in `bench.results[<phase>]` and prints them."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tests.bench.cluster import Cluster
+from tests.bench.load import Api, Ingest, paced, saturate
+from tests.bench.observe import ReceiverLog
+from tests.infra import ROOT
+
+ORDER = ("setup", "ceiling", "sustained", "latency", "isolation", "scale")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Durations in seconds; the default run stays under 8 minutes."""
+
+    hooks: int = 10
+    senders: int = 2
+    sender_concurrency: int = 256
+    warmup: float = 10
+    sustained: float = 60
+    latency_rate: float = 100  # events/s: x hooks = deliveries/s
+    latency: float = 30
+    isolation: float = 30
+    slow_timeout_s: int = 10
+    ceiling: float = 15
+    scale_warmup: float = 5
+    scale: float = 30
+    # While saturating, offer no more than this many seconds of the current delivery rate
+    # beyond what was delivered (at least backlog_min events): enough to keep every stage
+    # busy, short enough that draining afterwards takes seconds.
+    backlog_seconds: float = 5.0
+    backlog_min: int = 300
+    drain_timeout: float = 60
+    stall_timeout: float = 15
+
+
+QUICK = Plan(
+    warmup=3,
+    sustained=10,
+    latency=8,
+    isolation=8,
+    ceiling=5,
+    scale_warmup=3,
+    scale=8,
+    drain_timeout=30,
+    stall_timeout=10,
+)
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    cluster: Cluster
+    api: Api
+    ingest: Ingest
+    log: ReceiverLog
+    receiver_url: str
+    hang_port: int
+    t0: float
+    current: str = "start"
+    phase_started: float = 0.0
+    hooks: list[dict[str, Any]] = field(default_factory=list)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+    extra_pids: dict[str, int] = field(default_factory=dict)  # sampled while they live
+
+    def enter(self, phase: str) -> None:
+        self.current, self.phase_started = phase, time.time()
+        say(f"-- {phase}")
+
+    def mark(self, label: str, start: float, end: float) -> None:
+        self.spans.append((label, round(start - self.t0, 2), round(end - self.t0, 2)))
+
+    def expected(self, phase: str) -> int:
+        return self.ingest.of(phase).accepted * len(self.hooks)
+
+    def backlog(self, phase: str) -> float:
+        """Events accepted but not yet fully delivered, in events (the log is followed by a
+        task of the runner, so this is at most a fraction of a second stale)."""
+        return self.ingest.of(phase).accepted - self.log.phase(phase).unique / len(self.hooks)
+
+    def backlog_cap(self) -> float:
+        rate = self.log.rate(time.time())
+        return max(float(self.plan.backlog_min), rate * self.plan.backlog_seconds / len(self.hooks))
+
+    async def drain(self, phase: str) -> float:
+        """Waits until every expected delivery of `phase` arrived or progress stalls."""
+        start = time.monotonic()
+        last, last_change = -1, start
+        while time.monotonic() - start < self.plan.drain_timeout:
+            self.log.poll()
+            got = self.log.phase(phase).unique
+            if got >= self.expected(phase):
+                break
+            if got != last:
+                last, last_change = got, time.monotonic()
+            elif time.monotonic() - last_change > self.plan.stall_timeout:
+                break
+            await asyncio.sleep(0.2)
+        return round(time.monotonic() - start, 2)
+
+    def accounting(self, phase: str) -> dict[str, Any]:
+        counts, log = self.ingest.of(phase), self.log.phase(phase)
+        expected = self.expected(phase)
+        result: dict[str, Any] = {
+            "events_http": counts.http,
+            "events_outbox": counts.outbox,
+            "ingest_errors": counts.http_errors + counts.outbox_errors,
+            "expected": expected,
+            "delivered": log.unique,
+            "missing": max(0, expected - log.unique),
+            "duplicates": log.duplicates,
+        }
+        if counts.last_error:
+            result["last_ingest_error"] = counts.last_error
+        if expected and log.unique == 0:
+            self.broken.append(f"{phase}: nothing delivered of {expected}")
+        return result
+
+
+def say(text: str) -> None:
+    sys.stdout.write(f"[bench] {text}\n")
+    sys.stdout.flush()
+
+
+def fmt(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+async def setup(b: Bench) -> None:
+    """10 webhooks on one repo, then probe events until one fans out to all of them."""
+    b.enter("setup")
+    for i in range(b.plan.hooks):
+        b.hooks.append(
+            await b.api.create_webhook(
+                b.ingest.org,
+                b.ingest.repo,
+                f"{b.receiver_url}/hook/{i}",
+                description=f"bench hook {i}",
+            )
+        )
+    start = time.time()
+    deadline = time.monotonic() + 90
+    probe = 0
+    while time.monotonic() < deadline:
+        probe += 1
+        name = f"probe{probe}"
+        await b.ingest.http_one(name)
+        until = time.monotonic() + 4
+        while time.monotonic() < until and b.log.phase(name).unique < len(b.hooks):
+            b.log.poll()
+            await asyncio.sleep(0.1)
+        if b.log.phase(name).unique >= len(b.hooks):
+            break
+    else:
+        b.broken.append("setup: no probe event reached all webhooks within 90 s")
+    ready = time.time() - start
+    b.mark("setup", start, time.time())
+    b.results["setup"] = {"webhooks": len(b.hooks), "probes": probe, "ready_s": round(ready, 2)}
+    say(f"setup: {len(b.hooks)} webhooks, full fan-out after {probe} probe(s), {ready:.1f}s")
+
+
+async def ceiling(b: Bench) -> None:
+    """The receiver driven by a bare aiohttp loop from another process."""
+    b.enter("ceiling")
+    concurrency = b.plan.sender_concurrency * b.plan.senders
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.bench.ceiling",
+        "--url",
+        f"{b.receiver_url}/ceiling",
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(b.plan.ceiling),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    b.extra_pids["bench-ceiling"] = proc.pid
+    out, _ = await proc.communicate()
+    b.extra_pids.pop("bench-ceiling", None)
+    client = orjson.loads(out.splitlines()[-1]) if out.strip() else {}
+    await asyncio.sleep(0.5)
+    b.log.poll()
+    log = b.log.phase("ceiling")
+    if log.unique < 2:
+        b.broken.append("ceiling: the receiver saw no requests")
+        b.results["ceiling"] = {"client": client}
+        return
+    first, last = log.arrivals[0], log.arrivals[-1]
+    t0, t1 = first + 1.0, last - 0.5
+    rate = log.count_between(t0, t1) / max(t1 - t0, 0.001)
+    b.mark("ceiling", first, last)
+    b.results["ceiling"] = {
+        "req_per_s": round(rate, 1),
+        "client_req_per_s": round(
+            client.get("requests", 0) / max(client.get("seconds", 1), 0.001), 1
+        ),
+        "concurrency": concurrency,
+        "body_bytes": client.get("body_bytes"),
+        "header_bytes": client.get("header_bytes"),
+        "errors": client.get("errors"),
+        "window_s": round(t1 - t0, 2),
+    }
+    say(f"ceiling: {fmt(rate)} req/s at the receiver (concurrency {concurrency})")
+
+
+async def _saturated(b: Bench, phase: str, warmup: float, duration: float) -> dict[str, Any]:
+    b.enter(phase)
+    start = time.time()
+    await saturate(
+        b.ingest,
+        phase,
+        warmup + duration,
+        backlog=lambda: b.backlog(phase),
+        cap=lambda: b.backlog_cap(),
+    )
+    end = time.time()
+    b.log.poll()
+    log = b.log.phase(phase)
+    rate = log.count_between(start + warmup, end) / duration
+    backlog_end = b.backlog(phase)
+    drained = await b.drain(phase)
+    b.mark(phase, start, time.time())
+    result = {
+        "deliveries_per_s": round(rate, 1),
+        "window_s": duration,
+        "warmup_s": warmup,
+        "offered_events_per_s": round(b.ingest.of(phase).accepted / (end - start), 1),
+        "backlog_cap": f"{b.plan.backlog_seconds}s of delivery rate, >= {b.plan.backlog_min} ev",
+        "backlog_at_end_events": round(backlog_end, 1),
+        "drain_s": drained,
+        "latency_under_saturation": log.latency(start + warmup, end),
+        "per_hook": dict(sorted(log.paths.items())),
+        **b.accounting(phase),
+    }
+    say(
+        f"{phase}: {fmt(rate)} deliveries/s over {duration:.0f}s "
+        f"(delivered {fmt(result['delivered'])}/{fmt(result['expected'])}, "
+        f"{result['duplicates']} duplicates, drained in {drained}s)"
+    )
+    return result
+
+
+async def sustained(b: Bench) -> None:
+    b.results["sustained"] = await _saturated(b, "sustained", b.plan.warmup, b.plan.sustained)
+    b.results["sustained"]["senders"] = len(b.cluster.running("sender"))
+
+
+async def _paced(b: Bench, phase: str, duration: float) -> dict[str, Any]:
+    b.enter(phase)
+    start = time.time()
+    await paced(b.ingest, phase, b.plan.latency_rate, duration)
+    end = time.time()
+    drained = await b.drain(phase)
+    gave_up = time.time()
+    b.mark(phase, start, gave_up)
+    log = b.log.phase(phase)
+    missing = max(0, b.expected(phase) - log.unique)
+    result: dict[str, Any] = {
+        "offered_events_per_s": b.plan.latency_rate,
+        "offered_deliveries_per_s": b.plan.latency_rate * len(b.hooks),
+        "duration_s": duration,
+        "achieved_deliveries_per_s": round(log.count_between(start, end) / (end - start), 1),
+        "drain_s": drained,
+        **log.latency(missing=missing, missing_at_least_ms=(gave_up - end) * 1000),
+        **b.accounting(phase),
+    }
+    say(
+        f"{phase}: p50 {result.get('p50_ms', '-')} ms, p99 {result.get('p99_ms', '-')} ms at "
+        f"{fmt(result['offered_deliveries_per_s'])} deliveries/s offered "
+        f"(delivered {fmt(result['delivered'])}/{fmt(result['expected'])})"
+    )
+    return result
+
+
+async def latency(b: Bench) -> None:
+    b.results["latency"] = await _paced(b, "latency", b.plan.latency)
+
+
+async def isolation(b: Bench) -> None:
+    """The fixed load again, with one more webhook whose endpoint never answers."""
+    baseline = b.results.get("latency") or await _paced(b, "isolation-baseline", b.plan.isolation)
+    slow = await b.api.create_webhook(
+        b.ingest.org,
+        b.ingest.repo,
+        f"http://127.0.0.1:{b.hang_port}/never",
+        timeout_s=b.plan.slow_timeout_s,
+        description="bench: never answers",
+    )
+    # Wait until the sender knows the new webhook: its ping opens a connection that hangs.
+    await b.api.call("POST", f"/webhooks/{slow['id']}/ping")
+    deadline = time.monotonic() + 15
+    while b.log.hang_connections == 0 and time.monotonic() < deadline:
+        b.log.poll()
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # the matcher consumes the same webhook record
+    try:
+        result = await _paced(b, "isolation", b.plan.isolation)
+    finally:
+        status = await b.api.delete_webhook(slow["id"])
+    # Fast deliveries still stuck behind the dead endpoint: wait for them after the delete
+    # (their latency is already counted as a lower bound), so the next phase starts clean.
+    if result["missing"]:
+        result["drain_after_delete_s"] = await b.drain("isolation")
+        result["delivered_after_delete"] = b.log.phase("isolation").unique
+    base_p99 = baseline.get("p99_ms")
+    with_p99 = result.get("p99_ms")
+    ratio = (with_p99 / base_p99) if base_p99 and with_p99 else None
+    result.update(
+        baseline_p99_ms=base_p99,
+        baseline_p50_ms=baseline.get("p50_ms"),
+        ratio=round(ratio, 3) if ratio else None,
+        slow_connections=b.log.hang_connections,
+        slow_webhook_deleted=status == 204,
+    )
+    b.results["isolation"] = result
+    say(f"isolation: fast hooks' p99 {with_p99} ms with the dead endpoint, {base_p99} ms without")
+
+
+async def scale(b: Bench) -> None:
+    """Sustained throughput with one sender replica fewer, against the sustained figure."""
+    if "sustained" not in b.results:
+        b.results["scale-2"] = await _saturated(b, "scale-2", b.plan.scale_warmup, b.plan.scale)
+    before = b.results.get("sustained") or b.results["scale-2"]
+    senders = b.cluster.running("sender")
+    if len(senders) < 2:
+        b.results["scale"] = {"skipped": f"{len(senders)} sender(s) running"}
+        return
+    victim = next((p for p in reversed(senders) if not p.profiled), senders[-1])
+    stop_at = time.time()
+    await asyncio.to_thread(b.cluster.stop_one, victim)
+    stop_s = round(time.time() - stop_at, 2)
+    b.mark("stop sender", stop_at, time.time())
+    one = await _saturated(b, "scale-1", b.plan.scale_warmup, b.plan.scale)
+    one["senders"] = len(b.cluster.running("sender"))
+    two = before["deliveries_per_s"]
+    b.results["scale"] = {
+        "replicas": {str(one["senders"]): one["deliveries_per_s"], str(len(senders)): two},
+        "speedup": round(two / one["deliveries_per_s"], 3) if one["deliveries_per_s"] else None,
+        "one_replica": one,
+        "stop_s": stop_s,
+    }
+    say(
+        f"scale: {fmt(one['deliveries_per_s'])} deliveries/s with {one['senders']} sender(s), "
+        f"{fmt(two)} with {len(senders)}"
+    )
+
+
+PHASES = {
+    "setup": setup,
+    "ceiling": ceiling,
+    "sustained": sustained,
+    "latency": latency,
+    "isolation": isolation,
+    "scale": scale,
+}

@@ -1,0 +1,386 @@
+"""`make bench`: starts the bench's infra, the services and the receiver, runs the phases,
+writes `.hookline/bench/<timestamp>.json` + `.png`, prints a table against the floors.
+
+Exits 0 when the pipeline worked (even if a floor fails: it is a measurement), 1 when it
+is broken (nothing delivered, a service died), 2 on a bad argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shared.db import create_pool
+from tests.bench import report
+from tests.bench.cluster import (
+    BENCH_HOME,
+    BenchInfra,
+    Cluster,
+    free_port,
+    profiler_wrapper,
+    service_env,
+)
+from tests.bench.load import Api, Ingest
+from tests.bench.observe import ReceiverLog
+from tests.bench.phases import ORDER, PHASES, QUICK, Bench, Plan, fmt, say
+from tests.bench.sampling import Sampler, child_pid, pid_from_file
+from tests.infra import ROOT
+
+OUT_DIR = ROOT / ".hookline" / "bench"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short phases: a smoke run")
+    parser.add_argument(
+        "--phases",
+        default=",".join(ORDER),
+        help=f"comma-separated subset of {','.join(ORDER)} (setup always runs)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=["sender", "matcher", "relay", "api"],
+        help="run one replica of this service under a profiler",
+    )
+    parser.add_argument(
+        "--keep-infra", action="store_true", help="leave PostgreSQL and Kafka running at the end"
+    )
+    parser.add_argument(
+        "--reuse-state",
+        action="store_true",
+        help="keep the data of earlier runs (default: a fresh PostgreSQL and Kafka each run)",
+    )
+    parser.add_argument("--senders", type=int, default=int(os.environ.get("HOOKLINE_SENDERS", "2")))
+    args = parser.parse_args(argv)
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        parser.error(f"unknown phase(s): {', '.join(unknown)}; known: {', '.join(ORDER)}")
+    args.phase_list = ["setup"] + [p for p in ORDER if p in phases and p != "setup"]
+    return args
+
+
+class ReceiverProcess:
+    def __init__(self, out: Path, log_dir: Path) -> None:
+        self.port, self.hang_port = free_port(), free_port()
+        self.out = out
+        self.log_path = log_dir / "bench-receiver.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.bench.receiver",
+                    "--port",
+                    str(self.port),
+                    "--hang-port",
+                    str(self.hang_port),
+                    "--out",
+                    str(self.out),
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise RuntimeError("the receiver did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+async def progress(b: Bench, every: float = 3.0) -> None:
+    """One line every few seconds: phase, elapsed, deliveries/s, p99 so far."""
+    warned: set[str] = set()
+    while True:
+        await asyncio.sleep(every)
+        now = time.time()
+        log = b.log.phase(b.current)
+        lat = log.latency() if log.unique else {}
+        backlog = b.backlog(b.current) if b.ingest.of(b.current).accepted else 0
+        say(
+            f"{b.current:<12} run {now - b.t0:5.0f}s  phase {now - b.phase_started:4.0f}s  "
+            f"{fmt(b.log.rate(now)):>6} deliveries/s  p99 {lat.get('p99_ms', '-')} ms  "
+            f"delivered {fmt(log.unique)}  backlog {fmt(max(backlog, 0))} ev"
+        )
+        for p in b.cluster.dead():
+            if p.instance not in warned:
+                warned.add(p.instance)
+                say(
+                    f"WARNING: {p.instance} exited (code {p.proc.returncode if p.proc else '?'}):\n"
+                    f"{p.tail(15)}"
+                )
+
+
+def pids(
+    cluster: Cluster, receiver: ReceiverProcess, extra: dict[str, int]
+) -> tuple[dict[str, int], dict[str, int]]:
+    named: dict[str, int] = {}
+    for p in cluster.processes:
+        if p.alive and p.pid:
+            pid = child_pid(p.pid) if p.profiled and p.command[0].endswith("py-spy") else p.pid
+            if pid:
+                named[p.instance] = pid
+    if receiver.proc is not None and receiver.proc.poll() is None:
+        named["bench-receiver"] = receiver.proc.pid
+    named["bench-driver"] = os.getpid()  # the load generator (this process)
+    named.update(extra)
+    groups: dict[str, int] = {}
+    if pid := pid_from_file(BENCH_HOME / "kafka" / "kafka.pid"):
+        groups["kafka"] = pid
+    if pid := pid_from_file(BENCH_HOME / "pg" / "data" / "postmaster.pid"):
+        groups["postgres"] = pid
+    return named, groups
+
+
+def render_profile(stem: Path, tool: str) -> list[str]:
+    """Text and pstats renderings of a pyinstrument session; the top self-time functions."""
+    if tool != "pyinstrument":
+        return [f"py-spy profile: {stem}.speedscope.json (open in https://speedscope.app)"]
+    session = Path(str(stem) + ".pyisession")
+    if not session.exists():
+        return [f"no profile was written ({session} missing)"]
+    py = [sys.executable, "-m", "pyinstrument", f"--load={session}"]
+    subprocess.run(
+        [
+            *py,
+            "-r",
+            "text",
+            "--show-all",
+            "-o",
+            f"{stem}.txt",
+            "-p",
+            "processor_options.filter_threshold=0.01",
+        ],
+        check=False,
+    )
+    subprocess.run([*py, "-r", "html", "-o", f"{stem}.html"], check=False)
+    subprocess.run([*py, "-r", "pstats", "-o", f"{stem}.pstats"], check=False)
+    import io
+    import pstats
+
+    out = io.StringIO()
+    try:
+        stats = pstats.Stats(f"{stem}.pstats", stream=out)
+        stats.sort_stats("tottime").print_stats(20)
+    except (OSError, TypeError, ValueError) as exc:
+        return [f"could not read the profile: {exc}"]
+    Path(f"{stem}.top.txt").write_text(out.getvalue())
+    return out.getvalue().splitlines()
+
+
+async def run(
+    args: argparse.Namespace,
+    infra: BenchInfra,
+    env: dict[str, str],
+    stamp: str,
+    cleanups: list[Callable[[], object]],
+) -> int:
+    # Ctrl-C / SIGTERM cancel the run: the finally blocks below stop what was started.
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    plan: Plan = QUICK if args.quick else Plan()
+    plan = replace(plan, senders=args.senders)
+    log_dir = OUT_DIR / f"{stamp}-logs"
+    plan = replace(
+        plan,
+        sender_concurrency=int(
+            os.environ.get("HOOKLINE_SENDER_CONCURRENCY", plan.sender_concurrency)
+        ),
+    )
+    cluster = Cluster(env=env, log_dir=log_dir)
+    receiver = ReceiverProcess(OUT_DIR / f"{stamp}.requests.log", log_dir)
+    cleanups += [receiver.stop, cluster.stop]  # also run by main() should the loop die
+    t0 = time.time()
+    sampler = Sampler(t0)
+    tasks: list[asyncio.Task[None]] = []
+    extra: dict[str, int] = {}
+    profile_stem, tool = OUT_DIR / f"{stamp}-{args.profile}-profile", ""
+    pool = None
+    ingest = None
+    try:
+        receiver.start()
+        for name in ("relay", "matcher", "api"):
+            wrapper: list[str] = []
+            if args.profile == name:
+                wrapper, tool = profiler_wrapper(profile_stem)
+            cluster.start(name, wrapper)
+        for i in range(plan.senders):
+            wrapper = []
+            if args.profile == "sender" and i == 0:
+                wrapper, tool = profiler_wrapper(profile_stem)
+            cluster.start("sender", wrapper)
+        tasks.append(asyncio.create_task(sampler.run(lambda: pids(cluster, receiver, extra))))
+        await receiver.wait_ready()
+        await cluster.wait_ready()
+        say(
+            f"services ready after {time.time() - t0:.1f}s: "
+            + ", ".join(p.instance for p in cluster.processes)
+        )
+        pool = await create_pool(infra.database_url, min_size=2, max_size=8)
+        ingest = await Ingest(
+            cluster.api_url,
+            env["HOOKLINE_ADMIN_TOKEN"],
+            pool,
+            "bench",
+            f"r{stamp.replace('-', '')}-{uuid.uuid4().hex[:4]}",
+        ).open()
+        log = ReceiverLog(receiver.out)
+        b = Bench(
+            plan=plan,
+            cluster=cluster,
+            api=Api(cluster.api_url, env["HOOKLINE_ADMIN_TOKEN"]),
+            ingest=ingest,
+            log=log,
+            receiver_url=f"http://127.0.0.1:{receiver.port}",
+            hang_port=receiver.hang_port,
+            t0=t0,
+            extra_pids=extra,
+        )
+        tasks.append(asyncio.create_task(log.follow(0.2)))
+        tasks.append(asyncio.create_task(progress(b)))
+        for phase in args.phase_list:
+            await PHASES[phase](b)
+            if phase == "setup" and b.broken:
+                break
+        for p in cluster.dead():
+            b.broken.append(f"{p.instance} exited with code {p.proc.returncode if p.proc else '?'}")
+    finally:
+        for task in tasks:
+            task.cancel()
+        if ingest is not None:
+            await ingest.close()
+        if pool is not None:
+            await pool.close()
+        say("stopping services")
+        await asyncio.to_thread(cluster.stop)
+        receiver.stop()
+    b.log.poll()
+    return finish(b, args, plan, sampler, stamp, profile_stem, tool)
+
+
+def finish(
+    b: Bench,
+    args: argparse.Namespace,
+    plan: Plan,
+    sampler: Sampler,
+    stamp: str,
+    profile_stem: Path,
+    tool: str,
+) -> int:
+    rows = report.floors(b.results, sampler.peak_mb)
+    data: dict[str, Any] = {
+        "started_at": datetime.fromtimestamp(b.t0, UTC).isoformat(),
+        "duration_s": round(time.time() - b.t0, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "plan": asdict(plan),
+        "phases_run": args.phase_list,
+        "results": b.results,
+        "floors": [r.to_dict() for r in rows],
+        "rss_peak_mb": sampler.peak_mb,
+        "cpu_percent_by_phase": {
+            label: sampler.cpu_share(start, end) for label, start, end in b.spans
+        },
+        "broken": b.broken,
+        "series": report.series(b.log, b.t0),
+        "rss_series": sampler.rss,
+        "cpu_series": sampler.cpu,
+        "spans": b.spans,
+    }
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = OUT_DIR / f"{stamp}.json", OUT_DIR / f"{stamp}.png"
+    if args.profile:
+        data["profile"] = {"service": args.profile, "tool": tool, "stem": str(profile_stem)}
+    json_path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    report.plot(png_path, data)
+    print()
+    print(report.table(rows))
+    print()
+    print(report.cpu_table(data["cpu_percent_by_phase"]))
+    print()
+    if args.profile:
+        top = render_profile(profile_stem, tool)
+        print(f"profile of one {args.profile} ({tool}), top functions by own time:")
+        print("\n".join(top[:40]))
+        print()
+    say(
+        f"results: {json_path.relative_to(ROOT)}  plot: {png_path.relative_to(ROOT)}  "
+        f"({data['duration_s']:.0f}s)"
+    )
+    if b.broken:
+        say("PIPELINE BROKEN: " + "; ".join(b.broken))
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    infra = BenchInfra()
+    cleanups: list[Callable[[], object]] = []
+    code = 1
+    started = time.time()
+    try:
+        say(
+            f"starting PostgreSQL :{infra.database_url.rsplit(':', 1)[1].split('/')[0]} and "
+            f"Kafka {infra.kafka_bootstrap} under .hookline/bench-infra"
+        )
+        infra.start(fresh=not args.reuse_state)
+        env = service_env(infra, free_port())
+        infra.provision(env)
+        say(f"infra ready after {time.time() - started:.1f}s")
+        import uvloop
+
+        code = uvloop.run(run(args, infra, env, stamp, cleanups))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say("interrupted")
+        code = 130
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        say(f"FAILED: {exc}")
+        code = 1
+    finally:
+        for cleanup in reversed(cleanups):
+            cleanup()
+        if args.keep_infra:
+            infra.started.clear()
+        infra.stop()
+    sys.exit(code)

@@ -1,0 +1,77 @@
+"""The bench's bookkeeping on synthetic data: log parsing, percentiles, floors, plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.bench import report
+from tests.bench.observe import ReceiverLog
+
+
+def write_log(path: Path, lines: list[str]) -> None:
+    with open(path, "a") as f:
+        f.write("".join(lines))
+
+
+def test_log_counts_unique_deliveries_and_latency(tmp_path: Path) -> None:
+    path = tmp_path / "requests.log"
+    t = 1_700_000_000.0
+    lines = [
+        f"{t + i / 100:.6f} {t + i / 100 - 0.010:.6f} p /hook/{i % 2} d{i} e{i}\n"
+        for i in range(100)
+    ]
+    lines.append(f"{t + 2:.6f} {t:.6f} p /hook/0 d5 e5\n")  # a duplicate delivery
+    lines.append("H 1.0\n")
+    write_log(path, lines[:50])
+    log = ReceiverLog(path)
+    path.write_text("".join(lines[:50]) + lines[50][:10])  # a line cut mid-write
+    log.poll()
+    assert log.phase("p").unique == 50
+    with open(path, "a") as f:
+        f.write(lines[50][10:] + "".join(lines[51:]))
+    log.poll()
+    phase = log.phase("p")
+    assert phase.unique == 100 and phase.duplicates == 1 and log.hang_connections == 1
+    assert phase.paths == {"/hook/0": 50, "/hook/1": 50}
+    lat = phase.latency()
+    assert 9.9 < lat["p50_ms"] < 10.1 and 9.9 < lat["p99_ms"] < 10.1
+    assert phase.count_between(t, t + 0.5) == 50
+    bounded = phase.latency(missing=10, missing_at_least_ms=5000)
+    assert bounded["lower_bound"] and bounded["p99_ms"] == 5000
+
+
+def test_floors_mark_pass_fail_and_unmeasured() -> None:
+    results = {
+        "sustained": {"deliveries_per_s": 3500.0},
+        "ceiling": {"req_per_s": 20000.0},
+        "latency": {"p50_ms": 20.0, "p99_ms": 150.0},
+    }
+    rows = {
+        r.figure: r for r in report.floors(results, {"bench-sender-1": 120.0, "bench-api-1": 400.0})
+    }
+    assert rows["sustained deliveries/s"].verdict == "PASS"
+    assert rows["end-to-end / ceiling"].verdict == "FAIL"  # 0.175 < 0.25
+    assert rows["p99 at 1,000 deliveries/s"].verdict == "FAIL"
+    assert rows["isolation: ratio with/without"].verdict == "n/a"
+    assert rows["peak RSS bench-sender-1"].verdict == "PASS"
+    assert rows["peak RSS bench-api-1"].verdict == "FAIL"
+    assert "FAIL" in report.table(list(rows.values()))
+
+
+def test_series_and_plot(tmp_path: Path) -> None:
+    path = tmp_path / "requests.log"
+    t0 = 1_700_000_000.0
+    write_log(
+        path, [f"{t0 + i / 10:.6f} {t0 + i / 10 - 0.05:.6f} p /h d{i} e{i}\n" for i in range(50)]
+    )
+    log = ReceiverLog(path)
+    log.poll()
+    s = report.series(log, t0)
+    assert s["deliveries_per_s"] == [10, 10, 10, 10, 10]
+    assert all(49 < v < 51 for v in s["p99_ms"] if v is not None)
+    png = tmp_path / "plot.png"
+    report.plot(
+        png,
+        {"series": s, "rss_series": {"a": [(0.0, 10.0), (4.0, 12.0)]}, "spans": [("p", 0.0, 5.0)]},
+    )
+    assert png.stat().st_size > 10_000
