@@ -53,7 +53,7 @@ def topic_specs(partitions: int = 12) -> list[TopicSpec]:
     return specs
 
 
-def make_producer(bootstrap: str, *, client_id: str, linger_ms: int = 5) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, *, client_id: str, linger_ms: int = 1) -> AIOKafkaProducer:
     """Idempotent producer (acks=all), batching for throughput."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,

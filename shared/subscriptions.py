@@ -45,6 +45,7 @@ class WebhookTable:
         self._deleted: set[str] = set()
         self._changed = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: AIOKafkaConsumer | None = None
         self._follow: asyncio.Task[None] | None = None
 
     # -- reading ---------------------------------------------------------------------
@@ -178,6 +179,12 @@ class WebhookTable:
             self._consumer = None
             await consumer.stop()
             raise
+        # End offsets come through a client of their own: on the follower's connection the
+        # request would queue behind its long-poll fetch (up to fetch_max_wait_ms).
+        self._offsets = make_consumer(
+            self._bootstrap, group_id=None, client_id=f"{self._client_id}-offsets"
+        )
+        await self._offsets.start()
         log.info("webhook table loaded", webhooks=len(self._by_id), partitions=len(tps))
         self._follow = asyncio.create_task(self._follow_loop(consumer), name="webhook-table")
 
@@ -187,11 +194,11 @@ class WebhookTable:
         The matcher calls it per batch: a webhook created before an event was published
         (the relay sends a webhook change before any later outbox row) is then in the
         table when that event is matched."""
-        consumer = self._consumer
-        if consumer is None:
+        consumer, offsets = self._consumer, self._offsets
+        if consumer is None or offsets is None:
             return False
         tps = list(consumer.assignment())
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        ends: dict[TopicPartition, int] = await offsets.end_offsets(tps)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
@@ -225,3 +232,6 @@ class WebhookTable:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        if self._offsets is not None:
+            await self._offsets.stop()
+            self._offsets = None

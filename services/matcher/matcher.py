@@ -11,6 +11,7 @@ duplicates carry the same ids and are harmless downstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Iterable, Mapping
 from datetime import datetime
 from typing import TypeAlias
@@ -107,11 +108,12 @@ def deliveries_for(
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Lets the batch in hand finish and commit before its partitions are given away."""
 
-    def __init__(self, batch_lock: asyncio.Lock) -> None:
-        self._lock = batch_lock
+    def __init__(self, matcher: Matcher) -> None:
+        self._matcher = matcher
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        async with self._lock:
+        async with self._matcher._batch_lock:
+            await self._matcher.flush_commits()
             log.info("partitions revoked", partitions=len(list(revoked)))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -139,7 +141,11 @@ class Matcher:
         self._table = table
         self._max_records = max_records
         self._batch_lock = asyncio.Lock()
-        self.listener = _Rebalance(self._batch_lock)
+        self.listener = _Rebalance(self)
+        # Offsets whose output is acknowledged, committed in the background so the next
+        # batch need not wait for the commit's round trip (it was half a batch's latency).
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task[None] | None = None
         self.matched = 0  # delivery messages produced (tests and metrics)
         self.rejected = 0
 
@@ -200,9 +206,28 @@ class Matcher:
         )
         return fut
 
-    async def _commit(self, batch: Mapping[TopicPartition, list[Message]]) -> None:
+    def _commit(self, batch: Mapping[TopicPartition, list[Message]]) -> None:
+        """Queues the batch's offsets (its output is acknowledged) for the committer."""
+        for tp, msgs in batch.items():
+            if msgs:
+                self._uncommitted[tp] = msgs[-1].offset + 1
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_queued())
+
+    async def flush_commits(self) -> None:
+        """Waits until every queued offset is committed (revoke, shutdown)."""
+        while self._committing is not None and not self._committing.done():
+            await self._committing
+        if self._uncommitted:
+            await self._commit_queued()
+
+    async def _commit_queued(self) -> None:
+        while self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            await self._commit_offsets(offsets)
+
+    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()
-        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items() if msgs}
         kept = {tp: off for tp, off in offsets.items() if tp in assigned}
         if len(kept) < len(offsets):
             log.info(
@@ -215,11 +240,24 @@ class Matcher:
         except (CommitFailedError, IllegalStateError) as exc:
             # The group rebalanced under us: the new owner re-matches from its last commit.
             log.warning("offset commit failed after rebalance", error=str(exc))
+        except KafkaError as exc:
+            # Not committed: those events are matched again after a restart (same ids).
+            log.warning("offset commit failed", error=repr(exc))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Matches until `stop` is set; the batch in hand is finished and committed first.
 
         Raises ProduceFailed (without committing the batch) when the broker refuses it."""
+        try:
+            await self._match_until(stop)
+        finally:
+            if self._committing is not None:
+                await asyncio.wait([self._committing])
+            async with self._batch_lock:
+                with contextlib.suppress(KafkaError):
+                    await self.flush_commits()
+
+    async def _match_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
             if not batch:
@@ -227,7 +265,7 @@ class Matcher:
             async with self._batch_lock:
                 await self._table.catch_up()
                 deliveries, rejected = await self.handle(batch)
-                await self._commit(batch)
+                self._commit(batch)
             self.matched += deliveries
             self.rejected += rejected
             log.debug(

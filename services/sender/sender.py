@@ -47,10 +47,13 @@ log = structlog.get_logger(component="sender")
 GROUP = "hookline-sender"
 COMMIT_INTERVAL_S = 0.2
 REVOKE_WAIT_S = 3.0
-# A webhook with this many messages queued behind its in-flight cap gets further ones
-# parked in the shortest retry tier, so one slow endpoint cannot fill the buffer and
-# stall every other webhook (the buffer limit pauses whole partitions).
-MAX_QUEUED_PER_WEBHOOK = 1000
+# A webhook whose queue (behind its in-flight cap) would take longer than this to drain,
+# judged by how long its oldest request in flight has been waiting, gets further messages
+# parked in the shortest retry tier: one slow or dead endpoint then holds a few slots and
+# a short queue, never the buffer whose limit pauses whole partitions for everyone. A fast
+# webhook's burst (hundreds queued, milliseconds each) drains at once and is not parked.
+MAX_QUEUE_WAIT_S = 2.0
+MAX_QUEUED_PER_WEBHOOK = 5000
 # What is retried in place (with backoff, until stop): outages of the database or the
 # broker. Anything else a delivery raises is bad data or a bug and is dead-lettered.
 OUTAGES: tuple[type[BaseException], ...] = (
@@ -121,9 +124,10 @@ class Sender:
         self._drain_timeout = drain_timeout
         self._sem = asyncio.Semaphore(settings.sender_concurrency)
         self._cap = settings.sender_inflight_per_webhook
-        self._max_pending = max(4 * settings.sender_concurrency, 1000)
+        self._max_pending = max(8 * settings.sender_concurrency, 2000)
         self._parts: dict[TopicPartition, _Partition] = {}
         self._running: dict[str, int] = {}
+        self._started: dict[str, dict[int, float]] = {}  # webhook -> job id -> start time
         self._queued: dict[str, deque[_Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
@@ -264,14 +268,26 @@ class Sender:
             self._start(job)
             return
         queue = self._queued.setdefault(wid, deque())
-        if len(queue) >= MAX_QUEUED_PER_WEBHOOK and (msg.due_at or 0) <= time.time():
+        if self._too_slow(wid, len(queue) + 1) and (msg.due_at or 0) <= time.time():
             self._spawn(self._park(job))
         else:
             queue.append(job)
 
+    def _too_slow(self, wid: str, queued: int) -> bool:
+        """Would `queued` more messages wait longer than MAX_QUEUE_WAIT_S behind this
+        webhook's cap? Estimated from the age of its oldest request in flight."""
+        if queued >= MAX_QUEUED_PER_WEBHOOK:
+            return True
+        started = self._started.get(wid)
+        if not started:
+            return False
+        age = time.monotonic() - min(started.values())
+        return queued * age / self._cap > MAX_QUEUE_WAIT_S
+
     def _start(self, job: _Job) -> None:
         wid = job.msg.webhook_id
         self._running[wid] = self._running.get(wid, 0) + 1
+        self._started.setdefault(wid, {})[id(job)] = time.monotonic()
         self._spawn(self._work(job))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -288,8 +304,14 @@ class Sender:
         if exc is not None:
             log.error("sender task failed", error=repr(exc), exc_info=exc)
 
-    def _release(self, wid: str) -> None:
+    def _release(self, done: _Job) -> None:
         """A webhook's slot is free: start its next queued job still owned by us."""
+        wid = done.msg.webhook_id
+        started = self._started.get(wid)
+        if started is not None:
+            started.pop(id(done), None)
+            if not started:
+                del self._started[wid]
         queue = self._queued.get(wid)
         while queue:
             job = queue.popleft()
@@ -324,7 +346,7 @@ class Sender:
                             ok = True
                             return
                         released = True
-                        self._release(job.msg.webhook_id)
+                        self._release(job)
                     # Only what follows the POST is retried from here on: never the POST.
                     await (await deliverer.follow_up(step))
                     ok = True
@@ -351,7 +373,7 @@ class Sender:
                     return
         finally:
             if not released:
-                self._release(job.msg.webhook_id)
+                self._release(job)
             self._finish(job.tp, job.state, job.offset, ok)
 
     async def _dead_letter(self, job: _Job, reason: str) -> bool:
