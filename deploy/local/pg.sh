@@ -2,8 +2,7 @@
 # A PostgreSQL cluster of Hookline's own under $HOOKLINE_HOME/pg (Debian's packages).
 # Usage: pg.sh start|stop|status|url
 source "$(dirname "$0")/common.sh"
-PGDATA="$HOOKLINE_HOME/pg/data"
-PGLOG="$HOOKLINE_HOME/pg/postgres.log"
+PGROOT="$HOOKLINE_HOME/pg"
 DB_URL="postgresql://hookline@127.0.0.1:$PG_PORT/hookline"
 
 find_bindir() {
@@ -29,18 +28,31 @@ ensure_installed() {
 # The server refuses to run as root: run it as an unprivileged user that owns the cluster.
 RUN_AS=()
 pick_user() {
-  if [[ $(id -u) -ne 0 ]]; then return 0; fi
-  local user=postgres
-  id -u "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
-  RUN_AS=(runuser -u "$user" --)
-  chown -R "$user" "$HOOKLINE_HOME/pg"
+  if [[ $(id -u) -eq 0 ]]; then
+    local user=postgres
+    id -u "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
+    RUN_AS=(runuser -u "$user" --)
+    mkdir -p "$PGROOT"
+    chown "$user" "$PGROOT"
+    if ! "${RUN_AS[@]}" test -w "$PGROOT"; then
+      # The checkout sits where that user cannot reach (e.g. under /root): keep the
+      # cluster in a directory of its own, named after this state directory.
+      PGROOT="/var/tmp/hookline-pg-$(printf %s "$HOOKLINE_HOME" | md5sum | cut -c1-12)"
+      mkdir -p "$PGROOT"
+      chown "$user" "$PGROOT"
+      log "PostgreSQL cluster kept in $PGROOT ($user cannot reach $HOOKLINE_HOME)"
+    fi
+    chown -R "$user" "$PGROOT"
+  fi
+  PGDATA="$PGROOT/data"
+  PGLOG="$PGROOT/postgres.log"
 }
 
 pg_ready() { "${RUN_AS[@]}" "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
 
 start() {
   ensure_installed
-  mkdir -p "$HOOKLINE_HOME/pg"
+  mkdir -p "$PGROOT"
   pick_user
   if [[ ! -s "$PGDATA/PG_VERSION" ]]; then
     log "initialising cluster in $PGDATA"
@@ -70,8 +82,8 @@ CONF
 
 stop() {
   PGBIN=$(find_bindir) || exit 0
-  [[ -s "$PGDATA/postmaster.pid" ]] || { log "PostgreSQL not running"; return 0; }
   pick_user
+  [[ -s "$PGDATA/postmaster.pid" ]] || { log "PostgreSQL not running"; return 0; }
   "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null && log "PostgreSQL stopped"
 }
 
