@@ -348,6 +348,11 @@ class DeliveryLog:
                 if day < cutoff:
                     await conn.execute(f'DROP TABLE "{rec["relname"]}"')
                     dropped.append(rec["relname"])
+            # The summary rows of deliveries whose attempts are gone go with them.
+            await conn.execute(
+                "DELETE FROM deliveries WHERE last_at < $1",
+                datetime.combine(cutoff, datetime.min.time(), UTC),
+            )
         if dropped:
             log.info("delivery log partitions dropped", partitions=dropped)
         return dropped

@@ -166,6 +166,17 @@ async def test_maintenance_creates_ahead_and_drops_expired_partitions(
         f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF delivery_attempts"
         " FOR VALUES FROM ('2000-01-01 00:00+00') TO ('2000-01-02 00:00+00')"
     )
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    for delivery, days in ((old, 40), (recent, 1)):
+        at = datetime.now(UTC) - timedelta(days=days)
+        await pool.execute(
+            "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status,"
+            " attempts, first_at, last_at) VALUES ($1, $2, 'o', 'e', 'push', 'succeeded', 1,"
+            " $3, $3)",
+            delivery,
+            uuid.uuid4(),
+            at,
+        )
     dlog = DeliveryLog(pool)
     dropped: list[str] = []
     for _ in range(50):  # another replica may hold the maintenance lock for a moment
@@ -178,6 +189,12 @@ async def test_maintenance_creates_ahead_and_drops_expired_partitions(
     assert await pool.fetchval("SELECT to_regclass($1)", ahead) is not None
     today = datetime.now(UTC).strftime("delivery_attempts_%Y%m%d")
     assert today not in dropped
+    # Summary rows past the retention go with their attempts; recent ones stay.
+    kept = {
+        r["id"]
+        for r in await pool.fetch("SELECT id FROM deliveries WHERE id = ANY($1)", [old, recent])
+    }
+    assert kept == {recent}
 
 
 async def test_unstorable_rows_never_block_the_log(pool: asyncpg.Pool) -> None:
