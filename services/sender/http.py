@@ -40,6 +40,10 @@ READ_LIMIT = 2**16
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
 
+class ClientClosed(ConnectionError):
+    """The client was closed (shutdown); no request was made."""
+
+
 class _Disconnected(ConnectionError):
     """The connection closed before a whole response arrived."""
 
@@ -203,7 +207,10 @@ class WebhookClient:
         self, url: str, body: bytes, headers: dict[str, str], *, timeout_s: float
     ) -> AttemptResult:
         """One attempt; never raises for anything the endpoint or network does."""
-        assert self._started, "start() first"
+        if not self._started:
+            # Closed at shutdown while work was queued: an outage for the caller (the
+            # message stays uncommitted and is redelivered), not an attempt's outcome.
+            raise ClientClosed("the HTTP client is closed")
         started = time.perf_counter()
 
         def done(error: str | None, **kw: Any) -> AttemptResult:

@@ -27,7 +27,7 @@ from aiokafka.structs import ConsumerRecord
 
 from shared.config import ConfigError, Settings
 from shared.core.messages import DeliveryMessage, MessageError
-from shared.core.retry import RETRY_TIERS
+from shared.core.retry import RETRY_TIERS, tier_for
 from shared.core.watermark import Watermark
 from shared.crypto import SecretBox
 from shared.db import create_pool
@@ -53,6 +53,8 @@ REVOKE_WAIT_S = 3.0
 # a short queue, never the buffer whose limit pauses whole partitions for everyone. A fast
 # webhook's burst (hundreds queued, milliseconds each) drains at once and is not parked.
 MAX_QUEUE_WAIT_S = 2.0
+MAX_PARK_S = 3600.0
+PARKED = "parked"  # DeliveryMessage.extra flag: deferred behind a slow webhook, not attempted
 MAX_QUEUED_PER_WEBHOOK = 5000
 # What is retried in place (with backoff, until stop): outages of the database or the
 # broker. Anything else a delivery raises is bad data or a bug and is dead-lettered.
@@ -128,6 +130,7 @@ class Sender:
         self._parts: dict[TopicPartition, _Partition] = {}
         self._running: dict[str, int] = {}
         self._started: dict[str, dict[int, float]] = {}  # webhook -> job id -> start time
+        self._parked: dict[str, int] = {}  # webhook -> its messages parked, not yet back
         self._queued: dict[str, deque[_Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
@@ -262,27 +265,37 @@ class Sender:
         except MessageError as exc:
             self._spawn(self._reject(tp, state, record, exc.reason))
             return
-        job = _Job(tp, state, record.offset, msg)
         wid = msg.webhook_id
+        if msg.extra.get(PARKED):  # back from being parked: no longer counted as such
+            left = self._parked.get(wid, 0) - 1
+            if left > 0:
+                self._parked[wid] = left
+            else:
+                self._parked.pop(wid, None)
+            msg = dataclasses.replace(
+                msg, extra={k: v for k, v in msg.extra.items() if k != PARKED}
+            )
+        job = _Job(tp, state, record.offset, msg)
         if self._running.get(wid, 0) < self._cap:
             self._start(job)
             return
         queue = self._queued.setdefault(wid, deque())
-        if self._too_slow(wid, len(queue) + 1) and (msg.due_at or 0) <= time.time():
-            self._spawn(self._park(job))
+        wait = self._expected_wait(wid, len(queue) + 1)
+        if wait > MAX_QUEUE_WAIT_S and (msg.due_at or 0) <= time.time():
+            self._spawn(self._park(job, wait))
         else:
             queue.append(job)
 
-    def _too_slow(self, wid: str, queued: int) -> bool:
-        """Would `queued` more messages wait longer than MAX_QUEUE_WAIT_S behind this
-        webhook's cap? Estimated from the age of its oldest request in flight."""
+    def _expected_wait(self, wid: str, queued: int) -> float:
+        """How long the `queued`-th message would wait behind this webhook's cap (and its
+        messages parked earlier), judged by the age of its oldest request in flight."""
         if queued >= MAX_QUEUED_PER_WEBHOOK:
-            return True
+            return float("inf")
         started = self._started.get(wid)
         if not started:
-            return False
+            return 0.0
         age = time.monotonic() - min(started.values())
-        return queued * age / self._cap > MAX_QUEUE_WAIT_S
+        return (queued + self._parked.get(wid, 0)) * age / self._cap
 
     def _start(self, job: _Job) -> None:
         wid = job.msg.webhook_id
@@ -399,10 +412,18 @@ class Sender:
                 log.warning("dead-letter publish failed; retrying", error=repr(exc))
                 await delay.sleep()
 
-    async def _park(self, job: _Job) -> None:
+    async def _park(self, job: _Job, wait: float) -> None:
+        """Defers a message (no attempt made) until its webhook's backlog should have
+        drained: spread over time, a dead endpoint's overflow comes back about once each
+        rather than cycling through the shortest tier every second."""
         assert self._deliverer is not None
-        tier = RETRY_TIERS[0]
-        parked = dataclasses.replace(job.msg, due_at=time.time() + tier.delay_s)
+        wid = job.msg.webhook_id
+        self._parked[wid] = self._parked.get(wid, 0) + 1
+        wait = min(max(wait, RETRY_TIERS[0].delay_s), MAX_PARK_S)
+        tier = tier_for(wait) or RETRY_TIERS[0]
+        parked = dataclasses.replace(
+            job.msg, due_at=time.time() + wait, extra={**job.msg.extra, PARKED: True}
+        )
         ok = False
         try:
             await self._deliverer.send(self._topics.tier_topic(tier), parked)

@@ -650,3 +650,82 @@ async def test_offsets_are_committed_up_to_the_end_once_all_is_done(
 
 def test_tier_topics_cover_every_tier(topics: Topics) -> None:
     assert [topics.tier_of(topics.tier_topic(t)) for t in RETRY_TIERS] == list(RETRY_TIERS)
+
+
+async def test_a_slow_webhook_is_parked_and_never_holds_up_a_fast_one(
+    sender_settings: Settings, receiver: Receiver, store: WebhookStore, org: str
+) -> None:
+    # One partition: the slow webhook's messages sit in front of the fast one's.
+    prefix = f"test-park-{uuid.uuid4().hex[:8]}."
+    topics = Topics(
+        deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix + "r."
+    )
+    await ensure_topics(
+        sender_settings.kafka_bootstrap, [TopicSpec(n, 1, {}) for n in topics.all()]
+    )
+    settings = dataclasses.replace(sender_settings, sender_inflight_per_webhook=2)
+    stop = asyncio.Event()
+    s = Sender(
+        settings,
+        stop,
+        topics=topics,
+        group_id=prefix + "g",
+        retry_group_id=prefix + "rg",
+        client_id=prefix + "c",
+    )
+    task = asyncio.create_task(s.run())
+    producer = make_producer(settings.kafka_bootstrap, client_id=prefix + "p")
+    await producer.start()
+    try:
+        await asyncio.wait_for(s.ready.wait(), 60)
+        slow, _ = await _hook(store, org, f"{receiver.base}/slow/{org}", timeout_s=10)
+        fast, _ = await _hook(store, org, f"{receiver.base}/ok/park-{org}")
+
+        async def send(wids: list[str]) -> None:
+            for wid in wids:
+                event_id = str(uuid.uuid4())
+                msg = DeliveryMessage(
+                    delivery_id=delivery_id_for(event_id, wid),
+                    webhook_id=wid,
+                    org=org,
+                    event_id=event_id,
+                    event_type="push",
+                    body={"event": "push"},
+                )
+                await producer.send(topics.deliveries, msg.encode(), key=msg.key)
+            await producer.flush()
+
+        async def until(n: int, path: str) -> None:
+            deadline = time.monotonic() + 20
+            while len(receiver.requests(path)) < n and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+        await send([slow] * 2)  # its two slots, held for 3 s
+        await until(2, f"/slow/{org}")
+        await asyncio.sleep(1.0)  # they have been waiting a second: the queue would not drain
+        await send([slow] * 28 + [fast] * 20)
+        await until(20, f"/ok/park-{org}")
+        # Every fast delivery arrived while the slow endpoint held its two slots.
+        assert len(receiver.requests(f"/ok/park-{org}")) == 20
+        assert len(receiver.requests(f"/slow/{org}")) <= 6
+
+        # The slow webhook's overflow waits in a delay tier, due later (not attempted yet).
+        consumer = make_consumer(
+            settings.kafka_bootstrap, *topics.all_tiers(), group_id=None, client_id=prefix + "read"
+        )
+        await consumer.start()
+        parked: list[DeliveryMessage] = []
+        try:
+            deadline = time.monotonic() + 10
+            while not parked and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    parked += [DeliveryMessage.decode(r.value) for r in records]
+        finally:
+            await consumer.stop()
+        assert parked and all(m.webhook_id == slow and m.extra.get("parked") for m in parked)
+        assert all(m.attempt == 1 for m in parked)  # deferred, not counted as attempts
+    finally:
+        await producer.stop()
+        stop.set()
+        await asyncio.wait_for(task, 30)
