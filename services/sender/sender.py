@@ -300,7 +300,6 @@ class Sender:
     def _start(self, job: _Job) -> None:
         wid = job.msg.webhook_id
         self._running[wid] = self._running.get(wid, 0) + 1
-        self._started.setdefault(wid, {})[id(job)] = time.monotonic()
         self._spawn(self._work(job))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -354,6 +353,11 @@ class Sender:
                 try:
                     if step is None:
                         async with self._sem:
+                            # Its age tells a slow endpoint from a busy sender: the time
+                            # spent waiting for a global slot above does not count.
+                            self._started.setdefault(job.msg.webhook_id, {})[id(job)] = (
+                                time.monotonic()
+                            )
                             step = await deliverer.attempt(job.msg)
                         if step is None:  # not due: moved to a retry tier
                             ok = True
