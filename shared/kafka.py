@@ -77,13 +77,23 @@ def make_consumer(
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_wait_ms=50,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
         max_poll_interval_ms=300_000,
-        **{"auto_offset_reset": "earliest", **kw},  # type: ignore[arg-type]
+        **{  # type: ignore[arg-type]
+            "auto_offset_reset": "earliest",
+            "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            "fetch_max_wait_ms": 50,
+            **kw,
+        },
     )
+
+
+# For the consumers on the delivery path (matcher, sender): aiokafka sends one fetch per
+# broker at a time, so a partition whose records were just consumed waits for the
+# long poll in flight before it is fetched again; a short poll bounds that wait. The
+# idle consumers (delay tiers, webhook table) keep the default, sparing the broker.
+HOT_PATH_FETCH_WAIT_MS = 10
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

@@ -34,6 +34,7 @@ from shared.kafka import (
     DELIVERIES,
     EVENTS,
     EVENTS_REJECTED,
+    HOT_PATH_FETCH_WAIT_MS,
     MAX_MESSAGE_BYTES,
     REJECT_HEADER,
     make_consumer,
@@ -286,7 +287,12 @@ async def serve(settings: Settings, stop: asyncio.Event, *, group_id: str = GROU
         producer = make_producer(settings.kafka_bootstrap, client_id=name)
         await producer.start()
         try:
-            consumer = make_consumer(settings.kafka_bootstrap, group_id=group_id, client_id=name)
+            consumer = make_consumer(
+                settings.kafka_bootstrap,
+                group_id=group_id,
+                client_id=name,
+                fetch_max_wait_ms=HOT_PATH_FETCH_WAIT_MS,
+            )
             matcher = Matcher(consumer, producer, table)
             consumer.subscribe([EVENTS], listener=matcher.listener)
             await consumer.start()

@@ -32,7 +32,7 @@ from shared.core.watermark import Watermark
 from shared.crypto import SecretBox
 from shared.db import create_pool
 from shared.deliverylog import DeliveryLog, LogClosed, RowRejected, Unhealthy
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import HOT_PATH_FETCH_WAIT_MS, make_consumer, make_producer
 from shared.logging import configure_logging
 from shared.runtime import instance_name, run
 from shared.subscriptions import WebhookTable
@@ -223,7 +223,10 @@ class Sender:
 
     async def _consume(self, delivery_log: DeliveryLog) -> None:
         consumer = make_consumer(
-            self._settings.kafka_bootstrap, group_id=self._group_id, client_id=self._client_id
+            self._settings.kafka_bootstrap,
+            group_id=self._group_id,
+            client_id=self._client_id,
+            fetch_max_wait_ms=HOT_PATH_FETCH_WAIT_MS,
         )
         consumer.subscribe([self._topics.deliveries], listener=_Listener(self))
         await consumer.start()
