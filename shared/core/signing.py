@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Sequence
 
@@ -40,8 +39,8 @@ def generate_secret(random_bytes: bytes) -> str:
 
 def github_signature(secret: str, body: bytes) -> str:
     """Return ``sha256=`` + hex HMAC-SHA256 of ``body`` keyed with the secret's UTF-8 bytes."""
-    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+    # hmac.digest: the one-shot C path, about twice as fast as hmac.new(...).hexdigest()
+    return "sha256=" + hmac.digest(secret.encode("utf-8"), body, "sha256").hex()
 
 
 def signing_key(secret: str) -> bytes:
@@ -61,7 +60,7 @@ def signing_key(secret: str) -> bytes:
 def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """Return ``v1,`` + base64 HMAC-SHA256 of ``"{msg_id}.{timestamp}."`` + ``body``."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+    digest = hmac.digest(signing_key(secret), signed, "sha256")
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
