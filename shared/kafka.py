@@ -19,6 +19,7 @@ DELIVERIES = "hookline.deliveries"
 DLQ = "hookline.dlq"
 WEBHOOKS = "hookline.webhooks"
 WEEK_MS = 7 * 86400 * 1000
+TIER_PARTITIONS = 4
 # The header that says why a message went to hookline.events.rejected or hookline.dlq.
 REJECT_HEADER = "reason"
 # The largest record Hookline produces (broker message.max.bytes and every topic's
@@ -49,7 +50,8 @@ def topic_specs(partitions: int = 12) -> list[TopicSpec]:
     ]
     # One topic per fixed backoff; a partition holds a single delay, so its head is always
     # the next message due.
-    specs += [TopicSpec(t.topic, partitions, keep) for t in RETRY_TIERS]
+    # Delay tiers carry little traffic: fewer partitions keep their idle polling cheap.
+    specs += [TopicSpec(t.topic, TIER_PARTITIONS, keep) for t in RETRY_TIERS]
     return specs
 
 
@@ -94,6 +96,10 @@ def make_consumer(
 # long poll in flight before it is fetched again; a short poll bounds that wait. The
 # idle consumers (delay tiers, webhook table) keep the default, sparing the broker.
 HOT_PATH_FETCH_WAIT_MS = 10
+# For the idle-most consumers (delay tiers, webhook table): new records still arrive at
+# once (a long poll answers as soon as there is data); only the idle re-polls get rarer,
+# and each idle fetch of many partitions costs the client and the broker real CPU.
+IDLE_FETCH_WAIT_MS = 250
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

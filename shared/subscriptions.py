@@ -15,7 +15,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from shared.core.messages import MessageError, WebhookRecord
-from shared.kafka import WEBHOOKS, make_consumer, partitions_of
+from shared.kafka import IDLE_FETCH_WAIT_MS, WEBHOOKS, make_consumer, partitions_of
 
 log = structlog.get_logger(component="webhook_table")
 
@@ -156,7 +156,12 @@ class WebhookTable:
 
     async def start(self) -> None:
         """Loads every record up to the end offsets seen now, then follows in the background."""
-        consumer = make_consumer(self._bootstrap, group_id=None, client_id=self._client_id)
+        consumer = make_consumer(
+            self._bootstrap,
+            group_id=None,
+            client_id=self._client_id,
+            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
+        )
         await consumer.start()
         self._consumer = consumer
         try:

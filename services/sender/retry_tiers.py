@@ -23,7 +23,7 @@ from aiokafka.structs import ConsumerRecord
 
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS, RetryTier, tier_for
-from shared.kafka import DELIVERIES, DLQ, REJECT_HEADER, make_consumer
+from shared.kafka import DELIVERIES, DLQ, IDLE_FETCH_WAIT_MS, REJECT_HEADER, make_consumer
 
 log = structlog.get_logger(component="retry_tiers")
 
@@ -126,7 +126,10 @@ class RetryTiers:
 
     async def _run_once(self) -> None:
         consumer = make_consumer(
-            self._bootstrap, group_id=self._group_id, client_id=self._client_id
+            self._bootstrap,
+            group_id=self._group_id,
+            client_id=self._client_id,
+            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
         )
         consumer.subscribe(self._topics.all_tiers(), listener=_Listener(self))
         await consumer.start()
