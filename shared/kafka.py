@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.core.retry import RETRY_TIERS
 
@@ -55,6 +56,27 @@ def topic_specs(partitions: int = 12) -> list[TopicSpec]:
     return specs
 
 
+class CachedPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key, as Java clients do), memoised:
+    its murmur2 is pure Python, and the same few keys (webhook ids, org/repo) recur."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._inner = DefaultPartitioner()
+        self._cache: dict[tuple[bytes, int], int] = {}
+        self._limit = limit
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._inner(key, all_partitions, available))
+        slot = (key, len(all_partitions))
+        partition = self._cache.get(slot)
+        if partition is None:
+            if len(self._cache) >= self._limit:
+                self._cache.clear()
+            partition = self._cache[slot] = int(self._inner(key, all_partitions, available))
+        return partition
+
+
 def make_producer(bootstrap: str, *, client_id: str, linger_ms: int = 1) -> AIOKafkaProducer:
     """Idempotent producer (acks=all), batching for throughput."""
     return AIOKafkaProducer(
@@ -62,6 +84,7 @@ def make_producer(bootstrap: str, *, client_id: str, linger_ms: int = 1) -> AIOK
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
+        partitioner=CachedPartitioner(),
         linger_ms=linger_ms,
         max_batch_size=512 * 1024,
         max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,

@@ -44,9 +44,21 @@ class MessageError(ValueError):
         self.reason = reason
 
 
+_NAMESPACE_BYTES = DELIVERY_NAMESPACE.bytes
+
+
 def delivery_id_for(event_id: str, webhook_id: str) -> str:
-    """Deterministic: the same event and webhook give the same id on every path."""
-    return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{event_id}/{webhook_id}"))
+    """Deterministic: the same event and webhook give the same id on every path.
+
+    Exactly `str(uuid.uuid5(DELIVERY_NAMESPACE, f"{event_id}/{webhook_id}"))`, without
+    building UUID objects (the matcher computes one per delivery)."""
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + f"{event_id}/{webhook_id}".encode()).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _loads(raw: bytes | None) -> dict[str, Any]:

@@ -229,3 +229,23 @@ def test_webhook_record_round_trip_and_bad_record() -> None:
         WebhookRecord.decode(orjson.dumps({**orjson.loads(record.encode()), "events": ["nope"]}))
     with pytest.raises(MessageError):
         WebhookRecord.decode(b"{")
+
+
+@given(st.text(max_size=60), st.uuids())
+def test_delivery_id_is_exactly_uuid5(event_id: str, webhook: uuid.UUID) -> None:
+    from shared.core.messages import DELIVERY_NAMESPACE
+
+    expected = str(uuid.uuid5(DELIVERY_NAMESPACE, f"{event_id}/{webhook}"))
+    assert delivery_id_for(event_id, str(webhook)) == expected
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(1, 64))
+def test_cached_partitioner_agrees_with_the_default(key: bytes, n: int) -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from shared.kafka import CachedPartitioner
+
+    parts = list(range(n))
+    cached = CachedPartitioner(limit=4)
+    first = cached(key, parts, parts)
+    assert first == cached(key, parts, parts) == DefaultPartitioner()(key, parts, parts)
