@@ -131,6 +131,7 @@ class Sender:
         self._running: dict[str, int] = {}
         self._started: dict[str, dict[int, float]] = {}  # webhook -> job id -> start time
         self._parked: dict[str, int] = {}  # webhook -> its messages parked, not yet back
+        self._duration: dict[str, float] = {}  # webhook -> moving average of request time
         self._queued: dict[str, deque[_Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
@@ -297,7 +298,7 @@ class Sender:
         started = self._started.get(wid)
         if not started:
             return 0.0
-        age = time.monotonic() - min(started.values())
+        age = max(time.monotonic() - min(started.values()), self._duration.get(wid, 0.0))
         return (queued + self._parked.get(wid, 0)) * age / self._cap
 
     def _start(self, job: _Job) -> None:
@@ -324,7 +325,12 @@ class Sender:
         wid = done.msg.webhook_id
         started = self._started.get(wid)
         if started is not None:
-            started.pop(id(done), None)
+            began = started.pop(id(done), None)
+            if began is not None:
+                # Remember how long this webhook takes, so that its backlog estimate does
+                # not drop to zero when a wave of its timed-out requests ends at once.
+                took = time.monotonic() - began
+                self._duration[wid] = 0.8 * self._duration.get(wid, took) + 0.2 * took
             if not started:
                 del self._started[wid]
         queue = self._queued.get(wid)
