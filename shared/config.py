@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any
 
 from shared.core.ssrf import Allowlist
-
-T = TypeVar("T")
 
 
 class ConfigError(ValueError):

@@ -210,27 +210,6 @@ class AttemptRow:
     resolved_ip: str | None = None
     next_attempt_at: datetime | None = None
 
-    COLUMNS = (
-        "delivery_id",
-        "webhook_id",
-        "org",
-        "event_id",
-        "event_type",
-        "attempt",
-        "trigger",
-        "outcome",
-        "started_at",
-        "duration_ms",
-        "request_headers",
-        "request_body",
-        "response_status",
-        "response_headers",
-        "response_body",
-        "error",
-        "resolved_ip",
-        "next_attempt_at",
-    )
-
     @property
     def status(self) -> str:
         return delivery_status(self.outcome, self.next_attempt_at)
