@@ -189,17 +189,35 @@ def render_profile(stem: Path, tool: str) -> list[str]:
     )
     subprocess.run([*py, "-r", "html", "-o", f"{stem}.html"], check=False)
     subprocess.run([*py, "-r", "pstats", "-o", f"{stem}.pstats"], check=False)
-    import io
+    try:
+        top = top_functions(f"{stem}.pstats")
+    except (OSError, TypeError, ValueError, EOFError) as exc:
+        return [f"could not read the profile: {exc}"]
+    Path(f"{stem}.top.txt").write_text("\n".join(top) + "\n")
+    return top
+
+
+def top_functions(pstats_path: str, limit: int = 20) -> list[str]:
+    """The functions with the most own time, as a table. pyinstrument samples stacks, so
+    its pstats carry times but no call counts (they come out negative): none are shown."""
     import pstats
 
-    out = io.StringIO()
-    try:
-        stats = pstats.Stats(f"{stem}.pstats", stream=out)
-        stats.sort_stats("tottime").print_stats(20)
-    except (OSError, TypeError, ValueError) as exc:
-        return [f"could not read the profile: {exc}"]
-    Path(f"{stem}.top.txt").write_text(out.getvalue())
-    return out.getvalue().splitlines()
+    stats = pstats.Stats(pstats_path).stats  # type: ignore[attr-defined]
+    rows = sorted(
+        ((tt, ct, func) for func, (_cc, _nc, tt, ct, _callers) in stats.items()),
+        key=lambda r: r[0],
+        reverse=True,
+    )
+    total = sum(r[0] for r in rows) or 1.0
+    lines = [f"{'own s':>8} {'own %':>6} {'with callees s':>15}  function"]
+    for tt, ct, (filename, line, name) in rows[:limit]:
+        where = filename.removeprefix(str(ROOT) + "/")
+        if "site-packages/" in where:
+            where = where.split("site-packages/", 1)[1]
+        elif "/lib/python3" in where:
+            where = where.split("/lib/", 1)[1]
+        lines.append(f"{tt:8.2f} {100 * tt / total:5.1f}% {ct:15.2f}  {where}:{line}({name})")
+    return lines
 
 
 async def run(

@@ -75,3 +75,21 @@ def test_series_and_plot(tmp_path: Path) -> None:
         {"series": s, "rss_series": {"a": [(0.0, 10.0), (4.0, 12.0)]}, "spans": [("p", 0.0, 5.0)]},
     )
     assert png.stat().st_size > 10_000
+
+
+def test_profile_table_ranks_by_own_time(tmp_path: Path) -> None:
+    import cProfile
+
+    from tests.bench.runner import top_functions
+
+    def busy() -> int:
+        return sum(i * i for i in range(200_000))
+
+    profiler = cProfile.Profile()
+    profiler.runcall(busy)
+    path = tmp_path / "p.pstats"
+    profiler.dump_stats(path)
+    lines = top_functions(str(path), limit=3)
+    assert lines[0].split()[:2] == ["own", "s"]
+    assert len(lines) == 4 and "<genexpr>" in lines[1]  # the generator does the work
+    assert all("-" not in line.split()[0] for line in lines[1:])
