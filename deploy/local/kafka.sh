@@ -62,6 +62,9 @@ Configuration:
         level: INFO
       - name: kafka.server.BrokerServer
         level: INFO
+      # Why a consumer group rebalanced (a member joined, left or timed out).
+      - name: org.apache.kafka.coordinator.group
+        level: INFO
 YAML
 }
 

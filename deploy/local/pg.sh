@@ -64,10 +64,16 @@ unix_socket_directories = '/tmp'
 max_connections = 200
 shared_buffers = 256MB
 fsync = on
-synchronous_commit = off
+synchronous_commit = on
 wal_level = replica
 log_min_messages = warning
 CONF
+  fi
+  # A commit is durable when it returns: the relay, the senders' offset commits and the API's
+  # 202 rely on it (clusters made before this line had synchronous_commit off).
+  if grep -q '^synchronous_commit = off$' "$PGDATA/postgresql.conf"; then
+    "${RUN_AS[@]}" sed -i 's/^synchronous_commit = off$/synchronous_commit = on/' "$PGDATA/postgresql.conf"
+    if pg_ready; then "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" reload >/dev/null; fi
   fi
   if pg_ready; then log "PostgreSQL already running on 127.0.0.1:$PG_PORT"; else
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
