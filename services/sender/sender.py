@@ -46,6 +46,8 @@ log = structlog.get_logger(component="sender")
 
 GROUP = "hookline-sender"
 COMMIT_INTERVAL_S = 0.2
+# On a rebalance or a stop, the deliveries of the partitions given up that are still
+# unfinished after this long are handed off (see Sender._hand_off).
 REVOKE_WAIT_S = 3.0
 # A webhook whose queue (behind its in-flight cap) would take longer than this to drain,
 # judged by how long its oldest request in flight has been waiting, gets further messages
@@ -82,6 +84,8 @@ class _Backoff:
 @dataclass
 class _Partition:
     wm: Watermark = field(default_factory=Watermark)
+    open: dict[int, _Job] = field(default_factory=dict)  # dispatched, not finished
+    handed: set[int] = field(default_factory=set)  # of those, completed by a hand-off
 
 
 @dataclass
@@ -245,7 +249,16 @@ class Sender:
                 self._backpressure()
             log.info("sender draining", in_flight=self._pending)
             consumer.pause(*consumer.assignment())
-            await self._wait_until(lambda: self._pending == 0, self._drain_timeout)
+            started = time.monotonic()
+            await self._wait_until(
+                lambda: self._pending == 0, min(REVOKE_WAIT_S, self._drain_timeout)
+            )
+            await self._hand_off(list(self._parts.values()))
+            await self._commit()
+            # Requests still in flight get the rest of the drain time to end and be logged.
+            await self._wait_until(
+                lambda: self._pending == 0, self._drain_timeout - (time.monotonic() - started)
+            )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._drain_timeout):
                     await delivery_log.flush()
@@ -280,6 +293,7 @@ class Sender:
                 msg, extra={k: v for k, v in msg.extra.items() if k != PARKED}
             )
         job = _Job(tp, state, record.offset, msg)
+        state.open[record.offset] = job
         if self._running.get(wid, 0) < self._cap:
             self._start(job)
             return
@@ -456,7 +470,10 @@ class Sender:
 
     def _finish(self, tp: TopicPartition, state: _Partition, offset: int, ok: bool) -> None:
         self._pending -= 1
-        if ok and self._parts.get(tp) is state:
+        state.open.pop(offset, None)
+        if offset in state.handed:
+            state.handed.discard(offset)  # its offset was completed by the hand-off
+        elif ok and self._parts.get(tp) is state:
             state.wm.complete(offset)
         self._backpressure()
         self._progress.set()
@@ -521,9 +538,55 @@ class Sender:
         complete, and forgets them (unfinished ones are redelivered to the new owner)."""
         mine = {tp for tp in revoked if tp in self._parts}
         await self._wait_until(lambda: all(self._parts[tp].wm.idle for tp in mine), REVOKE_WAIT_S)
+        await self._hand_off([self._parts[tp] for tp in mine])
         await self._commit(mine)
         for tp in mine:
             del self._parts[tp]
+
+    async def _hand_off(self, parts: list[_Partition]) -> None:
+        """Requeues the unfinished deliveries of partitions being given up at the end of
+        their own partition, and completes their offsets.
+
+        Without it the committed offset stays below the oldest of them, and the next owner
+        replays every delivery behind it: one request to an endpoint that never answers
+        would have every fast webhook sharing its partition sent its last `timeout_s`
+        seconds again. Now only the requeued ones can arrive twice (a request still in
+        flight may yet succeed): at-least-once, with the same delivery id. If the produce
+        fails, those stay unfinished and are replayed as before."""
+        jobs = [j for state in parts for off, j in state.open.items() if off not in state.handed]
+        if not jobs or self._producer is None:
+            return
+        futures = []
+        try:
+            for job in jobs:
+                futures.append(
+                    await self._producer.send(
+                        self._topics.deliveries, job.msg.encode(), key=job.msg.key
+                    )
+                )
+        except KafkaError as exc:
+            log.warning("hand-off not produced; left to be replayed", error=repr(exc))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        handed = 0
+        for job, result in zip(jobs, results, strict=False):
+            if isinstance(result, BaseException):
+                continue
+            job.state.handed.add(job.offset)
+            job.state.wm.complete(job.offset)
+            handed += 1
+        # Those still queued behind their webhook's cap will not be started here.
+        for wid, queue in list(self._queued.items()):
+            kept: deque[_Job] = deque()
+            for job in queue:
+                if job.offset in job.state.handed:
+                    self._finish(job.tp, job.state, job.offset, True)
+                else:
+                    kept.append(job)
+            if kept:
+                self._queued[wid] = kept
+            else:
+                del self._queued[wid]
+        log.info("unfinished deliveries handed off", handed=handed, of=len(jobs))
 
     def assign(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:

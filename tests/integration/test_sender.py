@@ -71,6 +71,9 @@ class Receiver:
         if kind == "slow":
             await asyncio.sleep(3)
             return web.Response(text="too late")
+        if kind == "hang":  # longer than a sender waits before handing off
+            await asyncio.sleep(8)
+            return web.Response(text="much too late")
         if kind == "busy":  # one 429 asking for 2 s, then fine
             if len(self.requests(path)) == 1:
                 return web.Response(status=429, headers={"Retry-After": "2"})
@@ -729,3 +732,88 @@ async def test_a_slow_webhook_is_parked_and_never_holds_up_a_fast_one(
         await producer.stop()
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_stop_hands_off_unfinished_work_instead_of_replaying_what_follows_it(
+    sender_settings: Settings, receiver: Receiver, store: WebhookStore, org: str
+) -> None:
+    # One partition: a request that hangs sits below every fast delivery after it.
+    prefix = f"test-handoff-{uuid.uuid4().hex[:8]}."
+    topics = Topics(
+        deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix + "r."
+    )
+    await ensure_topics(
+        sender_settings.kafka_bootstrap, [TopicSpec(n, 1, {}) for n in topics.all()]
+    )
+    tp = TopicPartition(topics.deliveries, 0)
+
+    def start() -> tuple[Sender, asyncio.Event, asyncio.Task[None]]:
+        stop = asyncio.Event()
+        s = Sender(
+            sender_settings,
+            stop,
+            topics=topics,
+            group_id=prefix + "g",
+            retry_group_id=prefix + "rg",
+            client_id=prefix + "c",
+            drain_timeout=4.0,
+        )
+        return s, stop, asyncio.create_task(s.run())
+
+    async def until(n: int, path: str) -> None:
+        deadline = time.monotonic() + 30
+        while len(receiver.requests(path)) < n and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    hang, _ = await _hook(store, org, f"{receiver.base}/hang/{org}", timeout_s=10)
+    fast, _ = await _hook(store, org, f"{receiver.base}/ok/handoff-{org}")
+    producer = make_producer(sender_settings.kafka_bootstrap, client_id=prefix + "p")
+    await producer.start()
+    first, stop, task = start()
+    try:
+        await asyncio.wait_for(first.ready.wait(), 60)
+        hung = DeliveryMessage(
+            delivery_id=delivery_id_for(str(uuid.uuid4()), hang),
+            webhook_id=hang,
+            org=org,
+            event_id=str(uuid.uuid4()),
+            event_type="push",
+            body={"event": "push"},
+        )
+        await producer.send(topics.deliveries, hung.encode(), key=hung.key)
+        for _ in range(10):
+            event_id = str(uuid.uuid4())
+            msg = dataclasses.replace(
+                hung,
+                delivery_id=delivery_id_for(event_id, fast),
+                webhook_id=fast,
+                event_id=event_id,
+            )
+            await producer.send(topics.deliveries, msg.encode(), key=msg.key)
+        await producer.flush()
+        await until(10, f"/ok/handoff-{org}")
+        await until(1, f"/hang/{org}")
+        stop.set()
+        await asyncio.wait_for(task, 30)  # 3 s, the hand-off, then the rest of 4 s
+
+        # Committed past all eleven: the hanging one went back to the end of the partition.
+        admin = AIOKafkaAdminClient(bootstrap_servers=sender_settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            got = await admin.list_consumer_group_offsets(prefix + "g")
+        finally:
+            await admin.close()
+        assert got[tp].offset == 11
+
+        # The next owner sends the hanging delivery again, and none of the fast ones.
+        _second, stop, task = start()
+        await until(2, f"/hang/{org}")
+        sent = receiver.requests(f"/hang/{org}")
+        assert len(sent) == 2
+        assert {h["X-Hookline-Delivery"] for h, _ in sent} == {hung.delivery_id}
+        await asyncio.sleep(1.0)
+        assert len(receiver.requests(f"/ok/handoff-{org}")) == 10
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await producer.stop()
