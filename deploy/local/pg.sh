@@ -66,6 +66,10 @@ shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
 wal_level = replica
+# The delivery log is write-heavy: checkpoints far apart (each one is followed by full-page
+# writes) and spread out, so that their writeback does not stall commits.
+max_wal_size = 4GB
+checkpoint_timeout = 15min
 log_min_messages = warning
 CONF
   fi

@@ -322,6 +322,10 @@ def finish(
     tool: str,
 ) -> int:
     rows = report.floors(b.results, sampler.peak_mb)
+    # Counted again at the very end: a redelivery can arrive after its phase was reported
+    # (a sender stopped later replays what it had not committed).
+    b.log.poll()
+    duplicates = {name: p.duplicates for name, p in sorted(b.log.phases.items()) if p.duplicates}
     data: dict[str, Any] = {
         "started_at": datetime.fromtimestamp(b.t0, UTC).isoformat(),
         "duration_s": round(time.time() - b.t0, 1),
@@ -339,6 +343,7 @@ def finish(
             label: sampler.cpu_share(start, end) for label, start, end in b.spans
         },
         "broken": b.broken,
+        "duplicates_by_phase": duplicates,
         "series": report.series(b.log, b.t0),
         "rss_series": sampler.rss,
         "cpu_series": sampler.cpu,
@@ -355,6 +360,10 @@ def finish(
     print()
     print(report.cpu_table(data["cpu_percent_by_phase"]))
     print()
+    say(
+        "deliveries received twice over the whole run (at-least-once): "
+        + (", ".join(f"{k} {v}" for k, v in duplicates.items()) if duplicates else "none")
+    )
     if args.profile:
         top = render_profile(profile_stem, tool)
         print(f"profile of one {args.profile} ({tool}), top functions by own time:")
