@@ -20,6 +20,16 @@ class PhaseLog:
     ids: set[str] = field(default_factory=set)
     duplicates: int = 0
     paths: Counter[str] = field(default_factory=Counter)
+    path_of: list[str] = field(default_factory=list)  # beside latencies_ms
+
+    def p50_by_path(self) -> dict[str, float]:
+        """Each webhook path's median latency in ms: how evenly the load was served."""
+        lat, paths = np.asarray(self.latencies_ms), np.asarray(self.path_of)
+        return {
+            path: round(float(np.percentile(lat[(paths == path) & (lat > 0)], 50)), 1)
+            for path in sorted(self.paths)
+            if np.any((paths == path) & (lat > 0))
+        }
 
     @property
     def unique(self) -> int:
@@ -114,6 +124,7 @@ class ReceiverLog:
         log.arrivals.append(arrival)
         log.latencies_ms.append((arrival - sent_at) * 1000.0 if sent_at > 0 else -1.0)
         log.paths[path] += 1
+        log.path_of.append(path)
         self.per_second[int(arrival)] += 1
 
     def rate(self, now: float, seconds: int = 3) -> float:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from shared.kafka import DELIVERIES, CachedPartitioner, topic_specs
 from tests.bench.cluster import Cluster
 from tests.bench.load import Api, Ingest, paced, saturate
 from tests.bench.observe import ReceiverLog
@@ -170,8 +171,31 @@ async def setup(b: Bench) -> None:
         b.broken.append("setup: no probe event reached all webhooks within 90 s")
     ready = time.time() - start
     b.mark("setup", start, time.time())
-    b.results["setup"] = {"webhooks": len(b.hooks), "probes": probe, "ready_s": round(ready, 2)}
-    say(f"setup: {len(b.hooks)} webhooks, full fan-out after {probe} probe(s), {ready:.1f}s")
+    partitions = hook_partitions([h["id"] for h in b.hooks])
+    # The consumer group's round-robin assignor deals sorted partitions out in turn.
+    per_sender = [
+        sum(1 for p in partitions if p % b.plan.senders == i) for i in range(b.plan.senders)
+    ]
+    b.results["setup"] = {
+        "webhooks": len(b.hooks),
+        "probes": probe,
+        "ready_s": round(ready, 2),
+        "deliveries_partition_of_hook": partitions,
+        "hooks_per_sender": per_sender,
+    }
+    say(
+        f"setup: {len(b.hooks)} webhooks, full fan-out after {probe} probe(s), {ready:.1f}s; "
+        f"keyed by webhook id they land on partitions {partitions}, "
+        f"{' / '.join(map(str, per_sender))} hooks per sender"
+    )
+
+
+def hook_partitions(webhook_ids: list[str]) -> list[int]:
+    """The `hookline.deliveries` partition of each webhook (the producers' partitioner)."""
+    count = next(t.partitions for t in topic_specs() if t.name == DELIVERIES)
+    every = list(range(count))
+    partitioner = CachedPartitioner()
+    return [partitioner(wid.encode(), every, every) for wid in webhook_ids]
 
 
 async def ceiling(b: Bench) -> None:
@@ -246,6 +270,8 @@ async def _saturated(b: Bench, phase: str, warmup: float, duration: float) -> di
         "backlog_at_end_events": round(backlog_end, 1),
         "drain_s": drained,
         "latency_under_saturation": log.latency(start + warmup, end),
+        # Uneven when the webhooks' partitions are unevenly spread over the senders.
+        "p50_ms_by_hook": log.p50_by_path(),
         "per_hook": dict(sorted(log.paths.items())),
         **b.accounting(phase),
     }
@@ -254,6 +280,12 @@ async def _saturated(b: Bench, phase: str, warmup: float, duration: float) -> di
         f"(delivered {fmt(result['delivered'])}/{fmt(result['expected'])}, "
         f"{result['duplicates']} duplicates, drained in {drained}s)"
     )
+    by_hook = result["p50_ms_by_hook"]
+    if by_hook:
+        say(
+            f"{phase}: p50 per webhook from {fmt(min(by_hook.values()))} to "
+            f"{fmt(max(by_hook.values()))} ms (the backlog waits where the busiest sender is)"
+        )
     return result
 
 

@@ -93,3 +93,25 @@ def test_profile_table_ranks_by_own_time(tmp_path: Path) -> None:
     assert lines[0].split()[:2] == ["own", "s"]
     assert len(lines) == 4 and "<genexpr>" in lines[1]  # the generator does the work
     assert all("-" not in line.split()[0] for line in lines[1:])
+
+
+def test_median_latency_per_webhook_path(tmp_path: Path) -> None:
+    path = tmp_path / "requests.log"
+    t = 1_700_000_000.0
+    lines = [f"{t + i:.6f} {t + i - 0.010:.6f} p /hook/0 a{i} e{i}\n" for i in range(5)]
+    lines += [f"{t + i:.6f} {t + i - 2.0:.6f} p /hook/1 b{i} e{i}\n" for i in range(5)]
+    write_log(path, lines)
+    log = ReceiverLog(path)
+    log.poll()
+    assert log.phase("p").p50_by_path() == {"/hook/0": 10.0, "/hook/1": 2000.0}
+
+
+def test_webhook_partitions_follow_the_producers_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from tests.bench.phases import hook_partitions
+
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(20)]
+    every = list(range(12))
+    expected = [DefaultPartitioner()(i.encode(), every, every) for i in ids]
+    assert hook_partitions(ids) == expected and len(set(expected)) > 1
