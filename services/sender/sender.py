@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from shared.webhooks import WebhookStore
 from .deliver import Attempt, Deliverer
 from .http import WebhookClient
 from .retry_tiers import REJECT_HEADER, RETRY_GROUP, RetryTiers, Topics
+from .slots import MAX_QUEUE_WAIT_S, Slots
 
 log = structlog.get_logger(component="sender")
 
@@ -49,15 +49,8 @@ COMMIT_INTERVAL_S = 0.2
 # On a rebalance or a stop, the deliveries of the partitions given up that are still
 # unfinished after this long are handed off (see Sender._hand_off).
 REVOKE_WAIT_S = 3.0
-# A webhook whose queue (behind its in-flight cap) would take longer than this to drain,
-# judged by how long its oldest request in flight has been waiting, gets further messages
-# parked in the shortest retry tier: one slow or dead endpoint then holds a few slots and
-# a short queue, never the buffer whose limit pauses whole partitions for everyone. A fast
-# webhook's burst (hundreds queued, milliseconds each) drains at once and is not parked.
-MAX_QUEUE_WAIT_S = 2.0
 MAX_PARK_S = 3600.0
 PARKED = "parked"  # DeliveryMessage.extra flag: deferred behind a slow webhook, not attempted
-MAX_QUEUED_PER_WEBHOOK = 5000
 # What is retried in place (with backoff, until stop): outages of the database or the
 # broker. Anything else a delivery raises is bad data or a bug and is dead-lettered.
 OUTAGES: tuple[type[BaseException], ...] = (
@@ -129,14 +122,9 @@ class Sender:
         self._client_id = client_id or instance_name("sender")
         self._drain_timeout = drain_timeout
         self._sem = asyncio.Semaphore(settings.sender_concurrency)
-        self._cap = settings.sender_inflight_per_webhook
+        self._slots: Slots[_Job] = Slots(settings.sender_inflight_per_webhook)
         self._max_pending = max(8 * settings.sender_concurrency, 2000)
         self._parts: dict[TopicPartition, _Partition] = {}
-        self._running: dict[str, int] = {}
-        self._started: dict[str, dict[int, float]] = {}  # webhook -> job id -> start time
-        self._parked: dict[str, int] = {}  # webhook -> its messages parked, not yet back
-        self._duration: dict[str, float] = {}  # webhook -> moving average of request time
-        self._queued: dict[str, deque[_Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
         self._paused = False
@@ -284,41 +272,21 @@ class Sender:
             return
         wid = msg.webhook_id
         if msg.extra.get(PARKED):  # back from being parked: no longer counted as such
-            left = self._parked.get(wid, 0) - 1
-            if left > 0:
-                self._parked[wid] = left
-            else:
-                self._parked.pop(wid, None)
+            self._slots.unpark(wid)
             msg = dataclasses.replace(
                 msg, extra={k: v for k, v in msg.extra.items() if k != PARKED}
             )
         job = _Job(tp, state, record.offset, msg)
         state.open[record.offset] = job
-        if self._running.get(wid, 0) < self._cap:
-            self._start(job)
+        if self._slots.free(wid):
+            self._slots.take(wid)
+            self._spawn(self._work(job))
             return
-        queue = self._queued.setdefault(wid, deque())
-        wait = self._expected_wait(wid, len(queue) + 1)
+        wait = self._slots.expected_wait(wid, self._slots.queued(wid) + 1)
         if wait > MAX_QUEUE_WAIT_S and (msg.due_at or 0) <= time.time():
             self._spawn(self._park(job, wait))
         else:
-            queue.append(job)
-
-    def _expected_wait(self, wid: str, queued: int) -> float:
-        """How long the `queued`-th message would wait behind this webhook's cap (and its
-        messages parked earlier), judged by the age of its oldest request in flight."""
-        if queued >= MAX_QUEUED_PER_WEBHOOK:
-            return float("inf")
-        started = self._started.get(wid)
-        if not started:
-            return 0.0
-        age = max(time.monotonic() - min(started.values()), self._duration.get(wid, 0.0))
-        return (queued + self._parked.get(wid, 0)) * age / self._cap
-
-    def _start(self, job: _Job) -> None:
-        wid = job.msg.webhook_id
-        self._running[wid] = self._running.get(wid, 0) + 1
-        self._spawn(self._work(job))
+            self._slots.enqueue(wid, job)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -336,33 +304,17 @@ class Sender:
 
     def _release(self, done: _Job) -> None:
         """A webhook's slot is free: start its next queued job still owned by us."""
-        wid = done.msg.webhook_id
-        started = self._started.get(wid)
-        if started is not None:
-            began = started.pop(id(done), None)
-            if began is not None:
-                # Remember how long this webhook takes, so that its backlog estimate does
-                # not drop to zero when a wave of its timed-out requests ends at once.
-                took = time.monotonic() - began
-                self._duration[wid] = 0.8 * self._duration.get(wid, took) + 0.2 * took
-            if not started:
-                del self._started[wid]
-        queue = self._queued.get(wid)
-        while queue:
-            job = queue.popleft()
-            if self._parts.get(job.tp) is job.state:
-                self._running[wid] -= 1
-                if not queue:
-                    del self._queued[wid]
-                self._start(job)
-                return
-            self._pending -= 1  # revoked meanwhile: dropped, the new owner redelivers it
-        self._queued.pop(wid, None)
-        left = self._running.get(wid, 1) - 1
-        if left > 0:
-            self._running[wid] = left
-        else:
-            self._running.pop(wid, None)
+        nxt = self._slots.release(
+            done.msg.webhook_id, id(done), usable=self._owned, dropped=self._dropped
+        )
+        if nxt is not None:
+            self._spawn(self._work(nxt))
+
+    def _owned(self, job: _Job) -> bool:
+        return self._parts.get(job.tp) is job.state
+
+    def _dropped(self, job: _Job) -> None:
+        self._pending -= 1  # revoked meanwhile: dropped, the new owner redelivers it
 
     async def _work(self, job: _Job) -> None:
         assert self._deliverer is not None
@@ -378,9 +330,7 @@ class Sender:
                         async with self._sem:
                             # Its age tells a slow endpoint from a busy sender: the time
                             # spent waiting for a global slot above does not count.
-                            self._started.setdefault(job.msg.webhook_id, {})[id(job)] = (
-                                time.monotonic()
-                            )
+                            self._slots.began(job.msg.webhook_id, id(job))
                             step = await deliverer.attempt(job.msg)
                         if step is None:  # not due: moved to a retry tier
                             ok = True
@@ -444,8 +394,7 @@ class Sender:
         drained: spread over time, a dead endpoint's overflow comes back about once each
         rather than cycling through the shortest tier every second."""
         assert self._deliverer is not None
-        wid = job.msg.webhook_id
-        self._parked[wid] = self._parked.get(wid, 0) + 1
+        self._slots.park(job.msg.webhook_id)
         wait = min(max(wait, RETRY_TIERS[0].delay_s), MAX_PARK_S)
         tier = tier_for(wait) or RETRY_TIERS[0]
         parked = dataclasses.replace(
@@ -575,17 +524,8 @@ class Sender:
             job.state.wm.complete(job.offset)
             handed += 1
         # Those still queued behind their webhook's cap will not be started here.
-        for wid, queue in list(self._queued.items()):
-            kept: deque[_Job] = deque()
-            for job in queue:
-                if job.offset in job.state.handed:
-                    self._finish(job.tp, job.state, job.offset, True)
-                else:
-                    kept.append(job)
-            if kept:
-                self._queued[wid] = kept
-            else:
-                del self._queued[wid]
+        for job in self._slots.remove(lambda j: j.offset in j.state.handed):
+            self._finish(job.tp, job.state, job.offset, True)
         log.info("unfinished deliveries handed off", handed=handed, of=len(jobs))
 
     def assign(self, assigned: set[TopicPartition]) -> None:

@@ -1,0 +1,128 @@
+"""Per-webhook in-flight caps (DESIGN.md section 8): at most `cap` requests of a webhook at
+once in a sender; the rest wait in the webhook's queue, and what would wait too long is
+parked by the caller instead.
+
+A webhook whose queue would take longer than MAX_QUEUE_WAIT_S to drain, judged by how long
+its oldest request in flight has been waiting, gets further messages parked in the
+shortest retry tier: one slow or dead endpoint then holds a few slots and a short queue,
+never the buffer whose limit pauses whole partitions for everyone. A fast webhook's burst
+(hundreds queued, milliseconds each) drains at once and is not parked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+MAX_QUEUE_WAIT_S = 2.0
+MAX_QUEUED_PER_WEBHOOK = 5000
+
+J = TypeVar("J")
+
+
+class Slots(Generic[J]):
+    """Counts each webhook's requests in flight, queues its jobs beyond the cap, and
+    estimates how long a queued job would wait."""
+
+    def __init__(self, cap: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cap = cap
+        self._clock = clock
+        self._running: dict[str, int] = {}
+        self._started: dict[str, dict[Hashable, float]] = {}  # webhook -> job -> began
+        self._duration: dict[str, float] = {}  # webhook -> moving average of request time
+        self._parked: dict[str, int] = {}  # webhook -> its messages parked, not yet back
+        self._queued: dict[str, deque[J]] = {}
+
+    def running(self, wid: str) -> int:
+        return self._running.get(wid, 0)
+
+    def queued(self, wid: str) -> int:
+        queue = self._queued.get(wid)
+        return len(queue) if queue else 0
+
+    def parked(self, wid: str) -> int:
+        return self._parked.get(wid, 0)
+
+    def free(self, wid: str) -> bool:
+        return self._running.get(wid, 0) < self.cap
+
+    def take(self, wid: str) -> None:
+        """A job of this webhook starts: one more slot in use."""
+        self._running[wid] = self._running.get(wid, 0) + 1
+
+    def enqueue(self, wid: str, job: J) -> None:
+        self._queued.setdefault(wid, deque()).append(job)
+
+    def park(self, wid: str) -> None:
+        self._parked[wid] = self._parked.get(wid, 0) + 1
+
+    def unpark(self, wid: str) -> None:
+        """A parked message came back."""
+        left = self._parked.get(wid, 0) - 1
+        if left > 0:
+            self._parked[wid] = left
+        else:
+            self._parked.pop(wid, None)
+
+    def began(self, wid: str, job: Hashable) -> None:
+        """The job's request is being sent now (time waiting for a global slot before this
+        does not count: it tells a slow endpoint from a busy sender)."""
+        self._started.setdefault(wid, {})[job] = self._clock()
+
+    def expected_wait(self, wid: str, queued: int) -> float:
+        """How long the `queued`-th message would wait behind this webhook's cap (and its
+        messages parked earlier), judged by the age of its oldest request in flight."""
+        if queued >= MAX_QUEUED_PER_WEBHOOK:
+            return float("inf")
+        started = self._started.get(wid)
+        if not started:
+            return 0.0
+        age = max(self._clock() - min(started.values()), self._duration.get(wid, 0.0))
+        return (queued + self._parked.get(wid, 0)) * age / self.cap
+
+    def release(
+        self, wid: str, job: Hashable, usable: Callable[[J], bool], dropped: Callable[[J], None]
+    ) -> J | None:
+        """The job's request ended: returns the webhook's next queued job that is still
+        `usable` (the slot passes to it; start it), else None (the slot is given back).
+        Queued jobs that are not usable any more are passed to `dropped`."""
+        started = self._started.get(wid)
+        if started is not None:
+            began = started.pop(job, None)
+            if began is not None:
+                # Remember how long this webhook takes, so that its backlog estimate does
+                # not drop to zero when a wave of its timed-out requests ends at once.
+                took = self._clock() - began
+                self._duration[wid] = 0.8 * self._duration.get(wid, took) + 0.2 * took
+            if not started:
+                del self._started[wid]
+        queue = self._queued.get(wid)
+        while queue:
+            nxt = queue.popleft()
+            if usable(nxt):
+                if not queue:
+                    del self._queued[wid]
+                return nxt
+            dropped(nxt)
+        self._queued.pop(wid, None)
+        left = self._running.get(wid, 1) - 1
+        if left > 0:
+            self._running[wid] = left
+        else:
+            self._running.pop(wid, None)
+        return None
+
+    def remove(self, which: Callable[[J], bool]) -> list[J]:
+        """Takes every queued job `which` selects out of the queues; returns them."""
+        taken: list[J] = []
+        for wid, queue in list(self._queued.items()):
+            kept: deque[J] = deque()
+            for job in queue:
+                (taken if which(job) else kept).append(job)
+            if kept:
+                self._queued[wid] = kept
+            else:
+                del self._queued[wid]
+        return taken

@@ -1,0 +1,67 @@
+"""Per-webhook caps: queueing beyond the cap, the backlog estimate, handing slots on."""
+
+from __future__ import annotations
+
+from services.sender.slots import MAX_QUEUED_PER_WEBHOOK, Slots
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_webhook_holds_at_most_cap_slots_and_its_queue_passes_them_on() -> None:
+    slots: Slots[str] = Slots(2, Clock())
+    for _ in range(2):
+        assert slots.free("w")
+        slots.take("w")
+    assert not slots.free("w") and slots.free("other")
+    slots.enqueue("w", "c")
+    slots.enqueue("w", "d")
+    dropped: list[str] = []
+    # "c" is no longer ours (its partition was revoked): dropped; the slot goes to "d".
+    nxt = slots.release("w", "a", usable=lambda j: j != "c", dropped=dropped.append)
+    assert nxt == "d" and dropped == ["c"] and slots.running("w") == 2
+    assert slots.release("w", "b", usable=lambda j: True, dropped=dropped.append) is None
+    assert slots.running("w") == 1 and slots.queued("w") == 0
+
+
+def test_expected_wait_grows_with_the_oldest_request_and_what_was_parked() -> None:
+    clock = Clock()
+    slots: Slots[str] = Slots(4, clock)
+    assert slots.expected_wait("w", 10) == 0.0  # nothing in flight: no evidence of slowness
+    slots.take("w")
+    slots.began("w", "a")
+    clock.now += 2.0  # its oldest request has waited 2 s
+    assert slots.expected_wait("w", 8) == 8 * 2.0 / 4
+    slots.park("w")
+    slots.park("w")
+    assert slots.expected_wait("w", 8) == 10 * 2.0 / 4
+    slots.unpark("w")
+    assert slots.parked("w") == 1
+    assert slots.expected_wait("w", MAX_QUEUED_PER_WEBHOOK) == float("inf")
+
+
+def test_a_wave_of_timeouts_ending_together_leaves_a_remembered_duration() -> None:
+    clock = Clock()
+    slots: Slots[str] = Slots(2, clock)
+    for job in ("a", "b"):
+        slots.take("w")
+        slots.began("w", job)
+    clock.now += 10.0  # both time out together
+    for job in ("a", "b"):
+        slots.release("w", job, usable=lambda j: True, dropped=lambda j: None)
+    slots.take("w")
+    slots.began("w", "c")  # a fresh request: its own age is ~0
+    assert slots.expected_wait("w", 2) == 2 * 10.0 / 2
+
+
+def test_remove_takes_selected_jobs_out_of_every_queue() -> None:
+    slots: Slots[str] = Slots(1, Clock())
+    for wid, job in (("w", "a1"), ("w", "b1"), ("v", "a2")):
+        slots.enqueue(wid, job)
+    assert sorted(slots.remove(lambda j: j.startswith("a"))) == ["a1", "a2"]
+    assert slots.queued("w") == 1 and slots.queued("v") == 0
