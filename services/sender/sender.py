@@ -10,7 +10,6 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -21,13 +20,12 @@ from aiokafka import (
     ConsumerRebalanceListener,
     TopicPartition,
 )
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from shared.config import ConfigError, Settings
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS, tier_for
-from shared.core.watermark import Watermark
 from shared.crypto import SecretBox
 from shared.db import create_pool
 from shared.deliverylog import DeliveryLog, LogClosed, RowRejected, Unhealthy
@@ -39,6 +37,7 @@ from shared.webhooks import WebhookStore
 
 from .deliver import Attempt, Deliverer
 from .http import WebhookClient
+from .offsets import Job, Offsets, Part
 from .retry_tiers import REJECT_HEADER, RETRY_GROUP, RetryTiers, Topics
 from .slots import MAX_QUEUE_WAIT_S, Slots
 
@@ -74,21 +73,6 @@ class _Backoff:
         self._next = min(self._next * 2, self._cap)
 
 
-@dataclass
-class _Partition:
-    wm: Watermark = field(default_factory=Watermark)
-    open: dict[int, _Job] = field(default_factory=dict)  # dispatched, not finished
-    handed: set[int] = field(default_factory=set)  # of those, completed by a hand-off
-
-
-@dataclass
-class _Job:
-    tp: TopicPartition
-    state: _Partition
-    offset: int
-    msg: DeliveryMessage
-
-
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, sender: Sender) -> None:
         self._sender = sender
@@ -122,13 +106,12 @@ class Sender:
         self._client_id = client_id or instance_name("sender")
         self._drain_timeout = drain_timeout
         self._sem = asyncio.Semaphore(settings.sender_concurrency)
-        self._slots: Slots[_Job] = Slots(settings.sender_inflight_per_webhook)
+        self._slots: Slots[Job] = Slots(settings.sender_inflight_per_webhook)
         self._max_pending = max(8 * settings.sender_concurrency, 2000)
-        self._parts: dict[TopicPartition, _Partition] = {}
+        self._offsets = Offsets()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
         self._paused = False
-        self._commit_lock = asyncio.Lock()
         self._progress = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -229,11 +212,11 @@ class Sender:
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=1000)
                 for tp, records in batch.items():
-                    state = self._parts.get(tp)
-                    if state is None:
+                    part = self._offsets.parts.get(tp)
+                    if part is None:
                         continue  # revoked while fetched: the new owner gets these
                     for record in records:
-                        self._dispatch(tp, state, record)
+                        self._dispatch(tp, part, record)
                 self._backpressure()
             log.info("sender draining", in_flight=self._pending)
             consumer.pause(*consumer.assignment())
@@ -241,7 +224,7 @@ class Sender:
             await self._wait_until(
                 lambda: self._pending == 0, min(REVOKE_WAIT_S, self._drain_timeout)
             )
-            await self._hand_off(list(self._parts.values()))
+            await self._hand_off(list(self._offsets.parts.values()))
             await self._commit()
             # Requests still in flight get the rest of the drain time to end and be logged.
             await self._wait_until(
@@ -262,13 +245,13 @@ class Sender:
             with contextlib.suppress(KafkaError):
                 await consumer.stop()
 
-    def _dispatch(self, tp: TopicPartition, state: _Partition, record: ConsumerRecord) -> None:
-        state.wm.dispatch(record.offset)
+    def _dispatch(self, tp: TopicPartition, part: Part, record: ConsumerRecord) -> None:
+        part.wm.dispatch(record.offset)
         self._pending += 1
         try:
             msg = DeliveryMessage.decode(record.value)
         except MessageError as exc:
-            self._spawn(self._reject(tp, state, record, exc.reason))
+            self._spawn(self._reject(tp, part, record, exc.reason))
             return
         wid = msg.webhook_id
         if msg.extra.get(PARKED):  # back from being parked: no longer counted as such
@@ -276,8 +259,8 @@ class Sender:
             msg = dataclasses.replace(
                 msg, extra={k: v for k, v in msg.extra.items() if k != PARKED}
             )
-        job = _Job(tp, state, record.offset, msg)
-        state.open[record.offset] = job
+        job = Job(tp, part, record.offset, msg)
+        part.open[record.offset] = job
         if self._slots.free(wid):
             self._slots.take(wid)
             self._spawn(self._work(job))
@@ -302,7 +285,7 @@ class Sender:
         if exc is not None:
             log.error("sender task failed", error=repr(exc), exc_info=exc)
 
-    def _release(self, done: _Job) -> None:
+    def _release(self, done: Job) -> None:
         """A webhook's slot is free: start its next queued job still owned by us."""
         nxt = self._slots.release(
             done.msg.webhook_id, id(done), usable=self._owned, dropped=self._dropped
@@ -310,13 +293,13 @@ class Sender:
         if nxt is not None:
             self._spawn(self._work(nxt))
 
-    def _owned(self, job: _Job) -> bool:
-        return self._parts.get(job.tp) is job.state
+    def _owned(self, job: Job) -> bool:
+        return self._offsets.owns(job)
 
-    def _dropped(self, job: _Job) -> None:
+    def _dropped(self, job: Job) -> None:
         self._pending -= 1  # revoked meanwhile: dropped, the new owner redelivers it
 
-    async def _work(self, job: _Job) -> None:
+    async def _work(self, job: Job) -> None:
         assert self._deliverer is not None
         deliverer = self._deliverer
         ok = False
@@ -364,9 +347,9 @@ class Sender:
         finally:
             if not released:
                 self._release(job)
-            self._finish(job.tp, job.state, job.offset, ok)
+            self._finish(job.tp, job.part, job.offset, ok)
 
-    async def _dead_letter(self, job: _Job, reason: str) -> bool:
+    async def _dead_letter(self, job: Job, reason: str) -> bool:
         """Moves a message no attempt can complete to the dead-letter topic; True once
         acknowledged, False if stopped first."""
         log.error("delivery to dead-letter", reason=reason, delivery_id=job.msg.delivery_id)
@@ -389,7 +372,7 @@ class Sender:
                 log.warning("dead-letter publish failed; retrying", error=repr(exc))
                 await delay.sleep()
 
-    async def _park(self, job: _Job, wait: float) -> None:
+    async def _park(self, job: Job, wait: float) -> None:
         """Defers a message (no attempt made) until its webhook's backlog should have
         drained: spread over time, a dead endpoint's overflow comes back about once each
         rather than cycling through the shortest tier every second."""
@@ -405,25 +388,21 @@ class Sender:
             await self._deliverer.send(self._topics.tier_topic(tier), parked)
             ok = True
         finally:
-            self._finish(job.tp, job.state, job.offset, ok)
+            self._finish(job.tp, job.part, job.offset, ok)
 
     async def _reject(
-        self, tp: TopicPartition, state: _Partition, record: ConsumerRecord, reason: str
+        self, tp: TopicPartition, part: Part, record: ConsumerRecord, reason: str
     ) -> None:
         log.warning("undecodable delivery to dead-letter", reason=reason, partition=tp.partition)
         ok = False
         try:
             ok = await self._to_dlq(record.value, record.key, reason)
         finally:
-            self._finish(tp, state, record.offset, ok)
+            self._finish(tp, part, record.offset, ok)
 
-    def _finish(self, tp: TopicPartition, state: _Partition, offset: int, ok: bool) -> None:
+    def _finish(self, tp: TopicPartition, part: Part, offset: int, ok: bool) -> None:
         self._pending -= 1
-        state.open.pop(offset, None)
-        if offset in state.handed:
-            state.handed.discard(offset)  # its offset was completed by the hand-off
-        elif ok and self._parts.get(tp) is state:
-            state.wm.complete(offset)
+        self._offsets.finish(tp, part, offset, ok)
         self._backpressure()
         self._progress.set()
 
@@ -460,77 +439,30 @@ class Sender:
             await self._commit()
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        async with self._commit_lock:
-            offsets: dict[TopicPartition, int] = {}
-            for tp, state in self._parts.items():
-                if only is not None and tp not in only:
-                    continue
-                position = state.wm.committable()
-                if position is not None:
-                    offsets[tp] = position
-            if not offsets:
-                return
-            try:
-                await consumer.commit(offsets)
-            except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-                log.warning("offset commit failed", error=str(exc))
-                return
-            for tp, position in offsets.items():
-                if tp in self._parts:
-                    self._parts[tp].wm.committed(position)
+        if self._consumer is not None:
+            await self._offsets.commit(self._consumer, only)
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
         """Waits briefly for the revoked partitions' in-flight work, commits what is
         complete, and forgets them (unfinished ones are redelivered to the new owner)."""
-        mine = {tp for tp in revoked if tp in self._parts}
-        await self._wait_until(lambda: all(self._parts[tp].wm.idle for tp in mine), REVOKE_WAIT_S)
-        await self._hand_off([self._parts[tp] for tp in mine])
+        parts = self._offsets.parts
+        mine = {tp for tp in revoked if tp in parts}
+        await self._wait_until(lambda: all(parts[tp].wm.idle for tp in mine), REVOKE_WAIT_S)
+        await self._hand_off([parts[tp] for tp in mine])
         await self._commit(mine)
-        for tp in mine:
-            del self._parts[tp]
+        self._offsets.forget(mine)
 
-    async def _hand_off(self, parts: list[_Partition]) -> None:
-        """Requeues the unfinished deliveries of partitions being given up at the end of
-        their own partition, and completes their offsets.
-
-        Without it the committed offset stays below the oldest of them, and the next owner
-        replays every delivery behind it: one request to an endpoint that never answers
-        would have every fast webhook sharing its partition sent its last `timeout_s`
-        seconds again. Now only the requeued ones can arrive twice (a request still in
-        flight may yet succeed): at-least-once, with the same delivery id. If the produce
-        fails, those stay unfinished and are replayed as before."""
-        jobs = [j for state in parts for off, j in state.open.items() if off not in state.handed]
-        if not jobs or self._producer is None:
+    async def _hand_off(self, parts: list[Part]) -> None:
+        """Requeues what is unfinished in partitions being given up (`Offsets.hand_off`);
+        those of them still queued behind their webhook's cap are not started here."""
+        if self._producer is None:
             return
-        futures = []
-        try:
-            for job in jobs:
-                futures.append(
-                    await self._producer.send(
-                        self._topics.deliveries, job.msg.encode(), key=job.msg.key
-                    )
-                )
-        except KafkaError as exc:
-            log.warning("hand-off not produced; left to be replayed", error=repr(exc))
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        handed = 0
-        for job, result in zip(jobs, results, strict=False):
-            if isinstance(result, BaseException):
-                continue
-            job.state.handed.add(job.offset)
-            job.state.wm.complete(job.offset)
-            handed += 1
-        # Those still queued behind their webhook's cap will not be started here.
-        for job in self._slots.remove(lambda j: j.offset in j.state.handed):
-            self._finish(job.tp, job.state, job.offset, True)
-        log.info("unfinished deliveries handed off", handed=handed, of=len(jobs))
+        await self._offsets.hand_off(self._producer, self._topics.deliveries, parts)
+        for job in self._slots.remove(lambda j: j.offset in j.part.handed):
+            self._finish(job.tp, job.part, job.offset, True)
 
     def assign(self, assigned: set[TopicPartition]) -> None:
-        for tp in assigned:
-            self._parts[tp] = _Partition()
+        self._offsets.assign(assigned)
         if self._paused and self._consumer is not None:
             self._consumer.pause(*assigned)
         log.info("sender partitions assigned", partitions=len(assigned))

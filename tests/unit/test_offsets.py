@@ -1,0 +1,77 @@
+"""Owned partitions: completion up to the watermark, hand-off, forgetting on revoke."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError
+
+from services.sender.offsets import Job, Offsets
+from shared.core.messages import DeliveryMessage
+
+TP = TopicPartition("hookline.deliveries", 0)
+
+
+def job(offsets: Offsets, offset: int) -> Job:
+    part = offsets.parts[TP]
+    part.wm.dispatch(offset)
+    msg = DeliveryMessage(
+        delivery_id="00000000-0000-5000-8000-000000000001",
+        webhook_id="00000000-0000-4000-8000-000000000002",
+        org="o",
+        event_id=f"e{offset}",
+        event_type="push",
+        body={"n": offset},
+    )
+    j = Job(TP, part, offset, msg)
+    part.open[offset] = j
+    return j
+
+
+class Producer:
+    """Acknowledges every send except those whose event id is in `refuse`."""
+
+    def __init__(self, refuse: set[str]) -> None:
+        self.sent: list[bytes] = []
+        self.refuse = refuse
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if any(e.encode() in value for e in self.refuse):
+            fut.set_exception(KafkaTimeoutError())
+        else:
+            self.sent.append(value)
+            fut.set_result(None)
+        return fut
+
+
+def test_the_watermark_moves_only_over_contiguous_successes_of_owned_partitions() -> None:
+    offsets = Offsets()
+    offsets.assign({TP})
+    a, b, c = (job(offsets, n) for n in (0, 1, 2))
+    offsets.finish(TP, b.part, 1, ok=True)
+    assert offsets.parts[TP].wm.committable() is None  # 0 is still running
+    offsets.finish(TP, a.part, 0, ok=True)
+    assert offsets.parts[TP].wm.committable() == 2
+    offsets.forget({TP})
+    offsets.finish(TP, c.part, 2, ok=True)  # revoked meanwhile: completes nothing
+    assert c.part.wm.committable() == 2 and not c.part.open
+
+
+async def test_a_hand_off_completes_what_was_requeued_and_nothing_twice() -> None:
+    offsets = Offsets()
+    offsets.assign({TP})
+    hung, _refused, done = (job(offsets, n) for n in (0, 1, 2))
+    offsets.finish(TP, done.part, 2, ok=True)
+    producer = Producer(refuse={"e1"})
+    await offsets.hand_off(producer, "hookline.deliveries", [hung.part])  # type: ignore[arg-type]
+    assert len(producer.sent) == 1 and b'"e0"' in producer.sent[0]
+    part = offsets.parts[TP]
+    assert part.wm.committable() == 1  # 1 was not acknowledged: it stays unfinished
+    # The hung request ends later: its offset was completed already, not again.
+    offsets.finish(TP, part, 0, ok=True)
+    assert 0 not in part.handed and part.wm.committable() == 1
+    offsets.finish(TP, part, 1, ok=True)
+    assert part.wm.committable() == 3
