@@ -284,7 +284,8 @@ async def _saturated(b: Bench, phase: str, warmup: float, duration: float) -> di
     if by_hook:
         say(
             f"{phase}: p50 per webhook from {fmt(min(by_hook.values()))} to "
-            f"{fmt(max(by_hook.values()))} ms (the backlog waits where the busiest sender is)"
+            f"{fmt(max(by_hook.values()))} ms (the backlog waits in the partitions holding "
+            "more webhooks, on the busier sender)"
         )
     return result
 
