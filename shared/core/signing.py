@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 from collections.abc import Sequence
 
@@ -43,6 +44,7 @@ def github_signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.digest(secret.encode("utf-8"), body, "sha256").hex()
 
 
+@functools.lru_cache(maxsize=4096)
 def signing_key(secret: str) -> bytes:
     """The Standard Webhooks HMAC key: base64-decoded after ``whsec_``, else the UTF-8 bytes.
 
