@@ -172,11 +172,22 @@ class _Conn(BaseProtocol):
 class WebhookClient:
     """POSTs deliveries; one instance (one connection pool) per sender process."""
 
-    def __init__(self, allow: Allowlist, *, concurrency: int, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        allow: Allowlist,
+        *,
+        concurrency: int,
+        max_request_bytes: int,
+        bounded: bool = True,
+    ) -> None:
+        """`concurrency` bounds the requests in flight (and the idle connections kept per
+        host); `bounded=False` leaves the bound to a caller that already enforces it."""
         self._guard = _Guard(allow)
         self._max_request_bytes = max_request_bytes
         self._concurrency = concurrency
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Semaphore(concurrency) if bounded else contextlib.nullcontext()
+        )
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._busy: set[_Conn] = set()
         self._targets: dict[str, _Target] = {}

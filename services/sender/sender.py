@@ -134,6 +134,7 @@ class Sender:
             s.allowed_targets,
             concurrency=s.sender_concurrency,
             max_request_bytes=s.max_payload_bytes + 64 * 1024,
+            bounded=False,  # every call already holds one of the sender's global slots
         )
         delivery_log = DeliveryLog(
             pool,

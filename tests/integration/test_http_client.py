@@ -408,3 +408,19 @@ async def test_idle_connections_are_closed_after_the_keepalive_time(
         assert srv.connections == 2
     finally:
         await client.close()
+
+
+async def test_an_unbounded_client_leaves_the_bound_to_its_caller(serve: Serve) -> None:
+    # The sender holds a global slot around every call, so its client takes no second one.
+    client = WebhookClient(ALLOW, concurrency=2, max_request_bytes=1 << 20, bounded=False)
+    await client.start()
+    try:
+        srv = await serve(lambda c, n: OK)
+        url = f"http://127.0.0.1:{srv.port}/"
+        results = await asyncio.gather(
+            *(client.post(url, b"{}", {}, timeout_s=5) for _ in range(6))
+        )
+        assert all(r.ok for r in results)
+        assert srv.connections > 2  # six at once: more than `concurrency` were in flight
+    finally:
+        await client.close()
