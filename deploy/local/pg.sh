@@ -75,9 +75,20 @@ CONF
   fi
   # A commit is durable when it returns: the relay, the senders' offset commits and the API's
   # 202 rely on it (clusters made before this line had synchronous_commit off).
-  if grep -q '^synchronous_commit = off$' "$PGDATA/postgresql.conf"; then
-    "${RUN_AS[@]}" sed -i 's/^synchronous_commit = off$/synchronous_commit = on/' "$PGDATA/postgresql.conf"
-    if pg_ready; then "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" reload >/dev/null; fi
+  local conf="$PGDATA/postgresql.conf" changed=0
+  if grep -q '^synchronous_commit = off$' "$conf"; then
+    "${RUN_AS[@]}" sed -i 's/^synchronous_commit = off$/synchronous_commit = on/' "$conf"
+    changed=1
+  fi
+  for setting in "max_wal_size = 4GB" "checkpoint_timeout = 15min"; do
+    if ! grep -qxF "$setting" "$conf"; then  # appended: the last occurrence wins
+      echo "$setting" | "${RUN_AS[@]}" tee -a "$conf" >/dev/null
+      changed=1
+    fi
+  done
+  if [[ $changed == 1 ]] && pg_ready; then
+    "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" reload >/dev/null \
+      || log "could not reload the server on port $PG_PORT; the new settings apply at its next start"
   fi
   if pg_ready; then log "PostgreSQL already running on 127.0.0.1:$PG_PORT"; else
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"

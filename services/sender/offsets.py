@@ -16,8 +16,12 @@ from shared.core.watermark import Watermark
 
 log = structlog.get_logger(component="sender")
 
+# The longest a hand-off waits for its copies to be acknowledged; those acknowledged later
+# leave their offsets unfinished (replayed: at-least-once).
+HANDOFF_TIMEOUT_S = 10.0
 
-@dataclass
+
+@dataclass(eq=False)  # compared by identity: a reassigned partition is a new Part
 class Part:
     """One owned partition."""
 
@@ -43,6 +47,7 @@ class Offsets:
     def __init__(self) -> None:
         self.parts: dict[TopicPartition, Part] = {}
         self._lock = asyncio.Lock()
+        self._handing = asyncio.Lock()  # a stop's hand-off and a revoke's never overlap
 
     def assign(self, tps: set[TopicPartition]) -> None:
         for tp in tps:
@@ -98,21 +103,31 @@ class Offsets:
         seconds again. Now only the requeued ones can arrive twice (a request still in
         flight may yet succeed): at-least-once, with the same delivery id. If the produce
         fails, those stay unfinished and are replayed as before."""
-        jobs = [j for part in parts for off, j in part.open.items() if off not in part.handed]
-        if not jobs:
-            return
-        futures = []
-        try:
-            for job in jobs:
-                futures.append(await producer.send(topic, job.msg.encode(), key=job.msg.key))
-        except KafkaError as exc:
-            log.warning("hand-off not produced; left to be replayed", error=repr(exc))
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        handed = 0
-        for job, result in zip(jobs, results, strict=False):
-            if isinstance(result, BaseException):
-                continue
-            job.part.handed.add(job.offset)
-            job.part.wm.complete(job.offset)
-            handed += 1
-        log.info("unfinished deliveries handed off", handed=handed, of=len(jobs))
+        async with self._handing:
+            jobs = [j for p in parts for off, j in p.open.items() if off not in p.handed]
+            if not jobs:
+                return
+            futures: list[asyncio.Future[object]] = []
+            try:
+                async with asyncio.timeout(HANDOFF_TIMEOUT_S):
+                    for job in jobs:
+                        futures.append(
+                            await producer.send(
+                                topic,
+                                job.msg.encode(),
+                                key=job.msg.key,
+                                partition=job.tp.partition,
+                            )
+                        )
+                    await asyncio.wait(futures)
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("hand-off not acknowledged; left to be replayed", error=repr(exc))
+            handed = 0
+            for job, fut in zip(jobs, futures, strict=False):
+                if not fut.done() or fut.cancelled() or fut.exception() is not None:
+                    continue
+                if job.offset in job.part.open:
+                    job.part.handed.add(job.offset)
+                job.part.wm.complete(job.offset)  # a no-op if it completed meanwhile
+                handed += 1
+            log.info("unfinished deliveries handed off", handed=handed, of=len(jobs))

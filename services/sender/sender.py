@@ -312,6 +312,8 @@ class Sender:
                 try:
                     if step is None:
                         async with self._sem:
+                            if job.offset in job.part.handed or not self._offsets.owns(job):
+                                return  # given up while waiting: its copy or new owner sends
                             # Its age tells a slow endpoint from a busy sender: the time
                             # spent waiting for a global slot above does not count.
                             self._slots.began(job.msg.webhook_id, id(job))
@@ -321,6 +323,10 @@ class Sender:
                             return
                         released = True
                         self._release(job)
+                    if job.offset in job.part.handed:
+                        # Handed off while its request ran: the copy carries the delivery
+                        # on, so this attempt is logged but schedules no retry of its own.
+                        step.retry = step.dead = None
                     # Only what follows the POST is retried from here on: never the POST.
                     await (await deliverer.follow_up(step))
                     ok = True
@@ -444,23 +450,36 @@ class Sender:
             await self._offsets.commit(self._consumer, only)
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
-        """Waits briefly for the revoked partitions' in-flight work, commits what is
-        complete, and forgets them (unfinished ones are redelivered to the new owner)."""
+        """Waits briefly for the revoked partitions' in-flight work, hands off what is
+        still unfinished, commits, and forgets them."""
         parts = self._offsets.parts
         mine = {tp for tp in revoked if tp in parts}
-        await self._wait_until(lambda: all(parts[tp].wm.idle for tp in mine), REVOKE_WAIT_S)
-        await self._hand_off([parts[tp] for tp in mine])
-        await self._commit(mine)
-        self._offsets.forget(mine)
+        try:
+            await self._wait_until(lambda: all(not parts[tp].open for tp in mine), REVOKE_WAIT_S)
+            await self._hand_off([parts[tp] for tp in mine])
+            await self._commit(mine)
+        finally:
+            # Always: a stale partition in the commit would make every commit fail.
+            self._offsets.forget(mine)
 
     async def _hand_off(self, parts: list[Part]) -> None:
-        """Requeues what is unfinished in partitions being given up (`Offsets.hand_off`);
-        those of them still queued behind their webhook's cap are not started here."""
-        if self._producer is None:
+        """Requeues what is unfinished in partitions being given up (`Offsets.hand_off`).
+        Their jobs queued behind a webhook's cap leave the queues first, so that none is
+        started meanwhile; those not handed off go back (or are dropped if revoked)."""
+        if self._producer is None or not parts:
             return
+        given_up = {id(part) for part in parts}
+        queued = self._slots.remove(lambda j: id(j.part) in given_up)
         await self._offsets.hand_off(self._producer, self._topics.deliveries, parts)
-        for job in self._slots.remove(lambda j: j.offset in j.part.handed):
-            self._finish(job.tp, job.part, job.offset, True)
+        for job in queued:
+            wid = job.msg.webhook_id
+            if job.offset in job.part.handed or not self._offsets.owns(job):
+                self._finish(job.tp, job.part, job.offset, False)
+            elif self._slots.free(wid):  # its webhook's requests ended meanwhile
+                self._slots.take(wid)
+                self._spawn(self._work(job))
+            else:
+                self._slots.enqueue(wid, job)
 
     def assign(self, assigned: set[TopicPartition]) -> None:
         self._offsets.assign(assigned)

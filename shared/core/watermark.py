@@ -43,7 +43,10 @@ class Watermark:
         self._dispatched.append(offset)
 
     def complete(self, offset: int) -> None:
-        """Marks a dispatched offset complete and advances the watermark if it can."""
+        """Marks a dispatched offset complete and advances the watermark if it can (an
+        offset already below the watermark is ignored: completing twice is harmless)."""
+        if self._position is not None and offset < self._position:
+            return
         self._done.add(offset)
         while self._dispatched and self._dispatched[0] in self._done:
             head = self._dispatched.popleft()

@@ -31,17 +31,23 @@ def job(offsets: Offsets, offset: int) -> Job:
 
 
 class Producer:
-    """Acknowledges every send except those whose event id is in `refuse`."""
+    """Acknowledges every send except those whose event id is in `refuse` (failed) or
+    `hold` (never answered)."""
 
-    def __init__(self, refuse: set[str]) -> None:
+    def __init__(self, refuse: set[str] = frozenset(), hold: set[str] = frozenset()) -> None:
         self.sent: list[bytes] = []
-        self.refuse = refuse
+        self.partitions: list[int] = []
+        self.refuse, self.hold = refuse, hold
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes, partition: int
+    ) -> asyncio.Future[Any]:
+        await asyncio.sleep(0)  # a real send yields: other tasks run meanwhile
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.partitions.append(partition)
         if any(e.encode() in value for e in self.refuse):
             fut.set_exception(KafkaTimeoutError())
-        else:
+        elif not any(e.encode() in value for e in self.hold):
             self.sent.append(value)
             fut.set_result(None)
         return fut
@@ -75,3 +81,42 @@ async def test_a_hand_off_completes_what_was_requeued_and_nothing_twice() -> Non
     assert 0 not in part.handed and part.wm.committable() == 1
     offsets.finish(TP, part, 1, ok=True)
     assert part.wm.committable() == 3
+
+
+async def test_overlapping_hand_offs_send_each_job_once() -> None:
+    offsets = Offsets()
+    offsets.assign({TP})
+    hung = job(offsets, 0)
+    producer = Producer()
+    # A stop's hand-off and a revoke's at the same moment.
+    await asyncio.gather(
+        offsets.hand_off(producer, "t", [hung.part]),  # type: ignore[arg-type]
+        offsets.hand_off(producer, "t", [hung.part]),  # type: ignore[arg-type]
+    )
+    assert len(producer.sent) == 1 and producer.partitions == [TP.partition]
+    assert hung.part.wm.committable() == 1
+
+
+async def test_a_job_that_ends_during_the_hand_off_is_not_marked_handed() -> None:
+    offsets = Offsets()
+    offsets.assign({TP})
+    a = job(offsets, 0)
+
+    async def ends() -> None:
+        await asyncio.sleep(0)
+        offsets.finish(TP, a.part, 0, ok=True)
+
+    await asyncio.gather(offsets.hand_off(Producer(), "t", [a.part]), ends())  # type: ignore[arg-type]
+    assert not a.part.handed and a.part.wm.committable() == 1
+
+
+async def test_copies_not_acknowledged_in_time_stay_unfinished(monkeypatch: Any) -> None:
+    import services.sender.offsets as offsets_module
+
+    monkeypatch.setattr(offsets_module, "HANDOFF_TIMEOUT_S", 0.05)
+    offsets = Offsets()
+    offsets.assign({TP})
+    a, b = job(offsets, 0), job(offsets, 1)
+    await offsets.hand_off(Producer(hold={"e1"}), "t", [a.part])  # type: ignore[arg-type]
+    assert a.part.handed == {0} and a.part.wm.committable() == 1  # 1 is replayed
+    assert 1 in b.part.open

@@ -71,3 +71,16 @@ def test_watermark_is_the_first_unfinished_offset(gaps: list[int], rnd: object) 
                 assert position == max(o for o in offsets if o < unfinished[0]) + 1
             else:
                 assert position == offsets[-1] + 1
+
+
+def test_completing_an_offset_twice_changes_nothing() -> None:
+    wm = Watermark()
+    for offset in (3, 4, 5):
+        wm.dispatch(offset)
+    wm.complete(3)
+    wm.complete(3)  # a hand-off and the job's own end can both report it
+    assert wm.position == 4
+    wm.complete(5)
+    wm.complete(4)
+    wm.complete(4)
+    assert wm.position == 6 and wm.idle and not wm._done
