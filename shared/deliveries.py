@@ -21,7 +21,7 @@ import orjson
 from shared.core.errors import Conflict, NotFound, ValidationError
 from shared.core.events import format_timestamp
 from shared.core.matching import expand_filter, validate_filters
-from shared.core.messages import DeliveryMessage
+from shared.core.messages import NUMBERED, DeliveryMessage
 from shared.kafka import DELIVERIES
 from shared.outbox import enqueue_many
 
@@ -321,25 +321,14 @@ class DeliveryQueries:
     async def _resend(
         self, conn: asyncpg.Connection, rows: list[list[asyncpg.Record]], trigger: str
     ) -> list[DeliveryMessage]:
-        """Writes one single-shot message per delivery (attempts as logged, oldest first)
-        and marks each summary row pending, in the caller's transaction."""
+        """Writes one single-shot message per delivery (attempts as logged, oldest first),
+        marks each summary row pending and reserves each message's attempt number there,
+        in the caller's transaction: two redeliveries of one delivery, or one racing its
+        automatic retry, never share a number (the row lock orders them)."""
         now = time.time()
-        messages, summaries = [], []
+        summaries = []
         for attempts in rows:
             first, last = attempts[0], attempts[-1]
-            msg = DeliveryMessage(
-                delivery_id=str(last["delivery_id"]),
-                webhook_id=str(last["webhook_id"]),
-                org=last["org"],
-                event_id=last["event_id"],
-                event_type=last["event_type"],
-                body=payload_of(attempts),
-                attempt=max(a["attempt"] for a in attempts) + 1,
-                trigger=trigger,
-                enqueued_at=now,
-                single=True,
-            )
-            messages.append(msg)
             summaries.append(
                 (
                     last["delivery_id"],
@@ -347,7 +336,7 @@ class DeliveryQueries:
                     last["org"],
                     last["event_id"],
                     last["event_type"],
-                    len(attempts),
+                    max(a["attempt"] for a in attempts),
                     first["started_at"],
                     last["started_at"],
                 )
@@ -359,6 +348,32 @@ class DeliveryQueries:
             " ON CONFLICT (id) DO UPDATE SET status = 'pending', next_attempt_at = now()",
             summaries,
         )
+        reserved = await conn.fetch(
+            "UPDATE deliveries d SET attempts = GREATEST(d.attempts, v.logged) + 1"
+            " FROM unnest($1::uuid[], $2::int[]) AS v(id, logged)"
+            " WHERE d.id = v.id RETURNING d.id, d.attempts",
+            [s[0] for s in summaries],
+            [s[5] for s in summaries],
+        )
+        number = {r["id"]: r["attempts"] for r in reserved}
+        messages = []
+        for attempts in rows:
+            last = attempts[-1]
+            messages.append(
+                DeliveryMessage(
+                    delivery_id=str(last["delivery_id"]),
+                    webhook_id=str(last["webhook_id"]),
+                    org=last["org"],
+                    event_id=last["event_id"],
+                    event_type=last["event_type"],
+                    body=payload_of(attempts),
+                    attempt=number[last["delivery_id"]],
+                    trigger=trigger,
+                    enqueued_at=now,
+                    single=True,
+                    extra={NUMBERED: True},
+                )
+            )
         await enqueue_many(conn, [(DELIVERIES, m.key, m.encode()) for m in messages])
         return messages
 

@@ -68,6 +68,12 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE EXCLUDED.last_at >= deliveries.last_at
 """
 
+# The number of a repeat attempt: one more than any given out or logged (the summary's
+# `attempts` is the highest of them), at least what the message asked for.
+_NUMBER_ATTEMPT = (
+    "UPDATE deliveries SET attempts = GREATEST(attempts + 1, $2) WHERE id = $1 RETURNING attempts"
+)
+
 _HEALTH_RESET = """
 INSERT INTO webhook_health (webhook_id, consecutive_failures, first_failure_at, updated_at)
 SELECT w, n, f, now() FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS v(w, n, f)
@@ -159,6 +165,13 @@ class DeliveryLog:
         if len(self._buffer) == 1 or len(self._buffer) >= self._batch_size:
             self._wake.set()
         return fut
+
+    async def number_attempt(self, delivery_id: str, at_least: int) -> int:
+        """The number for a repeat attempt of a delivery (see `_NUMBER_ATTEMPT`); two
+        attempts of one delivery never get the same. `at_least` when the delivery has no
+        summary row yet."""
+        number = await self._pool.fetchval(_NUMBER_ATTEMPT, uuid.UUID(delivery_id), at_least)
+        return at_least if number is None else int(number)
 
     async def flush(self) -> None:
         """Returns once every row appended so far is written."""

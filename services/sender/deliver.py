@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 from shared.config import Settings
 from shared.core.attempts import AttemptResult, AttemptRow, build_request, clean_text, decide
 from shared.core.errors import ValidationError
-from shared.core.messages import DeliveryMessage, WebhookRecord
+from shared.core.messages import NUMBERED, DeliveryMessage, WebhookRecord
 from shared.core.retry import RetryPolicy, RetryTier, tier_for
 from shared.crypto import SecretBox
 from shared.deliverylog import DeliveryLog, Unhealthy
@@ -142,6 +142,14 @@ class Deliverer:
         if msg.due_at is not None and msg.due_at > now_s:
             await self.send(self._topics.tier_topic(_tier(msg.due_at - now_s)), msg)
             return None
+        chain = msg.attempt  # the retry policy counts this chain's attempts
+        if chain > 1 and not msg.extra.get(NUMBERED):
+            # A repeat attempt (retry, redeliver, recover) takes the next number free in
+            # the log, so that a redelivery racing an automatic retry, or two redeliveries,
+            # never show the receiver and the log the same attempt number twice.
+            number = await self._log.number_attempt(msg.delivery_id, chain)
+            if number != chain:
+                msg = dataclasses.replace(msg, attempt=number)
         structlog.contextvars.bind_contextvars(
             delivery_id=msg.delivery_id, webhook_id=msg.webhook_id, attempt=msg.attempt
         )
@@ -178,7 +186,7 @@ class Deliverer:
             policy = RetryPolicy()
         decision = decide(
             result,
-            attempt=msg.attempt,
+            attempt=chain,
             single=msg.single,
             policy=policy,
             rand=random.random(),
@@ -203,7 +211,12 @@ class Deliverer:
         )
         if decision.next_delay_s is not None:
             out.retry = dataclasses.replace(
-                msg, attempt=msg.attempt + 1, trigger="retry", due_at=due, last_error=decision.error
+                msg,
+                attempt=chain + 1,
+                trigger="retry",
+                due_at=due,
+                last_error=decision.error,
+                extra={k: v for k, v in msg.extra.items() if k != NUMBERED},
             )
             out.retry_topic = self._topics.tier_topic(_tier(decision.next_delay_s))
         if decision.to_dlq:

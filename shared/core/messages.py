@@ -277,6 +277,11 @@ class WebhookRecord:
             raise MessageError(f"bad webhook record: {exc}") from None
 
 
+# DeliveryMessage.extra flag: `attempt` was reserved in the delivery log when the message
+# was written (redeliver, recover), so the sender does not number it again.
+NUMBERED = "numbered"
+
+
 @dataclass(frozen=True)
 class DeliveryMessage:
     """`hookline.deliveries`, the retry tiers and `hookline.dlq`, key webhook id.

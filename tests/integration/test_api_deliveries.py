@@ -4,6 +4,7 @@ Log rows are inserted directly, as the sender's log writer would."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -254,6 +255,27 @@ async def test_redeliver_after_the_webhook_was_deleted_is_409(
     did = await log_delivery(pool, wh, status="failed", at=T0)
     assert (await api.delete(f"/api/v1/webhooks/{wh['id']}", headers=h)).status == 204
     await error_of(await api.post(f"/api/v1/deliveries/{did}/redeliver", headers=h), 409)
+
+
+async def test_concurrent_redeliveries_never_share_an_attempt_number(
+    api: TestClient,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    h = await org_token(api, settings, org)
+    wh = await make_webhook(api, h, org)
+    did = await log_delivery(pool, wh, status="dead", at=T0, outcomes=("failed", "dead"))
+    path = f"/api/v1/deliveries/{did}/redeliver"
+    answers = await asyncio.gather(*(api.post(path, headers=h) for _ in range(4)))
+    assert [a.status for a in answers] == [202] * 4
+    numbers = sorted([(await a.json())["attempt"] for a in answers])
+    assert numbers == [3, 4, 5, 6]
+    msgs = [DeliveryMessage.decode(r) for r in await _delivery_messages(pool, wh["id"])]
+    assert sorted(m.attempt for m in msgs) == numbers
+    assert all(m.extra.get("numbered") for m in msgs)  # the sender keeps these numbers
+    summary = await pool.fetchval("SELECT attempts FROM deliveries WHERE id = $1", uuid.UUID(did))
+    assert summary == 6
 
 
 async def test_recover_redelivers_failed_and_dead_since(

@@ -623,6 +623,49 @@ async def test_an_undecodable_message_reaches_the_dlq_despite_a_failed_publish(
     # Its offset completes too: test_offsets_are_committed_... (next) checks the ends.
 
 
+async def test_a_repeat_attempt_takes_the_next_number_free_in_the_log(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    sender_settings: Settings,
+    topics: Topics,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    path = f"/ok/numbers-{org}"
+    wid, _ = await _hook(store, org, receiver.base + path)
+    first = await produce(wid, org)
+    await _attempts(pool, first.delivery_id, 1)
+    # A redelivery from the API reserved attempts 2 and 3 meanwhile (not yet sent).
+    await pool.execute(
+        "UPDATE deliveries SET attempts = 3 WHERE id = $1", uuid.UUID(first.delivery_id)
+    )
+    producer = make_producer(sender_settings.kafka_bootstrap, client_id="test-numbers")
+    await producer.start()
+    try:
+        retry = dataclasses.replace(first, attempt=2, trigger="retry")
+        await producer.send_and_wait(topics.deliveries, retry.encode(), key=retry.key)
+        rows = await _attempts(pool, first.delivery_id, 2)
+        # The automatic retry asked for 2 and got 4; a message numbered by the API keeps
+        # its number.
+        manual = dataclasses.replace(
+            first, attempt=3, trigger="manual", single=True, extra={"numbered": True}
+        )
+        await producer.send_and_wait(topics.deliveries, manual.encode(), key=manual.key)
+        rows = await _attempts(pool, first.delivery_id, 3)
+    finally:
+        await producer.stop()
+    assert [(r["attempt"], r["trigger"]) for r in rows] == [
+        (1, "auto"),
+        (3, "manual"),
+        (4, "retry"),
+    ]
+    sent = sorted(h["X-Hookline-Attempt"] for h, _ in receiver.requests(path))
+    assert sent == ["1", "3", "4"]
+    assert (await _summary(pool, first.delivery_id))["attempts"] == 4
+
+
 async def test_offsets_are_committed_up_to_the_end_once_all_is_done(
     sender: Sender, topics: Topics, sender_settings: Settings
 ) -> None:
