@@ -221,6 +221,16 @@ async def _summary(pool: asyncpg.Pool, delivery_id: str) -> asyncpg.Record:
     return await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", uuid.UUID(delivery_id))
 
 
+async def _one_partition_topics(settings: Settings, name: str) -> tuple[str, Topics]:
+    """A private set of one-partition topics (every message of the test in one order)."""
+    prefix = f"test-{name}-{uuid.uuid4().hex[:8]}."
+    topics = Topics(
+        deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix + "r."
+    )
+    await ensure_topics(settings.kafka_bootstrap, [TopicSpec(n, 1, {}) for n in topics.all()])
+    return prefix, topics
+
+
 async def _hook(store: WebhookStore, org: str, url: str, **fields: Any) -> tuple[str, str]:
     webhook, secret = await store.create(org, "r", {"url": url, "events": ["*"], **fields})
     return webhook.id, secret
@@ -702,13 +712,7 @@ async def test_a_slow_webhook_is_parked_and_never_holds_up_a_fast_one(
     sender_settings: Settings, receiver: Receiver, store: WebhookStore, org: str
 ) -> None:
     # One partition: the slow webhook's messages sit in front of the fast one's.
-    prefix = f"test-park-{uuid.uuid4().hex[:8]}."
-    topics = Topics(
-        deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix + "r."
-    )
-    await ensure_topics(
-        sender_settings.kafka_bootstrap, [TopicSpec(n, 1, {}) for n in topics.all()]
-    )
+    prefix, topics = await _one_partition_topics(sender_settings, "park")
     settings = dataclasses.replace(sender_settings, sender_inflight_per_webhook=2)
     stop = asyncio.Event()
     s = Sender(
@@ -781,13 +785,7 @@ async def test_a_stop_hands_off_unfinished_work_instead_of_replaying_what_follow
     sender_settings: Settings, receiver: Receiver, store: WebhookStore, org: str
 ) -> None:
     # One partition: a request that hangs sits below every fast delivery after it.
-    prefix = f"test-handoff-{uuid.uuid4().hex[:8]}."
-    topics = Topics(
-        deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix + "r."
-    )
-    await ensure_topics(
-        sender_settings.kafka_bootstrap, [TopicSpec(n, 1, {}) for n in topics.all()]
-    )
+    prefix, topics = await _one_partition_topics(sender_settings, "handoff")
     tp = TopicPartition(topics.deliveries, 0)
 
     def start() -> tuple[Sender, asyncio.Event, asyncio.Task[None]]:
