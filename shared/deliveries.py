@@ -72,6 +72,18 @@ STATS_COUNTS = (
     "SELECT s.status, (SELECT count(*) FROM deliveries d WHERE d.webhook_id = $1"
     " AND d.status = s.status) AS n FROM unnest($2::text[]) AS s(status)"
 )
+# Marks each redelivered delivery pending and reserves its attempt number: one more than
+# any number logged or given out (the summary's `attempts`), under the row's lock.
+_RESERVE_RESEND = (
+    "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status, attempts,"
+    " first_at, last_at, next_attempt_at)"
+    " SELECT id, w, o, e, t, 'pending', logged + 1, f, l, now()"
+    " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[],"
+    " $7::timestamptz[], $8::timestamptz[]) AS v(id, w, o, e, t, logged, f, l)"
+    " ON CONFLICT (id) DO UPDATE SET status = 'pending', next_attempt_at = now(),"
+    " attempts = GREATEST(deliveries.attempts + 1, EXCLUDED.attempts)"
+    " RETURNING id, attempts"
+)
 STATS_LAST = "SELECT max(started_at) FROM delivery_attempts WHERE webhook_id = $1"
 STATS_PERCENTILES = (
     "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,"
@@ -326,34 +338,17 @@ class DeliveryQueries:
         in the caller's transaction: two redeliveries of one delivery, or one racing its
         automatic retry, never share a number (the row lock orders them)."""
         now = time.time()
-        summaries = []
-        for attempts in rows:
-            first, last = attempts[0], attempts[-1]
-            summaries.append(
-                (
-                    last["delivery_id"],
-                    last["webhook_id"],
-                    last["org"],
-                    last["event_id"],
-                    last["event_type"],
-                    max(a["attempt"] for a in attempts),
-                    first["started_at"],
-                    last["started_at"],
-                )
-            )
-        await conn.executemany(
-            "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status,"
-            " attempts, first_at, last_at, next_attempt_at)"
-            " VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, now())"
-            " ON CONFLICT (id) DO UPDATE SET status = 'pending', next_attempt_at = now()",
-            summaries,
-        )
+        firsts, lasts = [a[0] for a in rows], [a[-1] for a in rows]
         reserved = await conn.fetch(
-            "UPDATE deliveries d SET attempts = GREATEST(d.attempts, v.logged) + 1"
-            " FROM unnest($1::uuid[], $2::int[]) AS v(id, logged)"
-            " WHERE d.id = v.id RETURNING d.id, d.attempts",
-            [s[0] for s in summaries],
-            [s[5] for s in summaries],
+            _RESERVE_RESEND,
+            [r["delivery_id"] for r in lasts],
+            [r["webhook_id"] for r in lasts],
+            [r["org"] for r in lasts],
+            [r["event_id"] for r in lasts],
+            [r["event_type"] for r in lasts],
+            [max(a["attempt"] for a in attempts) for attempts in rows],
+            [r["started_at"] for r in firsts],
+            [r["started_at"] for r in lasts],
         )
         number = {r["id"]: r["attempts"] for r in reserved}
         messages = []

@@ -64,24 +64,18 @@ unix_socket_directories = '/tmp'
 max_connections = 200
 shared_buffers = 256MB
 fsync = on
-synchronous_commit = on
 wal_level = replica
-# The delivery log is write-heavy: checkpoints far apart (each one is followed by full-page
-# writes) and spread out, so that their writeback does not stall commits.
-max_wal_size = 4GB
-checkpoint_timeout = 15min
 log_min_messages = warning
 CONF
   fi
-  # A commit is durable when it returns: the relay, the senders' offset commits and the API's
-  # 202 rely on it (clusters made before this line had synchronous_commit off).
+  # Applied to new and existing clusters alike (appended: the last occurrence wins).
+  # - A commit is durable when it returns: the relay, the senders' offset commits and the
+  #   API's 202 rely on it (clusters made before this had synchronous_commit off).
+  # - The delivery log is write-heavy: checkpoints far apart (each one is followed by
+  #   full-page writes), so that their writeback does not stall commits.
   local conf="$PGDATA/postgresql.conf" changed=0
-  if grep -q '^synchronous_commit = off$' "$conf"; then
-    "${RUN_AS[@]}" sed -i 's/^synchronous_commit = off$/synchronous_commit = on/' "$conf"
-    changed=1
-  fi
-  for setting in "max_wal_size = 4GB" "checkpoint_timeout = 15min"; do
-    if ! grep -qxF "$setting" "$conf"; then  # appended: the last occurrence wins
+  for setting in "synchronous_commit = on" "max_wal_size = 4GB" "checkpoint_timeout = 15min"; do
+    if [[ "$(grep "^${setting%% *} " "$conf" | tail -1 || true)" != "$setting" ]]; then
       echo "$setting" | "${RUN_AS[@]}" tee -a "$conf" >/dev/null
       changed=1
     fi

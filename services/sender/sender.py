@@ -289,13 +289,10 @@ class Sender:
     def _release(self, done: Job) -> None:
         """A webhook's slot is free: start its next queued job still owned by us."""
         nxt = self._slots.release(
-            done.msg.webhook_id, id(done), usable=self._owned, dropped=self._dropped
+            done.msg.webhook_id, id(done), usable=self._offsets.owns, dropped=self._dropped
         )
         if nxt is not None:
             self._spawn(self._work(nxt))
-
-    def _owned(self, job: Job) -> bool:
-        return self._offsets.owns(job)
 
     def _dropped(self, job: Job) -> None:
         self._pending -= 1  # revoked meanwhile: dropped, the new owner redelivers it
