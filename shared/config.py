@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.core.ssrf import Allowlist
 
@@ -64,6 +65,14 @@ def _header_prefix(raw: str) -> str:
     return value
 
 
+def _public_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ValueError("must be an http(s) URL without a query, e.g. https://hooks.example.com")
+    return value
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -108,6 +117,16 @@ class Settings:
         "HOOKLINE_SENDER_INFLIGHT_PER_WEBHOOK", "32", _int(1, 10_000)
     )
     log_level: str = _setting("HOOKLINE_LOG_LEVEL", "INFO", _log_level)
+    inbound_host: str = _setting("HOOKLINE_INBOUND_HOST", "127.0.0.1", _nonempty)
+    inbound_port: int = _setting("HOOKLINE_INBOUND_PORT", "8081", _int(0, 65535))
+    public_url: str = _setting("HOOKLINE_PUBLIC_URL", "http://127.0.0.1:8081", _public_url)
+    inbound_rate_per_hook: int = _setting(
+        "HOOKLINE_INBOUND_RATE_PER_HOOK", "100", _int(1, 100_000_000)
+    )
+    inbound_rate_per_org: int = _setting(
+        "HOOKLINE_INBOUND_RATE_PER_ORG", "1000", _int(1, 100_000_000)
+    )
+    trusted_proxies: Allowlist = _setting("HOOKLINE_TRUSTED_PROXIES", "", Allowlist.parse)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

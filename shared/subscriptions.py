@@ -56,9 +56,12 @@ class WebhookTable:
     def get(self, webhook_id: str) -> WebhookRecord | None:
         return self._by_id.get(webhook_id)
 
-    def subscribers(self, org: str, repo: str) -> list[WebhookRecord]:
-        """Active repo-level webhooks of org/repo, then active org-level webhooks of org."""
-        found = [r for r in self._by_repo.get((org, repo), {}).values() if r.active]
+    def subscribers(self, org: str, repo: str | None) -> list[WebhookRecord]:
+        """Active repo-level webhooks of org/repo, then active org-level webhooks of org;
+        an org event (`repo` None) reaches the org-level ones only."""
+        found = []
+        if repo is not None:
+            found = [r for r in self._by_repo.get((org, repo), {}).values() if r.active]
         found += [r for r in self._by_org.get(org, {}).values() if r.active]
         return found
 

@@ -23,7 +23,7 @@ fi
 # The services that exist in this tree, senders repeated HOOKLINE_SENDERS times.
 service_list() {
   local s n
-  for s in relay matcher api; do
+  for s in relay matcher api inbound; do
     [[ -f "$ROOT/services/$s/__main__.py" ]] && echo "$s"
   done
   if [[ -f "$ROOT/services/sender/__main__.py" ]]; then

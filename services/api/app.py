@@ -12,14 +12,25 @@ from aiohttp import web
 from services.api.auth import Handler, auth_middleware
 from services.api.bodies import json_response
 from services.api.health import KafkaProbe
-from services.api.keys import DELIVERIES, KAFKA_PROBE, LIMITER, POOL, SETTINGS, TOKENS, WEBHOOKS
+from services.api.keys import (
+    DELIVERIES,
+    INBOUND,
+    INVOCATIONS,
+    KAFKA_PROBE,
+    LIMITER,
+    POOL,
+    SETTINGS,
+    TOKENS,
+    WEBHOOKS,
+)
 from services.api.ratelimit import IngestLimiter
-from services.api.views import catalog, deliveries, events, tokens, webhooks
+from services.api.views import catalog, deliveries, events, inbound, tokens, webhooks
 from shared.config import Settings
 from shared.core.errors import HooklineError, RateLimited
 from shared.crypto import SecretBox
 from shared.db import create_pool
 from shared.deliveries import DeliveryQueries
+from shared.inbound import InboundStore, InvocationLog
 from shared.logging import configure_logging
 from shared.runtime import run
 from shared.tokens import TokenStore
@@ -100,6 +111,10 @@ def create_app(settings: Settings) -> web.Application:
         app[KAFKA_PROBE] = probe
         app[TOKENS] = TokenStore(pool)
         app[DELIVERIES] = DeliveryQueries(pool)
+        app[INBOUND] = InboundStore(
+            pool, SecretBox(settings.secret_key), max_per_scope=settings.max_webhooks_per_repo
+        )
+        app[INVOCATIONS] = InvocationLog(pool)
         app[WEBHOOKS] = WebhookStore(
             pool,
             SecretBox(settings.secret_key),
@@ -111,7 +126,7 @@ def create_app(settings: Settings) -> web.Application:
         await pool.close()
 
     app.cleanup_ctx.append(resources)
-    for module in (tokens, webhooks, events, deliveries, catalog):
+    for module in (tokens, webhooks, events, deliveries, catalog, inbound):
         app.add_routes(module.routes)
     return app
 

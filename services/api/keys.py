@@ -9,6 +9,7 @@ from services.api.health import KafkaProbe
 from services.api.ratelimit import IngestLimiter
 from shared.config import Settings
 from shared.deliveries import DeliveryQueries
+from shared.inbound import InboundStore, InvocationLog
 from shared.tokens import TokenStore
 from shared.webhooks import WebhookStore
 
@@ -19,3 +20,5 @@ TOKENS = web.AppKey("tokens", TokenStore)
 DELIVERIES = web.AppKey("deliveries", DeliveryQueries)
 LIMITER = web.AppKey("ingest_limiter", IngestLimiter)
 KAFKA_PROBE = web.AppKey("kafka_probe", KafkaProbe)
+INBOUND = web.AppKey("inbound", InboundStore)
+INVOCATIONS = web.AppKey("invocations", InvocationLog)

@@ -15,6 +15,7 @@ from services.api.openapi_schemas import (
     Schema,
     ref,
 )
+from shared.core.inbound import RESULTS as INBOUND_RESULTS
 from shared.deliveries import MAX_LIMIT, STATUSES
 
 
@@ -74,6 +75,7 @@ def _query(name: str, schema: Schema, description: str) -> Schema:
 
 ORG, REPO = _path("org", "organisation"), _path("repo", "repository")
 WID, DID, TID = _path("id", "webhook id"), _path("id", "delivery id"), _path("id", "token id")
+IID = _path("id", "inbound webhook id")
 NO_CONTENT = {"description": "Done."}
 ADMIN = " Admin token only (an org token answers 403)."
 
@@ -83,6 +85,12 @@ def _paths() -> dict[str, Schema]:
         201: _json("WebhookWithSecret", "Created; the secret is shown only here and on rotate.")
     }
     list_ok = {200: _json("WebhookList", "Webhooks, never with secrets.")}
+    ih_ok = {
+        201: _json(
+            "InboundWebhookWithSecret", "Created; the secret is shown only here and on rotate."
+        )
+    }
+    ih_list = {200: _json("InboundList", "Inbound webhooks, never with secrets.")}
     list_params = [
         _query("status", {"enum": list(STATUSES)}, "derived status"),
         _query("event", STR, FILTER_DOC),
@@ -234,6 +242,100 @@ def _paths() -> dict[str, Schema]:
                 body="EventIn",
                 params=[ORG, REPO],
                 tag="events",
+            ),
+        },
+        "/api/v1/repos/{org}/{repo}/inbound-webhooks": {
+            "post": _op(
+                "Create a repo inbound webhook: a URL external systems call to emit events.",
+                ih_ok,
+                (409,),
+                body="InboundCreate",
+                params=[ORG, REPO],
+                tag="inbound",
+            ),
+            "get": _op(
+                "List a repo's inbound webhooks.", ih_list, (), params=[ORG, REPO], tag="inbound"
+            ),
+        },
+        "/api/v1/orgs/{org}/inbound-webhooks": {
+            "post": _op(
+                "Create an org-level inbound webhook (its calls emit org events).",
+                ih_ok,
+                (409,),
+                body="InboundCreate",
+                params=[ORG],
+                tag="inbound",
+            ),
+            "get": _op(
+                "List an org's org-level inbound webhooks.",
+                ih_list,
+                (),
+                params=[ORG],
+                tag="inbound",
+            ),
+        },
+        "/api/v1/inbound-webhooks/{id}": {
+            "get": _op(
+                "Read an inbound webhook.",
+                {200: _json("InboundWebhook", "The inbound webhook.")},
+                (),
+                params=[IID],
+                tag="inbound",
+            ),
+            "patch": _op(
+                "Change an inbound webhook (`active: false` refuses calls; the URL stays).",
+                {200: _json("InboundWebhook", "Updated.")},
+                (),
+                body="InboundPatch",
+                params=[IID],
+                tag="inbound",
+            ),
+            "delete": _op(
+                "Delete an inbound webhook: its URL answers 404 for good.",
+                {204: NO_CONTENT},
+                (),
+                params=[IID],
+                tag="inbound",
+            ),
+        },
+        "/api/v1/inbound-webhooks/{id}/rotate-secret": {
+            "post": _op(
+                "A new secret, in force at once.",
+                {200: _json("InboundSecret", "Rotated; shown only here.")},
+                (),
+                params=[IID],
+                tag="inbound",
+            ),
+        },
+        "/api/v1/inbound-webhooks/{id}/test": {
+            "post": _op(
+                "A test call through the same path as a real one (logged with `test: true`);"
+                " the body is optional.",
+                {202: _json("InboundTestAccepted", "Accepted.")},
+                (403,),
+                body="InboundTest",
+                params=[IID],
+                tag="inbound",
+            ),
+        },
+        "/api/v1/inbound-webhooks/{id}/invocations": {
+            "get": _op(
+                "Calls to an inbound webhook, accepted or refused, newest first.",
+                {200: _json("InvocationPage", "A page.")},
+                (422,),
+                params=[
+                    IID,
+                    _query("result", {"enum": list(INBOUND_RESULTS)}, "the call's result"),
+                    _query("since", TIME, "received at or after"),
+                    _query("until", TIME, "received before"),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                        "page size",
+                    ),
+                    _query("cursor", STR, "`next_cursor` of the previous page (opaque)"),
+                ],
+                tag="inbound",
             ),
         },
         "/api/v1/event-types": {

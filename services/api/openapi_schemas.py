@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.core.events import EVENT_TYPES
+from shared.core.inbound import RESULTS as INBOUND_RESULTS
+from shared.core.inbound import VERIFY_MODES
 from shared.deliveries import STATS_MAX_ATTEMPTS, STATS_WINDOW_DAYS, STATUSES
 
 Schema = dict[str, Any]
@@ -234,3 +236,106 @@ SCHEMAS: dict[str, Schema] = {
         {"status": STR, "database": {"type": "boolean"}, "kafka": {"type": "boolean"}}, ["status"]
     ),
 }
+
+_INBOUND_EVENT = {
+    "enum": [t for t in EVENT_TYPES if t != "ping"],
+    "description": "the type of the event each accepted call emits",
+}
+_VERIFY = {
+    "enum": list(VERIFY_MODES),
+    "description": "how a call proves it knows the secret: `X-Webhook-Secret` "
+    "(secret_header), `X-Hub-Signature-256` (github), Standard Webhooks headers (standard), "
+    "or nothing (none, only when asked for)",
+}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+_TARGET = _nullable({"type": "string", "minLength": 1, "maxLength": 200})
+SCHEMAS.update(
+    {
+        "InboundWebhook": _obj(
+            {
+                "id": STR,
+                "name": STR,
+                "scope": ref("Scope"),
+                "target": _nullable(STR),
+                "event": STR,
+                "verify": {"enum": list(VERIFY_MODES)},
+                "active": {"type": "boolean"},
+                "url": {"type": "string", "description": "{HOOKLINE_PUBLIC_URL}/hooks/in/{id}"},
+                "created_at": TIME,
+                "updated_at": TIME,
+                "last_triggered_at": NULL_TIME,
+            },
+            [
+                "id",
+                "name",
+                "scope",
+                "target",
+                "event",
+                "verify",
+                "active",
+                "url",
+                "created_at",
+                "last_triggered_at",
+            ],
+        ),
+        "InboundWebhookWithSecret": {
+            "allOf": [ref("InboundWebhook"), _obj({"secret": STR}, ["secret"])],
+        },
+        "InboundCreate": _obj(
+            {
+                "name": _NAME,
+                "target": _TARGET,
+                "event": _INBOUND_EVENT,
+                "verify": _VERIFY,
+                "secret": {"type": "string", "minLength": 8, "maxLength": 256},
+                "active": {"type": "boolean", "default": True},
+            },
+            ["name"],
+            additionalProperties=False,
+        ),
+        "InboundPatch": _obj(
+            {
+                "name": _NAME,
+                "target": _TARGET,
+                "event": _INBOUND_EVENT,
+                "verify": _VERIFY,
+                "active": {"type": "boolean"},
+            },
+            additionalProperties=False,
+        ),
+        "InboundList": _obj(
+            {"inbound_webhooks": {"type": "array", "items": ref("InboundWebhook")}},
+            ["inbound_webhooks"],
+        ),
+        "InboundSecret": _obj({"secret": STR}, ["secret"]),
+        "InboundTest": _obj(
+            {"payload": {"type": "object", "description": "what a caller would send"}},
+            additionalProperties=False,
+        ),
+        "InboundTestAccepted": _obj(
+            {"event_id": STR, "invocation_id": STR}, ["event_id", "invocation_id"]
+        ),
+        "Invocation": _obj(
+            {
+                "id": STR,
+                "received_at": TIME,
+                "source_ip": _nullable(STR),
+                "headers": _nullable({"type": "object"}),
+                "body": _nullable({"type": "string", "description": "cut at 16 KiB"}),
+                "result": {"enum": list(INBOUND_RESULTS)},
+                "status": {"type": "integer"},
+                "event_id": _nullable(STR),
+                "error": _nullable(STR),
+                "test": {"type": "boolean"},
+            },
+            ["id", "received_at", "result", "status", "event_id", "error", "test"],
+        ),
+        "InvocationPage": _obj(
+            {
+                "invocations": {"type": "array", "items": ref("Invocation")},
+                "next_cursor": _nullable(STR),
+            },
+            ["invocations", "next_cursor"],
+        ),
+    }
+)

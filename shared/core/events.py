@@ -134,13 +134,14 @@ def build_body(
     event_id: str,
     created_at: datetime,
     org: str,
-    repo: str,
+    repo: str | None,
 ) -> dict[str, Any]:
     """Return the body a subscriber receives: a copy of ``payload`` with Hookline's fields set.
 
     Sets ``event``, ``action`` (removed when the type has none), ``event_id``,
     ``created_at`` and ``repository.full_name``; a producer's ``repository`` object keeps
-    its other keys. The input payload is not modified.
+    its other keys. An org event (``repo`` None) has no ``repository`` but
+    ``organization.login``. The input payload is not modified.
     """
     family, action = split_type(full_type)
     body = dict(payload)
@@ -151,6 +152,12 @@ def build_body(
         body["action"] = action
     body["event_id"] = event_id
     body["created_at"] = format_timestamp(created_at)
+    if repo is None:
+        body.pop("repository", None)
+        organization = payload.get("organization")
+        body["organization"] = {**(organization if isinstance(organization, dict) else {})}
+        body["organization"]["login"] = org
+        return body
     supplied = payload.get("repository")
     repository: dict[str, Any] = dict(supplied) if isinstance(supplied, dict) else {}
     repository["full_name"] = f"{org}/{repo}"

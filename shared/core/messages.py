@@ -129,19 +129,22 @@ class EventMessage:
 
     Producers publishing directly send JSON:
     `{"id"?, "event": "pull_request.opened" | "pull_request", "action"?, "org", "repo",
-      "payload": {...}, "created_at"?: RFC 3339}`.
+      "payload": {...}, "created_at"?: RFC 3339}`. `"repo": null` (given explicitly) is an
+    org event: delivered to the org's org-level webhooks only, keyed by `org`.
     """
 
     id: str
     type: str
     org: str
-    repo: str
+    repo: str | None
     payload: dict[str, Any]
     created_at: str
     version: int = VERSION
 
     @property
     def key(self) -> bytes:
+        if self.repo is None:
+            return self.org.encode()
         return f"{self.org}/{self.repo}".encode()
 
     def body(self) -> dict[str, Any]:
@@ -163,18 +166,21 @@ class EventMessage:
 def make_event(
     *,
     org: str,
-    repo: str,
+    repo: str | None,
     event: object,
     action: object = None,
     payload: object,
     event_id: str | None = None,
     created_at: datetime | None = None,
 ) -> EventMessage:
-    """Validates and builds an event; raises ValidationError naming the field."""
+    """Validates and builds an event; raises ValidationError naming the field.
+
+    `repo` None makes an org event (org-level webhooks only)."""
     full = parse_event_type(event, action)
     if not isinstance(payload, dict):
         raise ValidationError("payload must be a JSON object", field="payload")
-    for name, value in (("org", org), ("repo", repo)):
+    names = (("org", org),) if repo is None else (("org", org), ("repo", repo))
+    for name, value in names:
         if not isinstance(value, str) or not value or "/" in value or len(value) > 100:
             raise ValidationError(f"{name} must be 1-100 characters without '/'", field=name)
         if has_control(value):
@@ -214,10 +220,13 @@ def decode_event(raw: bytes | None, *, timestamp_ms: int | None = None) -> Event
         # No id from the producer: derive one from the bytes, so re-consuming (or publishing
         # the same bytes twice) yields the same event id and so the same delivery ids.
         event_id = str(uuid.uuid5(DELIVERY_NAMESPACE, hashlib.sha256(raw or b"").hexdigest()))
+    if "repo" not in obj:
+        # Only an explicit null makes an org event: a forgotten repo is a mistake.
+        raise MessageError("repo: repo must be 1-100 characters without '/' (null: org event)")
     try:
         return make_event(
             org=obj.get("org"),  # type: ignore[arg-type]
-            repo=obj.get("repo"),  # type: ignore[arg-type]
+            repo=obj["repo"],
             event=event,
             action=obj.get("action"),
             payload=obj.get("payload"),

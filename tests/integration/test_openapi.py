@@ -87,7 +87,12 @@ def _run_schemathesis(
     for result in schema.get_all_operations():
         operation = result.ok()  # type: ignore[union-attr]
         operations += 1
-        real_ids = ids["delivery" if "/deliveries/{id}" in operation.path else "webhook"]
+        kind = "webhook"
+        if "/deliveries/{id}" in operation.path:
+            kind = "delivery"
+        elif operation.path.startswith("/api/v1/inbound-webhooks/"):
+            kind = "inbound"
+        real_ids = ids[kind]
         try:
             _checker(operation, headers, org, real_ids)()
         except Exception as exc:  # collect all operations' failures, then report
@@ -106,7 +111,17 @@ async def test_api_conforms_to_its_document(
         deliveries = [
             await log_delivery(pool, w, status="failed", at=datetime.now(UTC)) for w in webhooks
         ]
-        ids = {"webhook": [w["id"] for w in webhooks] + [str(uuid.uuid4())], "delivery": deliveries}
+        inbound = []
+        for i in range(3):
+            resp = await client.post(
+                f"/api/v1/repos/{org}/r{i}/inbound-webhooks", json={"name": "ci"}, headers=headers
+            )
+            inbound.append((await resp.json())["id"])
+        ids = {
+            "webhook": [w["id"] for w in webhooks] + [str(uuid.uuid4())],
+            "delivery": deliveries,
+            "inbound": [*inbound, "ih_unknown"],
+        }
         base_url = str(client.server.make_url("/")).rstrip("/")
         # schemathesis calls the API synchronously (requests): run it off the loop serving it.
         failures = await asyncio.to_thread(_run_schemathesis, base_url, headers, ids, org)

@@ -249,3 +249,21 @@ def test_cached_partitioner_agrees_with_the_default(key: bytes, n: int) -> None:
     cached = CachedPartitioner(limit=4)
     first = cached(key, parts, parts)
     assert first == cached(key, parts, parts) == DefaultPartitioner()(key, parts, parts)
+
+
+def test_an_org_event_has_no_repository_and_is_keyed_by_org() -> None:
+    event = make_event(org="acme", repo=None, event="agent.action", payload={"repository": 1})
+    assert event.key == b"acme"
+    body = event.body()
+    assert "repository" not in body and body["organization"] == {"login": "acme"}
+    assert decode_event(orjson.dumps(event.to_dict())) == event
+
+
+def test_a_direct_event_without_repo_is_rejected_unless_repo_is_null() -> None:
+    with pytest.raises(MessageError) as caught:
+        decode_event(orjson.dumps({"event": "push", "org": "acme", "payload": {}}))
+    assert caught.value.reason.startswith("repo:")
+    org_event = decode_event(
+        orjson.dumps({"event": "push", "org": "acme", "repo": None, "payload": {}})
+    )
+    assert org_event.repo is None

@@ -1,0 +1,176 @@
+"""Inbound webhooks' management (DESIGN.md section 9): create and list per repo or org,
+read, patch, delete, rotate the secret, test, and the invocation log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from services.api.auth import principal
+from services.api.bodies import API, json_response, path_name, query_int, read_json
+from services.api.keys import INBOUND, INVOCATIONS, SETTINGS
+from shared.core.errors import ValidationError
+from shared.core.events import format_timestamp
+from shared.core.inbound import RESULTS, Disabled, logged_body, redact_headers
+from shared.deliveries import decode_cursor, encode_cursor, parse_time
+from shared.inbound import Call, InboundWebhook, Invocation, call_event
+
+routes = web.RouteTableDef()
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+TEST_MESSAGE = "A test call from Hookline"
+
+
+def _api(request: web.Request, hook: InboundWebhook) -> dict[str, Any]:
+    return hook.to_api(request.app[SETTINGS].public_url)
+
+
+async def _create(request: web.Request, org: str, repo: str | None) -> web.Response:
+    principal(request).check_org(org)
+    hook, secret = await request.app[INBOUND].create(org, repo, await read_json(request))
+    return json_response({**_api(request, hook), "secret": secret}, status=201)
+
+
+async def _list(request: web.Request, org: str, repo: str | None) -> web.Response:
+    principal(request).check_org(org)
+    hooks = await request.app[INBOUND].list(org, repo)
+    return json_response({"inbound_webhooks": [_api(request, h) for h in hooks]})
+
+
+@routes.post(API + "/repos/{org}/{repo}/inbound-webhooks")
+async def create_repo_inbound(request: web.Request) -> web.Response:
+    return await _create(request, path_name(request, "org"), path_name(request, "repo"))
+
+
+@routes.get(API + "/repos/{org}/{repo}/inbound-webhooks")
+async def list_repo_inbound(request: web.Request) -> web.Response:
+    return await _list(request, path_name(request, "org"), path_name(request, "repo"))
+
+
+@routes.post(API + "/orgs/{org}/inbound-webhooks")
+async def create_org_inbound(request: web.Request) -> web.Response:
+    return await _create(request, path_name(request, "org"), None)
+
+
+@routes.get(API + "/orgs/{org}/inbound-webhooks")
+async def list_org_inbound(request: web.Request) -> web.Response:
+    return await _list(request, path_name(request, "org"), None)
+
+
+@routes.get(API + "/inbound-webhooks/{id}")
+async def get_inbound(request: web.Request) -> web.Response:
+    hook = await request.app[INBOUND].get(request.match_info["id"], principal(request).org)
+    return json_response(_api(request, hook))
+
+
+@routes.patch(API + "/inbound-webhooks/{id}")
+async def patch_inbound(request: web.Request) -> web.Response:
+    store, org = request.app[INBOUND], principal(request).org
+    hook = await store.get(request.match_info["id"], org)  # 404 before the body is judged
+    updated = await store.update(hook.id, org, await read_json(request))
+    return json_response(_api(request, updated))
+
+
+@routes.delete(API + "/inbound-webhooks/{id}")
+async def delete_inbound(request: web.Request) -> web.Response:
+    await request.app[INBOUND].delete(request.match_info["id"], principal(request).org)
+    return web.Response(status=204)
+
+
+@routes.post(API + "/inbound-webhooks/{id}/rotate-secret")
+async def rotate_inbound_secret(request: web.Request) -> web.Response:
+    store, org = request.app[INBOUND], principal(request).org
+    hook = await store.get(request.match_info["id"], org)
+    return json_response({"secret": await store.rotate(hook.id, org)})
+
+
+async def _test_payload(request: web.Request) -> tuple[dict[str, Any], bytes]:
+    """The optional `{"payload"}` of a test call, default a short message."""
+    raw = await request.read()
+    if not raw.strip():
+        return {"message": TEST_MESSAGE}, b""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", field="body")
+    for key in body:
+        if key != "payload":
+            raise ValidationError(f"unknown field '{key}'", field=key)
+    payload = body.get("payload", {"message": TEST_MESSAGE})
+    if not isinstance(payload, dict):
+        raise ValidationError("payload must be a JSON object", field="payload")
+    return payload, raw
+
+
+@routes.post(API + "/inbound-webhooks/{id}/test")
+async def test_inbound(request: web.Request) -> web.Response:
+    """A call through the same path as a real one (minus the caller's proof, which the
+    bearer token replaces), logged with `"test": true`."""
+    store, org = request.app[INBOUND], principal(request).org
+    hook = await store.get(request.match_info["id"], org)
+    data, raw = await _test_payload(request)
+    target = await store.for_call(hook.id)
+    if target is None:  # deleted between the two reads
+        return web.Response(status=404)
+    call = Call(
+        id=str(uuid.uuid4()),
+        received_at=datetime.now(UTC),
+        source_ip=request.remote,
+        headers=redact_headers(request.headers.items()),
+        body=logged_body(raw),
+        test=True,
+    )
+    log = request.app[INVOCATIONS]
+    if not target.active:
+        error = Disabled("this inbound webhook is disabled; enable it to test it")
+        await log.refuse(target, call, result="disabled", status=403, error=error.message)
+        raise error
+    event_id, _ = await log.accept(target, call, call_event(target, call, data), None)
+    return json_response({"event_id": event_id, "invocation_id": call.id}, status=202)
+
+
+def _invocation_api(inv: Invocation) -> dict[str, Any]:
+    return {
+        "id": inv.id,
+        "received_at": format_timestamp(inv.received_at),
+        "source_ip": inv.source_ip,
+        "headers": inv.headers,
+        "body": inv.body,
+        "result": inv.result,
+        "status": inv.status,
+        "event_id": inv.event_id,
+        "error": inv.error,
+        "test": inv.test,
+    }
+
+
+@routes.get(API + "/inbound-webhooks/{id}/invocations")
+async def list_invocations(request: web.Request) -> web.Response:
+    store = request.app[INBOUND]
+    hook = await store.get(request.match_info["id"], principal(request).org)
+    q = request.query
+    result = q.get("result")
+    if result is not None and result not in RESULTS:
+        raise ValidationError(f"result must be one of {', '.join(RESULTS)}", field="result")
+    limit = query_int(request, "limit", default=DEFAULT_LIMIT, lo=1, hi=MAX_LIMIT)
+    after = None
+    if q.get("cursor"):
+        moment, ident = decode_cursor(q["cursor"])
+        after = (moment, str(ident))
+    rows = await store.invocations(
+        hook.id,
+        result=result,
+        since=parse_time(q["since"], "since") if "since" in q else None,
+        until=parse_time(q["until"], "until") if "until" in q else None,
+        limit=limit + 1,
+        after=after,
+    )
+    next_cursor = (
+        encode_cursor(rows[limit - 1].received_at, uuid.UUID(rows[limit - 1].id))
+        if len(rows) > limit
+        else None
+    )
+    return json_response(
+        {"invocations": [_invocation_api(r) for r in rows[:limit]], "next_cursor": next_cursor}
+    )

@@ -1,0 +1,1 @@
+"""The inbound edge: `POST /hooks/in/{id}` turns authenticated calls into platform events."""

@@ -1,0 +1,3 @@
+from services.inbound.app import main
+
+main()

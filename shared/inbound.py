@@ -1,0 +1,430 @@
+"""Inbound webhooks in PostgreSQL: the management store, the invocation log, and the one
+statement that turns an accepted call into its invocation row and its event's outbox row."""
+
+from __future__ import annotations
+
+import builtins
+import secrets as _random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shared.core.errors import Conflict, NotFound
+from shared.core.events import format_timestamp
+from shared.core.inbound import (
+    DEFAULT_EVENT,
+    ID_RANDOM_BYTES,
+    inbound_payload,
+    new_inbound_id,
+)
+from shared.core.inbound import validate_inbound_fields as validate_fields
+from shared.core.messages import EventMessage, make_event
+from shared.core.signing import generate_secret
+from shared.crypto import SecretBox
+from shared.kafka import EVENTS
+
+IDEMPOTENCY_HOURS = 24
+_COLUMNS = (
+    "h.id, h.org, h.repo, h.name, h.target, h.event, h.verify, h.active, h.created_at, h.updated_at"
+)
+# The newest accepted call; read from the invocations' (hook, received_at DESC) index.
+_LAST_TRIGGERED = (
+    "(SELECT max(i.received_at) FROM inbound_invocations i"
+    " WHERE i.inbound_webhook_id = h.id AND i.result = 'accepted') AS last_triggered_at"
+)
+_INVOCATION_COLUMNS = (
+    "id, inbound_webhook_id, org, received_at, source_ip, headers, body, result, status,"
+    " event_id, error, test"
+)
+
+
+@dataclass(frozen=True)
+class InboundWebhook:
+    """An inbound webhook as its owner sees it (never its secret)."""
+
+    id: str
+    org: str
+    repo: str | None
+    name: str
+    target: str | None
+    event: str
+    verify: str
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    last_triggered_at: datetime | None
+
+    def to_api(self, public_url: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scope": {"org": self.org, "repo": self.repo},
+            "target": self.target,
+            "event": self.event,
+            "verify": self.verify,
+            "active": self.active,
+            "url": f"{public_url}/hooks/in/{self.id}",
+            "created_at": format_timestamp(self.created_at),
+            "updated_at": format_timestamp(self.updated_at),
+            "last_triggered_at": (
+                format_timestamp(self.last_triggered_at) if self.last_triggered_at else None
+            ),
+        }
+
+
+@dataclass(frozen=True)
+class CallTarget:
+    """What the public edge needs to judge one call: the hook with its secret opened."""
+
+    id: str
+    org: str
+    repo: str | None
+    name: str
+    target: str | None
+    event: str
+    verify: str
+    active: bool
+    secret: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call as the invocation log records it."""
+
+    id: str
+    received_at: datetime
+    source_ip: str | None
+    headers: dict[str, str]
+    body: str | None  # None: refused before the body was read
+    test: bool = False
+
+
+def call_event(hook: CallTarget, call: Call, data: dict[str, Any]) -> EventMessage:
+    """The event an accepted call becomes: the hook's type and scope (an org-level hook
+    emits an org event), the payload of DESIGN.md section 9."""
+    payload = inbound_payload(
+        data,
+        target=hook.target,
+        webhook_id=hook.id,
+        name=hook.name,
+        invocation_id=call.id,
+        source_ip=call.source_ip,
+        received_at=call.received_at,
+    )
+    return make_event(
+        org=hook.org,
+        repo=hook.repo,
+        event=hook.event,
+        payload=payload,
+        event_id=str(uuid.uuid4()),
+        created_at=call.received_at,
+    )
+
+
+@dataclass(frozen=True)
+class Invocation:
+    id: str
+    received_at: datetime
+    source_ip: str | None
+    headers: dict[str, str] | None
+    body: str | None
+    result: str
+    status: int
+    event_id: str | None
+    error: str | None
+    test: bool
+
+
+def _hook(row: asyncpg.Record) -> InboundWebhook:
+    return InboundWebhook(
+        id=row["id"],
+        org=row["org"],
+        repo=row["repo"],
+        name=row["name"],
+        target=row["target"],
+        event=row["event"],
+        verify=row["verify"],
+        active=row["active"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_triggered_at=row["last_triggered_at"],
+    )
+
+
+def _invocation(row: asyncpg.Record) -> Invocation:
+    return Invocation(
+        id=str(row["id"]),
+        received_at=row["received_at"],
+        source_ip=row["source_ip"],
+        headers=row["headers"],
+        body=row["body"],
+        result=row["result"],
+        status=row["status"],
+        event_id=row["event_id"],
+        error=row["error"],
+        test=row["test"],
+    )
+
+
+class InboundStore:
+    """Create, read, change, delete and rotate inbound webhooks, tenant-scoped (`org` None
+    is the admin's view); and the lookup the public edge makes on every call."""
+
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox, *, max_per_scope: int) -> None:
+        self._pool = pool
+        self._box = box
+        self._max_per_scope = max_per_scope
+
+    async def create(self, org: str, repo: str | None, body: object) -> tuple[InboundWebhook, str]:
+        """Validates and stores an inbound webhook; returns it with its secret (shown now)."""
+        fields = validate_fields(body, partial=False)
+        secret = fields.pop("secret", None) or generate_secret(_random.token_bytes(32))
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"inbound:{org}/{repo}"
+            )
+            count = await conn.fetchval(
+                "SELECT count(*) FROM inbound_webhooks WHERE org = $1"
+                " AND repo IS NOT DISTINCT FROM $2 AND deleted_at IS NULL",
+                org,
+                repo,
+            )
+            if count >= self._max_per_scope:
+                where = f"{org}/{repo}" if repo is not None else f"org {org}"
+                raise Conflict(
+                    f"{where} already has {count} inbound webhooks (the limit is "
+                    f"{self._max_per_scope}); delete one first"
+                )
+            row = await conn.fetchrow(
+                f"INSERT INTO inbound_webhooks AS h (id, org, repo, name, target, event, verify,"
+                f" secret_enc, active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                f" RETURNING {_COLUMNS}, NULL::timestamptz AS last_triggered_at",
+                new_inbound_id(_random.token_bytes(ID_RANDOM_BYTES)),
+                org,
+                repo,
+                fields["name"],
+                fields.get("target"),
+                fields.get("event", DEFAULT_EVENT),
+                fields.get("verify", "secret_header"),
+                self._box.seal(secret),
+                fields.get("active", True),
+            )
+        return _hook(row), secret
+
+    async def _fetch(
+        self, conn: asyncpg.Connection, hook_id: str, org: str | None, *, lock: bool = False
+    ) -> asyncpg.Record:
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS}, {_LAST_TRIGGERED} FROM inbound_webhooks h"
+            " WHERE h.id = $1 AND h.deleted_at IS NULL" + (" FOR UPDATE" if lock else ""),
+            hook_id,
+        )
+        if row is None or (org is not None and row["org"] != org):
+            raise NotFound("inbound webhook not found")
+        return row
+
+    async def get(self, hook_id: str, org: str | None) -> InboundWebhook:
+        async with self._pool.acquire() as conn:
+            return _hook(await self._fetch(conn, hook_id, org))
+
+    async def list(self, org: str, repo: str | None) -> list[InboundWebhook]:
+        """A repo's inbound webhooks, or an org's org-level ones when repo is None."""
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS}, {_LAST_TRIGGERED} FROM inbound_webhooks h WHERE h.org = $1"
+            " AND h.repo IS NOT DISTINCT FROM $2 AND h.deleted_at IS NULL"
+            " ORDER BY h.created_at, h.id",
+            org,
+            repo,
+        )
+        return [_hook(r) for r in rows]
+
+    async def update(self, hook_id: str, org: str | None, body: object) -> InboundWebhook:
+        fields = validate_fields(body, partial=True)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._fetch(conn, hook_id, org, lock=True)
+            args: list[Any] = []
+            sets: list[str] = []
+            for name, value in fields.items():
+                args.append(value)
+                sets.append(f"{name} = ${len(args)}")
+            args.append(hook_id)
+            sets.append("updated_at = now()")
+            row = await conn.fetchrow(
+                f"UPDATE inbound_webhooks h SET {', '.join(sets)} WHERE h.id = ${len(args)}"
+                f" RETURNING {_COLUMNS}, {_LAST_TRIGGERED}",
+                *args,
+            )
+        return _hook(row)
+
+    async def delete(self, hook_id: str, org: str | None) -> None:
+        """Deletes for good: the URL answers 404 from now on, and the id is never reused."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._fetch(conn, hook_id, org, lock=True)
+            await conn.execute(
+                "UPDATE inbound_webhooks SET deleted_at = now(), active = false,"
+                " secret_enc = '\\x'::bytea, updated_at = now() WHERE id = $1",
+                hook_id,
+            )
+
+    async def rotate(self, hook_id: str, org: str | None) -> str:
+        """A new secret, in force at once (the old one stops working)."""
+        secret = generate_secret(_random.token_bytes(32))
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._fetch(conn, hook_id, org, lock=True)
+            await conn.execute(
+                "UPDATE inbound_webhooks SET secret_enc = $2, updated_at = now() WHERE id = $1",
+                hook_id,
+                self._box.seal(secret),
+            )
+        return secret
+
+    async def ping(self) -> None:
+        """Raises unless the database answers."""
+        await self._pool.fetchval("SELECT 1")
+
+    async def for_call(self, hook_id: str) -> CallTarget | None:
+        """The hook a call names, secret opened; None if unknown or deleted."""
+        if not hook_id.isascii() or len(hook_id) > 100:
+            return None
+        row = await self._pool.fetchrow(
+            "SELECT id, org, repo, name, target, event, verify, active, secret_enc"
+            " FROM inbound_webhooks WHERE id = $1 AND deleted_at IS NULL",
+            hook_id,
+        )
+        if row is None:
+            return None
+        return CallTarget(
+            id=row["id"],
+            org=row["org"],
+            repo=row["repo"],
+            name=row["name"],
+            target=row["target"],
+            event=row["event"],
+            verify=row["verify"],
+            active=row["active"],
+            secret=self._box.open(row["secret_enc"]),
+        )
+
+    async def invocations(
+        self,
+        hook_id: str,
+        *,
+        result: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> builtins.list[Invocation]:
+        """A hook's invocations, newest first, `limit` of them after the keyset `after`."""
+        where = ["inbound_webhook_id = $1"]
+        args: list[Any] = [hook_id]
+        for clause, value in (
+            ("result = ${}", result),
+            ("received_at >= ${}", since),
+            ("received_at < ${}", until),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(clause.format(len(args)))
+        if after is not None:
+            args += [after[0], uuid.UUID(after[1])]
+            where.append(f"(received_at, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit)
+        rows = await self._pool.fetch(
+            f"SELECT {_INVOCATION_COLUMNS} FROM inbound_invocations WHERE {' AND '.join(where)}"
+            f" ORDER BY received_at DESC, id DESC LIMIT ${len(args)}",
+            *args,
+        )
+        return [_invocation(r) for r in rows]
+
+
+_INSERT_INVOCATION = (
+    "INSERT INTO inbound_invocations (id, inbound_webhook_id, org, received_at, source_ip,"
+    " headers, body, result, status, event_id, error, test)"
+)
+# An accepted call without an idempotency key: its row and its event's outbox row, one
+# statement (one round trip, one commit).
+_ACCEPT = (
+    f"WITH inv AS ({_INSERT_INVOCATION}"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted', 202, $8, NULL, $9))"
+    " INSERT INTO outbox (topic, key, value) VALUES ($10, $11, $12)"
+)
+# With a key: the key claims the event first; when it is already held (within 24 h) the
+# statement writes nothing and the caller logs a duplicate.
+_ACCEPT_ONCE = (
+    "WITH idem AS (INSERT INTO inbound_idempotency AS k"
+    " (inbound_webhook_id, key, event_id, created_at) VALUES ($2, $13, $8, $4)"
+    " ON CONFLICT (inbound_webhook_id, key) DO UPDATE"
+    " SET event_id = EXCLUDED.event_id, created_at = EXCLUDED.created_at"
+    f" WHERE k.created_at < EXCLUDED.created_at - interval '{IDEMPOTENCY_HOURS} hours'"
+    " RETURNING event_id),"
+    f" inv AS ({_INSERT_INVOCATION}"
+    " SELECT $1, $2, $3, $4, $5, $6, $7, 'accepted', 202, $8, NULL, $9 FROM idem),"
+    " ob AS (INSERT INTO outbox (topic, key, value) SELECT $10, $11, $12 FROM idem)"
+    " SELECT count(*) FROM idem"
+)
+_DUPLICATE = (
+    f"WITH seen AS (SELECT event_id FROM inbound_idempotency"
+    f" WHERE inbound_webhook_id = $2 AND key = $9)"
+    f" {_INSERT_INVOCATION}"
+    " SELECT $1, $2, $3, $4, $5, $6, $7, 'duplicate', 200, seen.event_id, NULL, $8 FROM seen"
+    " RETURNING event_id"
+)
+
+
+class InvocationLog:
+    """Appends invocations; an accepted one together with its event, atomically."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    def _row(self, hook: CallTarget, call: Call) -> list[Any]:
+        return [
+            uuid.UUID(call.id),
+            hook.id,
+            hook.org,
+            call.received_at,
+            call.source_ip,
+            call.headers,
+            call.body,
+        ]
+
+    async def accept(
+        self, hook: CallTarget, call: Call, event: EventMessage, key: str | None
+    ) -> tuple[str, bool]:
+        """Records the call and enqueues its event; returns (event id, duplicate)."""
+        args = [
+            *self._row(hook, call),
+            event.id,
+            call.test,
+            EVENTS,
+            event.key,
+            orjson.dumps(event.to_dict()),
+        ]
+        if key is None:
+            await self._pool.execute(_ACCEPT, *args)
+            return event.id, False
+        async with self._pool.acquire() as conn:
+            if await conn.fetchval(_ACCEPT_ONCE, *args, key):
+                return event.id, False
+            seen = await conn.fetchval(_DUPLICATE, *self._row(hook, call), call.test, key)
+        if seen is None:  # the key's row was pruned between the two statements: try again
+            return await self.accept(hook, call, event, key)
+        return seen, True
+
+    async def refuse(
+        self, hook: CallTarget, call: Call, *, result: str, status: int, error: str
+    ) -> None:
+        """Records a refused call (no event)."""
+        await self._pool.execute(
+            _INSERT_INVOCATION + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11)",
+            *self._row(hook, call),
+            result,
+            status,
+            error,
+            call.test,
+        )

@@ -1,0 +1,75 @@
+"""Housekeeping of the inbound tables: daily invocation partitions made ahead and dropped
+after the retention, idempotency keys forgotten after 24 h, closed rate windows pruned."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import structlog
+
+from shared.ratelimit import SharedRateLimiter
+
+log = structlog.get_logger(__name__)
+_LOCK = 0x686F6F6C  # one replica at a time makes or drops partitions
+_PARTITION = re.compile(r"^inbound_invocations_(\d{8})$")
+_KEY_BATCH = 10_000
+
+
+async def maintain(
+    pool: asyncpg.Pool, retention_days: int, *, now: datetime | None = None
+) -> list[str]:
+    """Makes the coming days' partitions, drops those past the retention and forgets old
+    idempotency keys (in bounded batches); returns the dropped partitions' names."""
+    moment = now or datetime.now(UTC)
+    cutoff = moment.date() - timedelta(days=retention_days)
+    dropped: list[str] = []
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
+                return dropped
+            await conn.execute(
+                "SELECT hookline_ensure_daily_partitions('inbound_invocations', 1, 7)"
+            )
+            names = await conn.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'inbound_invocations'::regclass"
+            )
+            for rec in names:
+                match = _PARTITION.match(rec["relname"])
+                if match and datetime.strptime(match.group(1), "%Y%m%d").date() < cutoff:
+                    await conn.execute(f'DROP TABLE "{rec["relname"]}"')
+                    dropped.append(rec["relname"])
+        while True:
+            done = await conn.execute(
+                "DELETE FROM inbound_idempotency WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
+                " inbound_idempotency WHERE created_at < $1 LIMIT $2))",
+                moment - timedelta(hours=24),
+                _KEY_BATCH,
+            )
+            if int(done.split()[-1]) < _KEY_BATCH:
+                break
+    if dropped:
+        log.info("inbound invocation partitions dropped", partitions=dropped)
+    return dropped
+
+
+async def maintain_forever(
+    pool: asyncpg.Pool, limiter: SharedRateLimiter, retention_days: int, stop: asyncio.Event
+) -> None:
+    """Prunes rate windows every minute and runs `maintain` hourly, until `stop`."""
+    minutes = 0
+    while not stop.is_set():
+        try:
+            if minutes % 60 == 0:
+                await maintain(pool, retention_days)
+            await limiter.prune()
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("inbound maintenance failed", error=str(exc))
+        minutes += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await stop.wait()
