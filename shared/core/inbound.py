@@ -207,20 +207,32 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+# Senders that do not say what they send: their body is taken if it is a JSON object.
+_UNTYPED = ("text/plain", "application/octet-stream")
+
+
 def parse_call_body(content_type: str, raw: bytes) -> dict[str, Any]:
     """The call's body as a JSON object. JSON and forms are taken (a form whose only field
     `payload` holds a JSON object is that object, as GitHub and Slack send forms); an
-    empty body is `{}`. A form body that is plainly JSON (what `curl -d '{...}'` sends
+    empty body is `{}`; a `text/plain` or `application/octet-stream` body is taken when it
+    is a JSON object. A form body that is plainly JSON (what `curl -d '{...}'` sends
     without a Content-Type) is read as JSON."""
     media = content_type.split(";", 1)[0].strip().lower()
     if not raw.strip():
-        if media in ("", "application/json", "application/x-www-form-urlencoded") or (
+        if media in ("", "application/json", "application/x-www-form-urlencoded", *_UNTYPED) or (
             media.endswith("+json")
         ):
             return {}
         raise UnsupportedMediaType(f"Content-Type {media!r} is not JSON or a form")
     if media in ("", "application/json") or media.endswith("+json"):
         return _json_object(raw)
+    if media in _UNTYPED:
+        try:
+            return _json_object(raw)
+        except HooklineError:
+            raise UnsupportedMediaType(
+                f"Content-Type {media!r} with a body that is not a JSON object"
+            ) from None
     if media != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType(
             f"Content-Type {media!r} is not application/json or application/x-www-form-urlencoded"

@@ -111,6 +111,8 @@ def test_idempotency_key_and_standard_message_id() -> None:
         ("application/x-www-form-urlencoded", b'{"message":"curl -d"}', {"message": "curl -d"}),
         ("application/x-www-form-urlencoded", b"payload=%7B%22a%22%3A1%7D", {"a": 1}),
         ("application/x-www-form-urlencoded", b"payload=not-json", {"payload": "not-json"}),
+        ("application/octet-stream", b'{"a":1}', {"a": 1}),
+        ("text/plain", b'{"a":1}', {"a": 1}),
     ],
 )
 def test_bodies_become_objects(content_type: str, raw: bytes, expected: object) -> None:
@@ -121,6 +123,7 @@ def test_bodies_become_objects(content_type: str, raw: bytes, expected: object) 
     ("content_type", "raw", "error"),
     [
         ("text/plain", b"hello", UnsupportedMediaType),
+        ("application/octet-stream", b"[1]", UnsupportedMediaType),
         ("application/xml", b"<a/>", UnsupportedMediaType),
         ("application/json", b"[1]", ValidationError),
         ("application/json", b'"text"', ValidationError),
