@@ -24,12 +24,25 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: Hookline keeps no session state on pooled connections (no SET, no
+    LISTEN, no session-level advisory lock; those use connections of their own). asyncpg
+    still rolls back a transaction left open; its default reset query (RESET ALL, UNLISTEN,
+    pg_advisory_unlock_all, CLOSE ALL) would cost one more round trip on every release:
+    measured, 1 in 5 of the inbound edge's samples."""
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, **kw: Any
 ) -> asyncpg.Pool:
     """A pool whose connections encode and decode json/jsonb with orjson."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kw
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
+        **kw,
     )
     assert pool is not None
     return pool

@@ -1,5 +1,5 @@
-"""Inbound webhooks in PostgreSQL: the management store, the invocation log, and the one
-statement that turns an accepted call into its invocation row and its event's outbox row."""
+"""Inbound webhooks in PostgreSQL: the management store, the invocation log's reads, and the
+lookup of a hook for one call. The call path itself is shared/inbound_calls.py."""
 
 from __future__ import annotations
 
@@ -11,23 +11,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from shared.core.errors import Conflict, NotFound
 from shared.core.events import format_timestamp
-from shared.core.inbound import (
-    DEFAULT_EVENT,
-    ID_RANDOM_BYTES,
-    inbound_payload,
-    new_inbound_id,
-)
+from shared.core.inbound import DEFAULT_EVENT, ID_RANDOM_BYTES, new_inbound_id
 from shared.core.inbound import validate_inbound_fields as validate_fields
-from shared.core.messages import EventMessage, make_event
 from shared.core.signing import generate_secret
 from shared.crypto import SecretBox
-from shared.kafka import EVENTS
 
-IDEMPOTENCY_HOURS = 24
 _COLUMNS = (
     "h.id, h.org, h.repo, h.name, h.target, h.event, h.verify, h.active, h.created_at, h.updated_at"
 )
@@ -89,40 +80,6 @@ class CallTarget:
     verify: str
     active: bool
     secret: str
-
-
-@dataclass(frozen=True)
-class Call:
-    """One call as the invocation log records it."""
-
-    id: str
-    received_at: datetime
-    source_ip: str | None
-    headers: dict[str, str]
-    body: str | None  # None: refused before the body was read
-    test: bool = False
-
-
-def call_event(hook: CallTarget, call: Call, data: dict[str, Any]) -> EventMessage:
-    """The event an accepted call becomes: the hook's type and scope (an org-level hook
-    emits an org event), the payload of DESIGN.md section 9."""
-    payload = inbound_payload(
-        data,
-        target=hook.target,
-        webhook_id=hook.id,
-        name=hook.name,
-        invocation_id=call.id,
-        source_ip=call.source_ip,
-        received_at=call.received_at,
-    )
-    return make_event(
-        org=hook.org,
-        repo=hook.repo,
-        event=hook.event,
-        payload=payload,
-        event_id=str(uuid.uuid4()),
-        created_at=call.received_at,
-    )
 
 
 @dataclass(frozen=True)
@@ -286,17 +243,7 @@ class InboundStore:
         """Raises unless the database answers."""
         await self._pool.fetchval("SELECT 1")
 
-    async def for_call(self, hook_id: str) -> CallTarget | None:
-        """The hook a call names, secret opened; None if unknown or deleted."""
-        if not hook_id.isascii() or len(hook_id) > 100:
-            return None
-        row = await self._pool.fetchrow(
-            "SELECT id, org, repo, name, target, event, verify, active, secret_enc"
-            " FROM inbound_webhooks WHERE id = $1 AND deleted_at IS NULL",
-            hook_id,
-        )
-        if row is None:
-            return None
+    def _target(self, row: asyncpg.Record) -> CallTarget:
         return CallTarget(
             id=row["id"],
             org=row["org"],
@@ -308,6 +255,17 @@ class InboundStore:
             active=row["active"],
             secret=self._box.open(row["secret_enc"]),
         )
+
+    async def for_call(self, hook_id: str) -> CallTarget | None:
+        """The hook a call names, secret opened; None if unknown or deleted."""
+        if not hook_id.isascii() or len(hook_id) > 100:
+            return None
+        row = await self._pool.fetchrow(
+            "SELECT id, org, repo, name, target, event, verify, active, secret_enc"
+            " FROM inbound_webhooks WHERE id = $1 AND deleted_at IS NULL",
+            hook_id,
+        )
+        return None if row is None else self._target(row)
 
     async def invocations(
         self,
@@ -340,91 +298,3 @@ class InboundStore:
             *args,
         )
         return [_invocation(r) for r in rows]
-
-
-_INSERT_INVOCATION = (
-    "INSERT INTO inbound_invocations (id, inbound_webhook_id, org, received_at, source_ip,"
-    " headers, body, result, status, event_id, error, test)"
-)
-# An accepted call without an idempotency key: its row and its event's outbox row, one
-# statement (one round trip, one commit).
-_ACCEPT = (
-    f"WITH inv AS ({_INSERT_INVOCATION}"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted', 202, $8, NULL, $9))"
-    " INSERT INTO outbox (topic, key, value) VALUES ($10, $11, $12)"
-)
-# With a key: the key claims the event first; when it is already held (within 24 h) the
-# statement writes nothing and the caller logs a duplicate.
-_ACCEPT_ONCE = (
-    "WITH idem AS (INSERT INTO inbound_idempotency AS k"
-    " (inbound_webhook_id, key, event_id, created_at) VALUES ($2, $13, $8, $4)"
-    " ON CONFLICT (inbound_webhook_id, key) DO UPDATE"
-    " SET event_id = EXCLUDED.event_id, created_at = EXCLUDED.created_at"
-    f" WHERE k.created_at < EXCLUDED.created_at - interval '{IDEMPOTENCY_HOURS} hours'"
-    " RETURNING event_id),"
-    f" inv AS ({_INSERT_INVOCATION}"
-    " SELECT $1, $2, $3, $4, $5, $6, $7, 'accepted', 202, $8, NULL, $9 FROM idem),"
-    " ob AS (INSERT INTO outbox (topic, key, value) SELECT $10, $11, $12 FROM idem)"
-    " SELECT count(*) FROM idem"
-)
-_DUPLICATE = (
-    f"WITH seen AS (SELECT event_id FROM inbound_idempotency"
-    f" WHERE inbound_webhook_id = $2 AND key = $9)"
-    f" {_INSERT_INVOCATION}"
-    " SELECT $1, $2, $3, $4, $5, $6, $7, 'duplicate', 200, seen.event_id, NULL, $8 FROM seen"
-    " RETURNING event_id"
-)
-
-
-class InvocationLog:
-    """Appends invocations; an accepted one together with its event, atomically."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    def _row(self, hook: CallTarget, call: Call) -> list[Any]:
-        return [
-            uuid.UUID(call.id),
-            hook.id,
-            hook.org,
-            call.received_at,
-            call.source_ip,
-            call.headers,
-            call.body,
-        ]
-
-    async def accept(
-        self, hook: CallTarget, call: Call, event: EventMessage, key: str | None
-    ) -> tuple[str, bool]:
-        """Records the call and enqueues its event; returns (event id, duplicate)."""
-        args = [
-            *self._row(hook, call),
-            event.id,
-            call.test,
-            EVENTS,
-            event.key,
-            orjson.dumps(event.to_dict()),
-        ]
-        if key is None:
-            await self._pool.execute(_ACCEPT, *args)
-            return event.id, False
-        async with self._pool.acquire() as conn:
-            if await conn.fetchval(_ACCEPT_ONCE, *args, key):
-                return event.id, False
-            seen = await conn.fetchval(_DUPLICATE, *self._row(hook, call), call.test, key)
-        if seen is None:  # the key's row was pruned between the two statements: try again
-            return await self.accept(hook, call, event, key)
-        return seen, True
-
-    async def refuse(
-        self, hook: CallTarget, call: Call, *, result: str, status: int, error: str
-    ) -> None:
-        """Records a refused call (no event)."""
-        await self._pool.execute(
-            _INSERT_INVOCATION + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11)",
-            *self._row(hook, call),
-            result,
-            status,
-            error,
-            call.test,
-        )

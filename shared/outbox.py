@@ -11,15 +11,20 @@ The plain-SQL equivalent of `enqueue_event`:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
+import structlog
 
 from shared.core.messages import EventMessage, make_event
 from shared.kafka import EVENTS
+
+CHANNEL = "hookline_outbox"
+log = structlog.get_logger(__name__)
 
 
 async def enqueue(
@@ -77,3 +82,34 @@ async def enqueue_event(
     )
     await enqueue(conn, topic=EVENTS, key=msg.key, value=orjson.dumps(msg.to_dict()))
     return msg
+
+
+class OutboxWaker:
+    """Wakes the relays (`NOTIFY hookline_outbox`) after commits that added outbox rows.
+
+    Call `poke()` after your transaction committed. Pokes are coalesced: one NOTIFY per
+    `every` seconds at most, each in a statement of its own, so no producing transaction
+    carries a NOTIFY (which would serialise their commits). A lost poke costs a relay poll
+    interval, nothing more."""
+
+    def __init__(self, pool: asyncpg.Pool, *, every: float = 0.002) -> None:
+        self._pool = pool
+        self._every = every
+        self._pending = False
+        self._task: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        if self._pending:
+            return
+        self._pending = True
+        asyncio.get_running_loop().call_later(self._every, self._send_soon)
+
+    def _send_soon(self) -> None:
+        self._task = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        self._pending = False
+        try:
+            await self._pool.execute("SELECT pg_notify($1, '')", CHANNEL)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.debug("relay wake-up not sent", error=type(exc).__name__)

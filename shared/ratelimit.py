@@ -29,15 +29,19 @@ class Refusal:
     retry_after: int
 
 
-def _upsert(name: str, key: str, source: str) -> str:
+def counted(name: str, key: str, source: str, n: str = "1") -> str:
+    """A CTE `name` adding `n` calls (an SQL expression) to the window of the key the SQL
+    expression `key` gives, for each row of `source` (a FROM clause, keys distinct); it
+    returns `key`, the window's `count` after them and `wait` (seconds until it closes)."""
     fresh = f"r.window_start <= statement_timestamp() - interval '{WINDOW_S} seconds'"
     return (
         f"{name} AS (INSERT INTO rate_limits AS r (key, window_start, count)"
-        f" SELECT {key}, statement_timestamp(), 1 {source}"
+        f" SELECT {key}, statement_timestamp(), {n} {source}"
         f" ON CONFLICT (key) DO UPDATE SET"
         f" window_start = CASE WHEN {fresh} THEN statement_timestamp() ELSE r.window_start END,"
-        f" count = CASE WHEN {fresh} THEN 1 ELSE least(r.count + 1, {_CAP}) END"
-        f" RETURNING count,"
+        f" count = CASE WHEN {fresh} THEN EXCLUDED.count"
+        f" ELSE least(r.count + EXCLUDED.count, {_CAP}) END"
+        f" RETURNING key, count,"
         f" extract(epoch FROM window_start + interval '{WINDOW_S} seconds'"
         f" - statement_timestamp())::float8 AS wait)"
     )
@@ -47,11 +51,11 @@ def _upsert(name: str, key: str, source: str) -> str:
 def _statement(n: int) -> str:
     """One statement counting `n` keys in a chain: key i is counted only if key i-1 was
     within its limit. Parameters: key_0, limit_0, key_1, limit_1, ..."""
-    ctes = [_upsert("k0", "$1", "")]
+    ctes = [counted("k0", "$1", "")]
     for i in range(1, n):
         prev = f"k{i - 1}"
         ctes.append(
-            _upsert(f"k{i}", f"${2 * i + 1}", f"FROM {prev} WHERE {prev}.count <= ${2 * i}")
+            counted(f"k{i}", f"${2 * i + 1}", f"FROM {prev} WHERE {prev}.count <= ${2 * i}")
         )
     columns = ", ".join(f"k{i}.count, k{i}.wait" for i in range(n))
     joins = " ".join(f"LEFT JOIN k{i} ON true" for i in range(1, n))

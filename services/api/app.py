@@ -21,6 +21,7 @@ from services.api.keys import (
     POOL,
     SETTINGS,
     TOKENS,
+    WAKER,
     WEBHOOKS,
 )
 from services.api.ratelimit import IngestLimiter
@@ -30,8 +31,10 @@ from shared.core.errors import HooklineError, RateLimited
 from shared.crypto import SecretBox
 from shared.db import create_pool
 from shared.deliveries import DeliveryQueries
-from shared.inbound import InboundStore, InvocationLog
+from shared.inbound import InboundStore
+from shared.inbound_calls import InvocationLog
 from shared.logging import configure_logging
+from shared.outbox import OutboxWaker
 from shared.runtime import run
 from shared.tokens import TokenStore
 from shared.webhooks import WebhookStore
@@ -94,11 +97,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error(500, "internal", "internal error")
 
 
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@web.middleware
+async def wake_relays(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request that changed something may have written outbox rows (an event, a ping, a
+    redelivery, a webhook change): wake the relays once it has committed."""
+    response = await handler(request)
+    if request.method in _MUTATING and response.status < 300:
+        request.app[WAKER].poke()
+    return response
+
+
 def create_app(settings: Settings) -> web.Application:
     """The API application; its pool and probes open and close with it (cleanup_ctx)."""
     settings.require("secret_key")
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[error_middleware, wake_relays, auth_middleware],
         client_max_size=settings.max_payload_bytes + _BODY_SLACK,
     )
     app[SETTINGS] = settings
@@ -114,7 +130,8 @@ def create_app(settings: Settings) -> web.Application:
         app[INBOUND] = InboundStore(
             pool, SecretBox(settings.secret_key), max_per_scope=settings.max_webhooks_per_repo
         )
-        app[INVOCATIONS] = InvocationLog(pool)
+        app[WAKER] = OutboxWaker(pool)
+        app[INVOCATIONS] = InvocationLog(pool, app[WAKER])
         app[WEBHOOKS] = WebhookStore(
             pool,
             SecretBox(settings.secret_key),

@@ -9,7 +9,9 @@ from services.api.health import KafkaProbe
 from services.api.ratelimit import IngestLimiter
 from shared.config import Settings
 from shared.deliveries import DeliveryQueries
-from shared.inbound import InboundStore, InvocationLog
+from shared.inbound import InboundStore
+from shared.inbound_calls import InvocationLog
+from shared.outbox import OutboxWaker
 from shared.tokens import TokenStore
 from shared.webhooks import WebhookStore
 
@@ -22,3 +24,4 @@ LIMITER = web.AppKey("ingest_limiter", IngestLimiter)
 KAFKA_PROBE = web.AppKey("kafka_probe", KafkaProbe)
 INBOUND = web.AppKey("inbound", InboundStore)
 INVOCATIONS = web.AppKey("invocations", InvocationLog)
+WAKER = web.AppKey("outbox_waker", OutboxWaker)

@@ -13,9 +13,11 @@ from services.inbound.receive import EDGE, Edge, routes
 from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db import create_pool
-from shared.inbound import InboundStore, InvocationLog
+from shared.inbound import InboundStore
+from shared.inbound_calls import CallGate, InvocationLog
 from shared.inbound_maintenance import maintain_forever
 from shared.logging import configure_logging
+from shared.outbox import OutboxWaker
 from shared.ratelimit import SharedRateLimiter
 from shared.runtime import run
 from shared.web import error_middleware_for, json_response
@@ -52,12 +54,18 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
     async def resources(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url, min_size=2, max_size=POOL_SIZE)
         limiter = SharedRateLimiter(pool)
+        box = SecretBox(settings.secret_key)
+        log = InvocationLog(pool, OutboxWaker(pool))
         app[EDGE] = Edge(
             settings=settings,
-            store=InboundStore(
-                pool, SecretBox(settings.secret_key), max_per_scope=settings.max_webhooks_per_repo
+            store=InboundStore(pool, box, max_per_scope=settings.max_webhooks_per_repo),
+            gate=CallGate(
+                pool,
+                box,
+                per_hook=settings.inbound_rate_per_hook,
+                per_org=settings.inbound_rate_per_org,
             ),
-            log=InvocationLog(pool),
+            log=log,
             limiter=limiter,
         )
         stop = asyncio.Event()
@@ -71,6 +79,7 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
         if housekeeping is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
+        await log.close()
         await pool.close()
 
     app.cleanup_ctx.append(resources)

@@ -26,8 +26,9 @@ from shared.core.inbound import (
     verify_call,
 )
 from shared.core.inbound import client_ip as _client_ip
-from shared.inbound import Call, CallTarget, InboundStore, InvocationLog, call_event
-from shared.ratelimit import SharedRateLimiter
+from shared.inbound import CallTarget, InboundStore
+from shared.inbound_calls import Call, CallGate, InvocationLog, call_event
+from shared.ratelimit import Refusal, SharedRateLimiter
 from shared.web import json_response
 
 _READ_CHUNK = 64 * 1024
@@ -39,6 +40,7 @@ class Edge:
 
     settings: Settings
     store: InboundStore
+    gate: CallGate
     log: InvocationLog
     limiter: SharedRateLimiter
 
@@ -75,35 +77,31 @@ def _call(request: web.Request, settings: Settings) -> Call:
     )
 
 
-async def _admit(request: web.Request, edge: Edge, hook: CallTarget) -> bytes:
+async def _admit(
+    request: web.Request, edge: Edge, hook: CallTarget, refusal: Refusal | None
+) -> bytes:
     """Raises the refusal of a call that may not go on; returns its raw body."""
-    s = edge.settings
     if not hook.active:
         raise Disabled("this inbound webhook is disabled; its owner can enable it")
-    refusal = await edge.limiter.take(
-        [
-            (f"inbound:hook:{hook.id}", s.inbound_rate_per_hook),
-            (f"inbound:org:{hook.org}", s.inbound_rate_per_org),
-        ]
-    )
     if refusal is not None:
         scope = "inbound webhook" if refusal.key.startswith("inbound:hook:") else "org"
         raise RateLimited(
             f"over the {scope}'s limit of {refusal.limit} calls a minute",
             retry_after=refusal.retry_after,
         )
-    return await read_body(request, s.max_payload_bytes)
+    return await read_body(request, edge.settings.max_payload_bytes)
 
 
 @routes.post("/hooks/in/{id}")
 async def receive(request: web.Request) -> web.Response:
     edge = request.app[EDGE]
-    hook = await edge.store.for_call(request.match_info["id"])
+    s = edge.settings
+    hook, refusal = await edge.gate.admit(request.match_info["id"])
     if hook is None:
         raise NotFound("no such inbound webhook")
-    call = _call(request, edge.settings)
+    call = _call(request, s)
     try:
-        raw = await _admit(request, edge, hook)
+        raw = await _admit(request, edge, hook, refusal)
         call = replace(call, body=logged_body(raw))
         verify_call(hook.verify, hook.secret, request.headers, raw, now=time.time())
         key = idempotency_key(hook.verify, request.headers)

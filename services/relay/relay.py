@@ -28,11 +28,11 @@ from shared.config import Settings
 from shared.db import create_pool
 from shared.kafka import MAX_MESSAGE_BYTES, WEBHOOKS, make_producer
 from shared.logging import configure_logging
+from shared.outbox import CHANNEL
 from shared.runtime import instance_name, run
 
 log = structlog.get_logger(service="relay")
 
-CHANNEL = "hookline_outbox"
 _CLAIM = (
     "SELECT id, topic, key, value, headers FROM outbox WHERE published_at IS NULL"
     " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
@@ -57,7 +57,8 @@ class ProducerBroken(Exception):
 @dataclass(frozen=True)
 class RelayConfig:
     batch_size: int = 500
-    poll_interval_s: float = 1.0  # fallback when a NOTIFY is missed or LISTEN is down
+    # Writers that do not wake the relay (plain SQL, a lost NOTIFY) wait at most this long.
+    poll_interval_s: float = 0.25
     prune_interval_s: float = 60.0
     prune_after_s: float = 3600.0  # published rows are kept this long, then deleted
     prune_batch: int = 1000
@@ -105,8 +106,12 @@ class Relay:
                 value = bytes(row["value"]) if row["value"] is not None else None
                 headers = _headers(row["headers"])
                 size = _size(key, value, headers)
+                reason = None
                 if size > MAX_MESSAGE_BYTES:
                     reason = f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES}"
+                elif key is None and value is None:
+                    reason = "a message needs a key or a value"
+                if reason is not None:
                     log.error(
                         "outbox row refused", outbox_id=row["id"], topic=row["topic"], reason=reason
                     )

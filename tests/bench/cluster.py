@@ -107,6 +107,9 @@ def service_env(infra: BenchInfra, api_port: int) -> dict[str, str]:
         "HOOKLINE_ALLOWED_TARGETS": "127.0.0.0/8",
         "HOOKLINE_LOG_LEVEL": "WARNING",
         "HOOKLINE_INGEST_RATE_PER_ORG": "100000000",
+        "HOOKLINE_INBOUND_PORT": str(free_port()),
+        "HOOKLINE_INBOUND_RATE_PER_HOOK": "100000000",
+        "HOOKLINE_INBOUND_RATE_PER_ORG": "100000000",
     }
 
 
@@ -184,6 +187,10 @@ class Cluster:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.env['HOOKLINE_API_PORT']}"
 
+    @property
+    def inbound_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['HOOKLINE_INBOUND_PORT']}"
+
     def start(self, name: str, wrapper: Sequence[str] = ()) -> BenchProcess:
         n = sum(1 for p in self.processes if p.name == name) + 1
         proc = BenchProcess(
@@ -216,11 +223,15 @@ class Cluster:
                         "service exited during start: "
                         + "\n".join(f"--- {p.instance} ---\n{p.tail()}" for p in dead)
                     )
-                try:
-                    async with session.get(self.api_url + "/readyz") as r:
-                        if r.status == 200:
-                            return
-                except (aiohttp.ClientError, OSError):
-                    pass
+                urls = [self.api_url] + ([self.inbound_url] if self.running("inbound") else [])
+                ready = 0
+                for url in urls:
+                    try:
+                        async with session.get(url + "/readyz") as r:
+                            ready += r.status == 200
+                    except (aiohttp.ClientError, OSError):
+                        pass
+                if ready == len(urls):
+                    return
                 await asyncio.sleep(0.3)
-        raise RuntimeError(f"the API's /readyz did not answer 200 within {timeout}s")
+        raise RuntimeError(f"the API's or inbound's /readyz did not answer 200 within {timeout}s")

@@ -16,7 +16,7 @@ from tests.bench.load import Api, Ingest, paced, saturate
 from tests.bench.observe import ReceiverLog
 from tests.infra import ROOT
 
-ORDER = ("setup", "ceiling", "sustained", "latency", "isolation", "scale")
+ORDER = ("setup", "ceiling", "sustained", "latency", "isolation", "inbound", "scale")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class Plan:
     ceiling: float = 15
     scale_warmup: float = 5
     scale: float = 30
+    inbound: float = 20  # calls to one inbound process from 32 clients, back to back
+    inbound_rate: float = 500  # then this many calls/s for call -> delivery latency
+    inbound_latency: float = 10
     # While saturating, offer no more than this many seconds of the current delivery rate
     # beyond what was delivered (at least backlog_min events): enough to keep every stage
     # busy, short enough that draining afterwards takes seconds.
@@ -56,6 +59,8 @@ QUICK = Plan(
     ceiling=5,
     scale_warmup=3,
     scale=8,
+    inbound=5,
+    inbound_latency=5,
     drain_timeout=30,
     stall_timeout=10,
 )

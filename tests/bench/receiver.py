@@ -59,9 +59,11 @@ def make_handler(log: RequestLog):  # type: ignore[no-untyped-def]
         sent_at, phase, event_id = 0.0, "-", "-"
         try:
             obj = orjson.loads(body)
+            event_id = str(obj.get("event_id") or "-")
+            if "phase" not in obj and isinstance(obj.get("data"), dict):
+                obj = obj["data"]  # an inbound call's event carries the caller's body there
             sent_at = float(obj.get("sent_at") or 0.0)
             phase = str(obj.get("phase") or "-")
-            event_id = str(obj.get("event_id") or "-")
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
             pass
         delivery = request.headers.get(HEADER, "-")

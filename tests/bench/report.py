@@ -91,6 +91,30 @@ def floors(results: dict[str, Any], rss_peak_mb: dict[str, float]) -> list[Row]:
         ),
         Row("isolation: ratio with/without", iso, "x", "<= 1.5", _check(iso, lambda v: v <= 1.5)),
     ]
+    calls = _get(results, "inbound", "accepted_calls_per_s")
+    rows += [
+        Row(
+            "inbound: accepted calls/s (32 clients)",
+            calls,
+            "/s",
+            ">= 2000",
+            _check(calls, lambda v: v >= 2000),
+        ),
+        Row(
+            "inbound: call->delivery p50",
+            _get(results, "inbound", "paced", "p50_ms"),
+            "ms",
+            "",
+            None,
+        ),
+        Row(
+            "inbound: call->delivery p99",
+            _get(results, "inbound", "paced", "p99_ms"),
+            "ms",
+            "",
+            None,
+        ),
+    ]
     replicas = _get(results, "scale", "replicas") or {}
     for n, rate in sorted(replicas.items()):
         rows.append(Row(f"scale: deliveries/s with {n} sender(s)", rate, "/s", "", None))

@@ -34,6 +34,7 @@ from tests.bench.cluster import (
     profiler_wrapper,
     service_env,
 )
+from tests.bench.inbound import inbound
 from tests.bench.load import Api, Ingest
 from tests.bench.observe import ReceiverLog
 from tests.bench.phases import ORDER, PHASES, QUICK, Bench, Plan, fmt, say
@@ -41,6 +42,7 @@ from tests.bench.sampling import Sampler, child_pid, pid_from_file
 from tests.infra import ROOT
 
 OUT_DIR = ROOT / ".hookline" / "bench"
+PHASES["inbound"] = inbound  # registered here: tests.bench.inbound builds on phases
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile",
-        choices=["sender", "matcher", "relay", "api"],
+        choices=["sender", "matcher", "relay", "api", "inbound"],
         help="run one replica of this service under a profiler",
     )
     parser.add_argument(
@@ -253,7 +255,7 @@ async def run(
     ingest = None
     try:
         receiver.start()
-        for name in ("relay", "matcher", "api"):
+        for name in ("relay", "matcher", "api", "inbound"):
             wrapper: list[str] = []
             if args.profile == name:
                 wrapper, tool = profiler_wrapper(profile_stem)

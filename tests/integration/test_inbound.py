@@ -3,6 +3,7 @@ served in-process, and what every call leaves in the invocation log and the outb
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -426,3 +427,21 @@ async def test_admin_sees_every_org(api: TestClient, settings: Settings, org: st
     hook = await make_inbound(api, admin(settings), org, None)
     got = await api.get(f"/api/v1/inbound-webhooks/{hook['id']}", headers=admin(settings))
     assert got.status == 200
+
+
+async def test_concurrent_calls_counted_in_one_batch_admit_exactly_the_limit(
+    api: TestClient, settings: Settings, org: str
+) -> None:
+    limited = dataclasses.replace(settings, inbound_rate_per_hook=5, inbound_rate_per_org=7)
+    h = await org_token(api, settings, org)
+    one = await make_inbound(api, h, org, "widgets", verify="none", name="one")
+    two = await make_inbound(api, h, org, "widgets", verify="none", name="two")
+    async with TestClient(TestServer(create_edge(limited, maintenance=False))) as edge:
+
+        async def call(hook: dict[str, Any]) -> int:
+            return (await edge.post(path_of(hook), json={})).status
+
+        statuses = await asyncio.gather(*(call(hook) for hook in [one, two] * 12))
+    by_hook = [statuses[0::2], statuses[1::2]]
+    assert [s.count(202) for s in by_hook] in ([5, 2], [2, 5], [4, 3], [3, 4])
+    assert statuses.count(202) == 7 and statuses.count(429) == 17

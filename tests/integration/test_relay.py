@@ -309,3 +309,23 @@ async def test_a_row_too_large_for_kafka_is_set_aside_and_the_rest_flows(
     finally:
         await tail.stop()
         await pool.execute("DELETE FROM outbox WHERE topic = $1", topic)
+
+
+async def test_a_row_without_key_or_value_is_set_aside_instead_of_stalling_the_relay(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings
+) -> None:
+    topic = "test.relay.empty." + uuid.uuid4().hex[:8]
+    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 1, {})])
+    tail = await Tail(provisioned.kafka_bootstrap, topic).start()
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            empty = await enqueue(conn, topic=topic, key=None, value=None)
+            await enqueue(conn, topic=topic, key="k", value=b"after")
+        async with running(Relay(pool, producer, dsn=provisioned.database_url)):
+            await tail.until(lambda ms: len(ms) >= 1)
+        assert [m.value for m in tail.messages] == [b"after"]
+        reason = await pool.fetchval("SELECT refused_reason FROM outbox WHERE id = $1", empty)
+        assert reason == "a message needs a key or a value"
+    finally:
+        await tail.stop()
+        await pool.execute("DELETE FROM outbox WHERE topic = $1", topic)

@@ -16,7 +16,8 @@ from shared.core.errors import ValidationError
 from shared.core.events import format_timestamp
 from shared.core.inbound import RESULTS, Disabled, logged_body, redact_headers
 from shared.deliveries import decode_cursor, encode_cursor, parse_time
-from shared.inbound import Call, InboundWebhook, Invocation, call_event
+from shared.inbound import InboundWebhook, Invocation
+from shared.inbound_calls import Call, call_event
 
 routes = web.RouteTableDef()
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200

@@ -1,0 +1,59 @@
+"""Micro-batching: many concurrent callers, one database round trip.
+
+Each `submit` waits for the batch its item lands in. A batch is sent as soon as the one
+before it came back, so under light load an item waits for nothing, and under heavy load
+every round trip (and every commit's WAL flush) serves everyone who arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    """Runs `flush(items)` (which returns one result per item, in order) over batches of
+    at most `max_batch` submitted items, one batch at a time per batcher."""
+
+    def __init__(
+        self, flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]], *, max_batch: int = 256
+    ) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._items: list[tuple[T, asyncio.Future[R]]] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._items.append((item, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._items:
+            batch, self._items = self._items[: self._max_batch], self._items[self._max_batch :]
+            try:
+                results = await self._flush([item for item, _ in batch])
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    if not future.done():
+                        future.cancel()
+                raise
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def close(self) -> None:
+        """Waits for what was submitted."""
+        if self._worker is not None:
+            await asyncio.gather(self._worker, return_exceptions=True)

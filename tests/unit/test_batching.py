@@ -1,0 +1,43 @@
+"""Micro-batching: results go back to the right callers, failures to every caller of the
+batch, and a batch waits for nothing when it is alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from shared.batching import Batcher
+
+
+async def test_concurrent_submits_share_batches_and_get_their_own_results() -> None:
+    sizes: list[int] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        await asyncio.sleep(0.01)
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=8)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(20)))
+    assert results == [i * 10 for i in range(20)]
+    assert sum(sizes) == 20 and max(sizes) <= 8 and len(sizes) < 20
+
+
+async def test_a_failed_batch_fails_its_callers_only() -> None:
+    calls = 0
+
+    async def flush(items: Sequence[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if "bad" in items:
+            raise RuntimeError("database down")
+        return list(items)
+
+    batcher: Batcher[str, str] = Batcher(flush)
+    first = asyncio.gather(batcher.submit("a"), batcher.submit("bad"), return_exceptions=True)
+    assert [type(r) for r in await first] == [RuntimeError, RuntimeError]
+    assert await batcher.submit("c") == "c"  # the worker lives on
+    with pytest.raises(RuntimeError):
+        await batcher.submit("bad")
