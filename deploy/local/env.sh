@@ -42,14 +42,23 @@ print_token_help() {
 }
 HOOKLINE_API_HOST_PORT="${HOOKLINE_API_HOST:-127.0.0.1}:${HOOKLINE_API_PORT:-8080}"
 
+HOOKLINE_INBOUND_HOST_PORT="${HOOKLINE_INBOUND_HOST:-127.0.0.1}:${HOOKLINE_INBOUND_PORT:-8081}"
+
+# The API's and the inbound edge's /readyz both answer 200.
 api_ready() {
   [[ -f "$ROOT/services/api/__main__.py" ]] || return 0
-  "$PY" - "$HOOKLINE_API_HOST_PORT" <<'PYEOF'
+  "$PY" - "$HOOKLINE_API_HOST_PORT" "$HOOKLINE_INBOUND_HOST_PORT" <<'PYEOF'
 import sys, urllib.request
 try:
-    with urllib.request.urlopen(f"http://{sys.argv[1]}/readyz", timeout=2) as r:
-        sys.exit(0 if r.status == 200 else 1)
+    for host_port in sys.argv[1:]:
+        with urllib.request.urlopen(f"http://{host_port}/readyz", timeout=2) as r:
+            if r.status != 200:
+                sys.exit(1)
 except Exception:
     sys.exit(1)
 PYEOF
+}
+
+print_endpoints() {
+  log "REST API: http://$HOOKLINE_API_HOST_PORT/api/v1   inbound edge: http://$HOOKLINE_INBOUND_HOST_PORT/hooks/in/{id}"
 }

@@ -23,6 +23,7 @@ for svc in $(service_list); do
 done
 wait_for 60 "the API to be ready" api_ready || true
 print_token_help
+print_endpoints
 log "Hookline is running (${#pids[@]} processes); Ctrl-C stops it"
 wait -n "${pids[@]}" 2>/dev/null || true
 log "a service exited; stopping the rest"

@@ -25,6 +25,7 @@ up() {
   done
   wait_for 60 "the API to answer /readyz" api_ready
   print_token_help
+  print_endpoints
   log "Hookline is up; 'make down' stops it"
 }
 
