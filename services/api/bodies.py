@@ -9,6 +9,7 @@ from aiohttp import web
 
 from services.api.keys import SETTINGS
 from shared.core.errors import BadRequest, NotFound, PayloadTooLarge, ValidationError
+from shared.core.jsonbody import parse_json
 
 API = "/api/v1"
 
@@ -27,10 +28,7 @@ async def read_json(request: web.Request) -> Any:
         raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
     if not raw.strip():
         raise BadRequest("a JSON body is required")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    return parse_json(raw)
 
 
 async def read_object(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -14,8 +14,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
-
 from .errors import (
     BadRequest,
     HooklineError,
@@ -25,6 +23,7 @@ from .errors import (
     ValidationError,
 )
 from .events import format_timestamp, parse_event_type
+from .jsonbody import parse_json
 from .signing import verify_github, verify_standard
 from .ssrf import Allowlist
 
@@ -198,10 +197,7 @@ def idempotency_key(mode: str, headers: Mapping[str, str]) -> str | None:
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    value = parse_json(raw)
     if not isinstance(value, dict):
         raise ValidationError("the body must be a JSON object", field="body")
     return value
@@ -254,8 +250,8 @@ def parse_call_body(content_type: str, raw: bytes) -> dict[str, Any]:
             form[name] = [held, value]
     if list(form) == ["payload"] and isinstance(form["payload"], str):
         try:
-            inner = orjson.loads(form["payload"])
-        except orjson.JSONDecodeError:
+            inner = parse_json(form["payload"].encode())
+        except HooklineError:
             return form
         if isinstance(inner, dict):
             return inner

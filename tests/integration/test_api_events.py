@@ -143,3 +143,19 @@ async def test_rate_limit_per_org_is_429_with_retry_after(provisioned: Settings,
         # Another org has its own bucket.
         other = await client.post(f"/api/v1/repos/{org}x/r/events", json=body, headers=h)
         assert other.status == 202
+
+
+async def test_deep_nesting_and_huge_integers_are_422_not_500(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    h = await org_token(api, settings, org)
+    repo = new_repo()
+    path = f"/api/v1/repos/{org}/{repo}/events"
+    for depth in (254, 600, 1023):
+        nested = b'{"event":"push","payload":{"x":' + b"[" * depth + b"]" * depth + b"}}"
+        err = await error_of(await api.post(path, data=nested, headers=h), 422)
+        assert err["field"] == "body" and "nests deeper" in err["message"]
+    huge = b'{"event":"push","payload":{"n":123456789012345678901234567890}}'
+    err = await error_of(await api.post(path, data=huge, headers=h), 422)
+    assert "64 bits" in err["message"]
+    assert await outbox_rows(pool, EVENTS, f"{org}/{repo}") == []

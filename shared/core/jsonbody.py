@@ -1,0 +1,67 @@
+"""Parsing a JSON request body into what the rest of Hookline can store and re-encode.
+
+orjson reads nesting up to 1,024 levels but writes only 254, and it turns integers beyond
+64 bits into floats silently; both would surface later (a 500, a changed number), so both
+are refused here with a 4xx naming the body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+from .errors import BadRequest, ValidationError
+
+MAX_DEPTH = 128
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT64 = (-(2**63), 2**64 - 1)
+_TOO_BIG = "a number in the body does not fit in 64 bits; send it as a string"
+
+
+def _check_int(text: str) -> int:
+    value = int(text)
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise ValidationError(_TOO_BIG, field="body")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def parse_json(raw: bytes) -> Any:
+    """The parsed body: 400 if it is not JSON, 422 (field `body`) if it nests deeper than
+    MAX_DEPTH levels or holds an integer beyond 64 bits."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = str(exc).lower()
+        if "recursion" in reason or "depth" in reason:
+            raise ValidationError(
+                f"the body nests deeper than {MAX_DEPTH} levels", field="body"
+            ) from None
+        if "infinity" in reason:
+            raise ValidationError(_TOO_BIG, field="body") from None
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    # Cheap guards first: a body with fewer brackets than the limit cannot be too deep,
+    # and one without a run of 20 digits holds no integer beyond 64 bits.
+    if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise ValidationError(f"the body nests deeper than {MAX_DEPTH} levels", field="body")
+    if _LONG_DIGITS.search(raw):
+        try:
+            json.loads(raw, parse_int=_check_int)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise ValidationError(_TOO_BIG, field="body") from None
+    return value

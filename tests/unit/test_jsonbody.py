@@ -1,0 +1,40 @@
+"""Request bodies Hookline could not store or re-encode are refused with a 4xx."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.core.errors import BadRequest, ValidationError
+from shared.core.jsonbody import MAX_DEPTH, parse_json
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 254, 600, 1023, 2000])
+def test_deep_nesting_is_a_422_naming_the_body(depth: int) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_json(b"[" * depth + b"]" * depth)
+    assert caught.value.field == "body"
+
+
+def test_nesting_up_to_the_limit_is_kept_and_encodes_again() -> None:
+    raw = b'{"a":' * (MAX_DEPTH - 1) + b"[]" + b"}" * (MAX_DEPTH - 1)
+    assert orjson.dumps(parse_json(raw)) == raw
+
+
+@pytest.mark.parametrize("number", ["18446744073709551616", "-9223372036854775809", "9" * 5000])
+def test_integers_beyond_64_bits_are_refused_not_rounded(number: str) -> None:
+    with pytest.raises(ValidationError, match="64 bits"):
+        parse_json(b'{"n": ' + number.encode() + b"}")
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**64 - 1))
+def test_64_bit_integers_stay_exact(n: int) -> None:
+    assert parse_json(orjson.dumps({"n": n, "s": str(n) * 3})) == {"n": n, "s": str(n) * 3}
+
+
+def test_long_digit_strings_are_fine_and_garbage_is_400() -> None:
+    assert parse_json(b'{"sha":"12345678901234567890123456789"}')["sha"].startswith("1234")
+    with pytest.raises(BadRequest):
+        parse_json(b"{nope")
