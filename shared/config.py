@@ -105,6 +105,7 @@ class Settings:
         "HOOKLINE_DISABLE_AFTER_SECONDS", "3600", _int(0, 365 * 86400)
     )
     max_webhooks_per_repo: int = _setting("HOOKLINE_MAX_WEBHOOKS_PER_REPO", "20", _int(1, 10_000))
+    max_org_webhooks: int = _setting("HOOKLINE_MAX_ORG_WEBHOOKS", "20", _int(1, 10_000))
     max_payload_bytes: int = _setting(
         "HOOKLINE_MAX_PAYLOAD_BYTES", str(1024 * 1024), _int(1024, 64 * 1024 * 1024)
     )

@@ -12,12 +12,13 @@ from typing import Any
 
 import asyncpg
 
-from shared.core.errors import Conflict, NotFound
+from shared.core.errors import NotFound
 from shared.core.events import format_timestamp
 from shared.core.inbound import DEFAULT_EVENT, ID_RANDOM_BYTES, new_inbound_id
 from shared.core.inbound import validate_inbound_fields as validate_fields
 from shared.core.signing import generate_secret
 from shared.crypto import SecretBox
+from shared.webhooks import check_scope_limit
 
 _COLUMNS = (
     "h.id, h.org, h.repo, h.name, h.target, h.event, h.verify, h.active, h.created_at, h.updated_at"
@@ -131,10 +132,13 @@ class InboundStore:
     """Create, read, change, delete and rotate inbound webhooks, tenant-scoped (`org` None
     is the admin's view); and the lookup the public edge makes on every call."""
 
-    def __init__(self, pool: asyncpg.Pool, box: SecretBox, *, max_per_scope: int) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, box: SecretBox, *, max_per_scope: int, max_org: int = 20
+    ) -> None:
         self._pool = pool
         self._box = box
-        self._max_per_scope = max_per_scope
+        self._max_per_scope = max_per_scope  # per repo; org-level ones: max_org
+        self._max_org = max_org
 
     async def create(self, org: str, repo: str | None, body: object) -> tuple[InboundWebhook, str]:
         """Validates and stores an inbound webhook; returns it with its secret (shown now)."""
@@ -144,18 +148,15 @@ class InboundStore:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext($1))", f"inbound:{org}/{repo}"
             )
-            count = await conn.fetchval(
-                "SELECT count(*) FROM inbound_webhooks WHERE org = $1"
-                " AND repo IS NOT DISTINCT FROM $2 AND deleted_at IS NULL",
+            await check_scope_limit(
+                conn,
+                "inbound_webhooks",
                 org,
                 repo,
+                per_repo=self._max_per_scope,
+                per_org=self._max_org,
+                what="inbound webhooks",
             )
-            if count >= self._max_per_scope:
-                where = f"{org}/{repo}" if repo is not None else f"org {org}"
-                raise Conflict(
-                    f"{where} already has {count} inbound webhooks (the limit is "
-                    f"{self._max_per_scope}); delete one first"
-                )
             row = await conn.fetchrow(
                 f"INSERT INTO inbound_webhooks AS h (id, org, repo, name, target, event, verify,"
                 f" secret_enc, active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"

@@ -69,16 +69,18 @@ def call_event(hook: CallTarget, call: Call, data: dict[str, Any]) -> EventMessa
 
 
 # The batch's hooks ($1 ids, $2 calls to each), then for the active ones their calls
-# counted against their limits ($3 a minute each), then the calls within those limits
-# counted against their orgs'. Hooks and orgs are distinct rows of their CTEs, as
-# ON CONFLICT requires.
+# counted against their limits (the org's own, else $3 a minute), then the calls within
+# those limits counted against their orgs' (the org's own, else $4). Hooks and orgs are
+# distinct rows of their CTEs, as ON CONFLICT requires.
 _ADMIT = (
     "WITH q AS (SELECT * FROM unnest($1::text[], $2::int4[]) AS q(id, n)),"
     " h AS (SELECT w.id, w.org, w.repo, w.name, w.target, w.event, w.verify, w.active,"
-    " w.secret_enc, q.n FROM inbound_webhooks w JOIN q ON w.id = q.id"
+    " w.secret_enc, q.n, coalesce(l.inbound_rate_per_hook, $3) AS per_hook,"
+    " coalesce(l.inbound_rate_per_org, $4) AS per_org"
+    " FROM inbound_webhooks w JOIN q ON w.id = q.id LEFT JOIN org_limits l ON l.org = w.org"
     " WHERE w.deleted_at IS NULL), "
     + counted("k0", _HOOK_KEY, "FROM h WHERE h.active", n="h.n")
-    + ", allowed AS (SELECT h.org, greatest(0, least(h.n, $3 - (k0.count - h.n))) AS a"
+    + ", allowed AS (SELECT h.org, greatest(0, least(h.n, h.per_hook - (k0.count - h.n))) AS a"
     f" FROM h JOIN k0 ON k0.key = {_HOOK_KEY}), "
     + counted(
         "k1",
@@ -87,7 +89,7 @@ _ADMIT = (
         n="a.n",
     )
     + " SELECT h.id, h.org, h.repo, h.name, h.target, h.event, h.verify, h.active,"
-    " h.secret_enc, h.n, k0.count AS hook_count, k0.wait AS hook_wait,"
+    " h.secret_enc, h.n, h.per_hook, h.per_org, k0.count AS hook_count, k0.wait AS hook_wait,"
     " k1.count AS org_count, k1.wait AS org_wait"
     f" FROM h LEFT JOIN k0 ON k0.key = {_HOOK_KEY} LEFT JOIN k1 ON k1.key = {_ORG_KEY}"
 )
@@ -104,7 +106,7 @@ class CallGate:
     def __init__(self, pool: asyncpg.Pool, box: SecretBox, *, per_hook: int, per_org: int) -> None:
         self._pool = pool
         self._box = box
-        self.per_hook = per_hook
+        self.per_hook = per_hook  # defaults; an org's own limits (org_limits) win
         self.per_org = per_org
         self._batcher: Batcher[str, tuple[CallTarget | None, Refusal | None]] = Batcher(
             self._admit_many
@@ -119,14 +121,16 @@ class CallGate:
         self, ids: Sequence[str]
     ) -> list[tuple[CallTarget | None, Refusal | None]]:
         calls = Counter(ids)
-        rows = await self._pool.fetch(_ADMIT, list(calls), list(calls.values()), self.per_hook)
+        rows = await self._pool.fetch(
+            _ADMIT, list(calls), list(calls.values()), self.per_hook, self.per_org
+        )
         hooks: dict[str, tuple[CallTarget, asyncpg.Record]] = {}
         org_allowed: Counter[str] = Counter()
         for row in rows:
             hooks[row["id"]] = (self._target(row), row)
             if row["hook_count"] is not None:
                 prev = row["hook_count"] - row["n"]
-                org_allowed[row["org"]] += max(0, min(row["n"], self.per_hook - prev))
+                org_allowed[row["org"]] += max(0, min(row["n"], row["per_hook"] - prev))
         hook_seen: Counter[str] = Counter()
         org_seen: Counter[str] = Counter()
         out: list[tuple[CallTarget | None, Refusal | None]] = []
@@ -140,19 +144,15 @@ class CallGate:
                 out.append((hook, None))
                 continue
             hook_seen[hook_id] += 1
-            if row["hook_count"] - row["n"] + hook_seen[hook_id] > self.per_hook:
-                out.append(
-                    (hook, _refusal(f"inbound:hook:{hook_id}", self.per_hook, row["hook_wait"]))
-                )
-                continue
-            org_seen[hook.org] += 1
-            org_count = row["org_count"] - org_allowed[hook.org] + org_seen[hook.org]
-            if org_count > self.per_org:
-                out.append(
-                    (hook, _refusal(f"inbound:org:{hook.org}", self.per_org, row["org_wait"]))
-                )
-                continue
-            out.append((hook, None))
+            refusal = None
+            if row["hook_count"] - row["n"] + hook_seen[hook_id] > row["per_hook"]:
+                refusal = _refusal(f"inbound:hook:{hook_id}", row["per_hook"], row["hook_wait"])
+            else:
+                org_seen[hook.org] += 1
+                org_count = row["org_count"] - org_allowed[hook.org] + org_seen[hook.org]
+                if org_count > row["per_org"]:
+                    refusal = _refusal(f"inbound:org:{hook.org}", row["per_org"], row["org_wait"])
+            out.append((hook, refusal))
         return out
 
     def _target(self, row: asyncpg.Record) -> CallTarget:

@@ -10,11 +10,13 @@ table on the database's clock: one statement per call, which waits for no WAL fl
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import asyncpg
+
+from shared.batching import Batcher
 
 WINDOW_S = 60
 _CAP = 1_000_000_000  # counts stop growing here
@@ -47,43 +49,41 @@ def counted(name: str, key: str, source: str, n: str = "1") -> str:
     )
 
 
-@lru_cache(maxsize=8)
-def _statement(n: int) -> str:
-    """One statement counting `n` keys in a chain: key i is counted only if key i-1 was
-    within its limit. Parameters: key_0, limit_0, key_1, limit_1, ..."""
-    ctes = [counted("k0", "$1", "")]
-    for i in range(1, n):
-        prev = f"k{i - 1}"
-        ctes.append(
-            counted(f"k{i}", f"${2 * i + 1}", f"FROM {prev} WHERE {prev}.count <= ${2 * i}")
-        )
-    columns = ", ".join(f"k{i}.count, k{i}.wait" for i in range(n))
-    joins = " ".join(f"LEFT JOIN k{i} ON true" for i in range(1, n))
-    # The last limit is compared by the caller; named here so that its type is known.
-    return f"WITH {', '.join(ctes)} SELECT {columns}, ${2 * n}::int4 FROM k0 {joins}"
+# A batch of calls: $1 distinct keys, $2 calls to each.
+_TAKE = (
+    "WITH q AS (SELECT * FROM unnest($1::text[], $2::int4[]) AS q(key, n)), "
+    + counted("k", "q.key", "FROM q", n="q.n")
+    + " SELECT key, count, wait FROM k"
+)
 
 
 class SharedRateLimiter:
-    """Counts calls per key per minute in PostgreSQL, shared by every process."""
+    """Counts calls per key per minute in PostgreSQL, shared by every process; concurrent
+    calls are counted in one statement (shared/batching.py)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._batcher: Batcher[tuple[str, int], Refusal | None] = Batcher(self._take_many)
 
-    async def take(self, limits: Sequence[tuple[str, int]]) -> Refusal | None:
-        """Counts one call against each `(key, limit)` in order; None if every one allowed
-        it, else the first that refused."""
-        if not limits:
-            return None
-        args: list[object] = []
-        for key, limit in limits:
-            args += [key, limit]
-        row = await self._pool.fetchrow(_statement(len(limits)), *args)
-        assert row is not None
-        for i, (key, limit) in enumerate(limits):
-            count, wait = row[2 * i], row[2 * i + 1]
-            if count is not None and count > limit:
-                return Refusal(key=key, limit=limit, retry_after=max(1, math.ceil(wait)))
-        return None
+    async def take(self, key: str, limit: int) -> Refusal | None:
+        """Counts one call against `key`: None if within `limit` a minute, else when to
+        come back."""
+        return await self._batcher.submit((key, limit))
+
+    async def _take_many(self, calls: Sequence[tuple[str, int]]) -> list[Refusal | None]:
+        per_key = Counter(key for key, _ in calls)
+        rows = await self._pool.fetch(_TAKE, list(per_key), list(per_key.values()))
+        after = {r["key"]: (r["count"], r["wait"]) for r in rows}
+        seen: Counter[str] = Counter()
+        out: list[Refusal | None] = []
+        for key, limit in calls:  # in arrival order: the first calls of a window get in
+            seen[key] += 1
+            count, wait = after[key]
+            if count - per_key[key] + seen[key] > limit:
+                out.append(Refusal(key=key, limit=limit, retry_after=max(1, math.ceil(wait))))
+            else:
+                out.append(None)
+        return out
 
     async def prune(self) -> int:
         """Forgets windows that closed (a key's next call opens a new one anyway)."""

@@ -70,6 +70,35 @@ def _record(row: asyncpg.Record) -> WebhookRecord:
     )
 
 
+async def check_scope_limit(
+    conn: asyncpg.Connection,
+    table: str,
+    org: str,
+    repo: str | None,
+    *,
+    per_repo: int,
+    per_org: int,
+    what: str,
+) -> None:
+    """409 when the repo (or, for org-level ones, the org) already holds as many rows of
+    `table` as its limit: the org's own (org_limits) or else the default. Call it under
+    the scope's advisory lock, so that the limit holds under concurrent creations."""
+    column = "max_webhooks_per_repo" if repo is not None else "max_org_webhooks"
+    own = await conn.fetchval(f"SELECT {column} FROM org_limits WHERE org = $1", org)
+    limit = own if own is not None else (per_repo if repo is not None else per_org)
+    alive = " AND deleted_at IS NULL" if table == "inbound_webhooks" else ""
+    count = await conn.fetchval(
+        f"SELECT count(*) FROM {table} WHERE org = $1 AND repo IS NOT DISTINCT FROM $2{alive}",
+        org,
+        repo,
+    )
+    if count >= limit:
+        where = f"{org}/{repo}" if repo is not None else f"org {org} (org-level)"
+        raise Conflict(
+            f"{where} already has {count} {what} (the limit is {limit}); delete one first"
+        )
+
+
 @dataclass(frozen=True)
 class Rotation:
     secret: str
@@ -83,12 +112,19 @@ class WebhookStore:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, box: SecretBox, *, allow: Allowlist, max_per_repo: int
+        self,
+        pool: asyncpg.Pool,
+        box: SecretBox,
+        *,
+        allow: Allowlist,
+        max_per_repo: int,
+        max_org: int = 20,
     ) -> None:
         self._pool = pool
         self._box = box
         self._allow = allow
-        self._max_per_repo = max_per_repo
+        self._max_per_repo = max_per_repo  # defaults; an org's own limits (org_limits) win
+        self._max_org = max_org
 
     async def _check_target(self, url: str) -> None:
         parts = urlsplit(url)
@@ -111,15 +147,15 @@ class WebhookStore:
         async with self._pool.acquire() as conn, conn.transaction():
             # Serialise creations in one scope so the limit holds under concurrency.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{org}/{repo}")
-            if repo is not None:
-                count = await conn.fetchval(
-                    "SELECT count(*) FROM webhooks WHERE org = $1 AND repo = $2", org, repo
-                )
-                if count >= self._max_per_repo:
-                    raise Conflict(
-                        f"{org}/{repo} already has {count} webhooks (the limit is "
-                        f"{self._max_per_repo}); delete one first"
-                    )
+            await check_scope_limit(
+                conn,
+                "webhooks",
+                org,
+                repo,
+                per_repo=self._max_per_repo,
+                per_org=self._max_org,
+                what="webhooks",
+            )
             row = await conn.fetchrow(
                 f"INSERT INTO webhooks (id, org, repo, url, events, active, content_type,"
                 f" description, retry, timeout_s, secret_enc) VALUES"

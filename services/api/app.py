@@ -17,15 +17,15 @@ from services.api.keys import (
     INBOUND,
     INVOCATIONS,
     KAFKA_PROBE,
-    LIMITER,
+    LIMITS,
     POOL,
+    RATES,
     SETTINGS,
     TOKENS,
     WAKER,
     WEBHOOKS,
 )
-from services.api.ratelimit import IngestLimiter
-from services.api.views import catalog, deliveries, events, inbound, tokens, webhooks
+from services.api.views import catalog, deliveries, events, inbound, limits, tokens, webhooks
 from shared.config import Settings
 from shared.core.errors import HooklineError, RateLimited
 from shared.crypto import SecretBox
@@ -33,8 +33,10 @@ from shared.db import create_pool
 from shared.deliveries import DeliveryQueries
 from shared.inbound import InboundStore
 from shared.inbound_calls import InvocationLog
+from shared.limits import LimitStore, OrgLimits
 from shared.logging import configure_logging
 from shared.outbox import OutboxWaker
+from shared.ratelimit import SharedRateLimiter
 from shared.runtime import run
 from shared.tokens import TokenStore
 from shared.webhooks import WebhookStore
@@ -118,7 +120,6 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_payload_bytes + _BODY_SLACK,
     )
     app[SETTINGS] = settings
-    app[LIMITER] = IngestLimiter(settings.ingest_rate_per_org)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url, min_size=1, max_size=10)
@@ -127,8 +128,13 @@ def create_app(settings: Settings) -> web.Application:
         app[KAFKA_PROBE] = probe
         app[TOKENS] = TokenStore(pool)
         app[DELIVERIES] = DeliveryQueries(pool)
+        app[LIMITS] = LimitStore(pool, OrgLimits.defaults(settings))
+        app[RATES] = SharedRateLimiter(pool)
         app[INBOUND] = InboundStore(
-            pool, SecretBox(settings.secret_key), max_per_scope=settings.max_webhooks_per_repo
+            pool,
+            SecretBox(settings.secret_key),
+            max_per_scope=settings.max_webhooks_per_repo,
+            max_org=settings.max_org_webhooks,
         )
         app[WAKER] = OutboxWaker(pool)
         app[INVOCATIONS] = InvocationLog(pool, app[WAKER])
@@ -137,13 +143,14 @@ def create_app(settings: Settings) -> web.Application:
             SecretBox(settings.secret_key),
             allow=settings.allowed_targets,
             max_per_repo=settings.max_webhooks_per_repo,
+            max_org=settings.max_org_webhooks,
         )
         yield
         await probe.close()
         await pool.close()
 
     app.cleanup_ctx.append(resources)
-    for module in (tokens, webhooks, events, deliveries, catalog, inbound):
+    for module in (tokens, webhooks, events, deliveries, catalog, inbound, limits):
         app.add_routes(module.routes)
     return app
 

@@ -6,12 +6,13 @@ import asyncpg
 from aiohttp import web
 
 from services.api.health import KafkaProbe
-from services.api.ratelimit import IngestLimiter
 from shared.config import Settings
 from shared.deliveries import DeliveryQueries
 from shared.inbound import InboundStore
 from shared.inbound_calls import InvocationLog
+from shared.limits import LimitStore
 from shared.outbox import OutboxWaker
+from shared.ratelimit import SharedRateLimiter
 from shared.tokens import TokenStore
 from shared.webhooks import WebhookStore
 
@@ -20,8 +21,9 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 TOKENS = web.AppKey("tokens", TokenStore)
 DELIVERIES = web.AppKey("deliveries", DeliveryQueries)
-LIMITER = web.AppKey("ingest_limiter", IngestLimiter)
 KAFKA_PROBE = web.AppKey("kafka_probe", KafkaProbe)
 INBOUND = web.AppKey("inbound", InboundStore)
 INVOCATIONS = web.AppKey("invocations", InvocationLog)
 WAKER = web.AppKey("outbox_waker", OutboxWaker)
+LIMITS = web.AppKey("limits", LimitStore)
+RATES = web.AppKey("rates", SharedRateLimiter)

@@ -338,6 +338,24 @@ def _paths() -> dict[str, Schema]:
                 tag="inbound",
             ),
         },
+        "/api/v1/orgs/{org}/limits": {
+            "get": _op(
+                "An org's limits: as set (null: the default) and in force." + ADMIN,
+                {200: _json("Limits", "The limits.")},
+                (403,),
+                params=[ORG],
+                tag="limits",
+            ),
+            "put": _op(
+                "Set an org's limits (every field; null takes the HOOKLINE_* default); in"
+                " force on every replica within 5 s." + ADMIN,
+                {200: _json("Limits", "Set.")},
+                (403,),
+                body="LimitsIn",
+                params=[ORG],
+                tag="limits",
+            ),
+        },
         "/api/v1/event-types": {
             "get": _op(
                 "The event catalog.",

@@ -36,7 +36,7 @@ ERROR_RESPONSES = {
     409: "Conflicts with the current state.",
     413: "Body over HOOKLINE_MAX_PAYLOAD_BYTES.",
     422: "Valid JSON with an invalid value; `error.field` names it.",
-    429: "Over the org's ingest rate limit (per API replica); see Retry-After.",
+    429: "Over a rate limit (counted across every replica); see Retry-After.",
     503: "A dependency is unavailable.",
 }
 FILTER_DOC = "an event type, a family (`pull_request`), `family.*`, or `*`"
@@ -336,6 +336,35 @@ SCHEMAS.update(
                 "next_cursor": _nullable(STR),
             },
             ["invocations", "next_cursor"],
+        ),
+    }
+)
+
+_LIMIT = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}
+_LIMIT_FIELDS = (
+    "max_webhooks_per_repo",
+    "max_org_webhooks",
+    "retention_days",
+    "ingest_rate_per_min",
+    "inbound_rate_per_hook",
+    "inbound_rate_per_org",
+)
+SCHEMAS.update(
+    {
+        "LimitsIn": _obj(
+            {name: _LIMIT for name in _LIMIT_FIELDS},
+            description="Every field; null (or absent) takes the HOOKLINE_* default.",
+            additionalProperties=False,
+        ),
+        "Limits": _obj(
+            {
+                "org": STR,
+                **{name: _LIMIT for name in _LIMIT_FIELDS},
+                "effective": _obj(
+                    {name: {"type": "integer"} for name in _LIMIT_FIELDS}, list(_LIMIT_FIELDS)
+                ),
+            },
+            ["org", *_LIMIT_FIELDS, "effective"],
         ),
     }
 )

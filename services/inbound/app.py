@@ -58,7 +58,12 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
         log = InvocationLog(pool, OutboxWaker(pool))
         app[EDGE] = Edge(
             settings=settings,
-            store=InboundStore(pool, box, max_per_scope=settings.max_webhooks_per_repo),
+            store=InboundStore(
+                pool,
+                box,
+                max_per_scope=settings.max_webhooks_per_repo,
+                max_org=settings.max_org_webhooks,
+            ),
             gate=CallGate(
                 pool,
                 box,

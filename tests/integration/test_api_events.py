@@ -139,7 +139,7 @@ async def test_rate_limit_per_org_is_429_with_retry_after(provisioned: Settings,
         assert statuses == [202, 202, 202]
         resp = await client.post(f"/api/v1/repos/{org}/r/events", json=body, headers=h)
         assert (await error_of(resp, 429))["code"] == "rate_limited"
-        assert 1 <= int(resp.headers["Retry-After"]) <= 20
+        assert 1 <= int(resp.headers["Retry-After"]) <= 60
         # Another org has its own bucket.
         other = await client.post(f"/api/v1/repos/{org}x/r/events", json=body, headers=h)
         assert other.status == 202

@@ -43,7 +43,7 @@ async def test_idempotency_keys_older_than_a_day_are_forgotten(
 
 async def test_closed_rate_windows_are_pruned(pool: asyncpg.Pool, org: str) -> None:
     limiter = SharedRateLimiter(pool)
-    assert await limiter.take([(f"test:{org}:open", 1)]) is None
+    assert await limiter.take(f"test:{org}:open", 1) is None
     await pool.execute(
         "INSERT INTO rate_limits (key, window_start, count)"
         " VALUES ($1, now() - interval '5 min', 3)",
@@ -52,5 +52,5 @@ async def test_closed_rate_windows_are_pruned(pool: asyncpg.Pool, org: str) -> N
     await limiter.prune()
     keys = await pool.fetch("SELECT key FROM rate_limits WHERE key LIKE $1", f"test:{org}:%")
     assert [r["key"] for r in keys] == [f"test:{org}:open"]
-    refused = await limiter.take([(f"test:{org}:open", 1)])
+    refused = await limiter.take(f"test:{org}:open", 1)
     assert refused is not None and refused.limit == 1 and 1 <= refused.retry_after <= 60

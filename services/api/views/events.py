@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from services.api.auth import principal
 from services.api.bodies import API, json_response, path_name, read_object
-from services.api.keys import LIMITER, POOL
+from services.api.keys import LIMITS, POOL, RATES
 from shared.core.errors import Conflict, RateLimited, ValidationError
 from shared.core.messages import make_event
 from shared.outbox import enqueue_event
@@ -24,10 +23,12 @@ async def ingest(request: web.Request) -> web.Response:
     repeated id answers 200 with the same id and enqueues nothing."""
     org, repo = path_name(request, "org"), path_name(request, "repo")
     principal(request).check_org(org)
-    wait = request.app[LIMITER].take(org)
-    if wait > 0:
+    limit = (await request.app[LIMITS].effective(org)).ingest_rate_per_min
+    refusal = await request.app[RATES].take(f"ingest:{org}", limit)
+    if refusal is not None:
         raise RateLimited(
-            f"org {org!r} is over its ingest rate limit", retry_after=max(1, math.ceil(wait))
+            f"org {org!r} is over its ingest limit of {limit} events a minute",
+            retry_after=refusal.retry_after,
         )
     body = await read_object(request, FIELDS)
     now = datetime.now(UTC)
