@@ -39,16 +39,18 @@ async def log_attempt(
     response_body: str = "",
     response_headers: dict[str, str] | None = None,
     at: datetime | None = None,
+    delivery_id: uuid.UUID | None = None,
+    event_type: str = "push",
 ) -> str:
     """One delivery of one attempt, in the log and its summary (as the sender writes it)."""
-    delivery_id = uuid.uuid4()
+    delivery_id = delivery_id or uuid.uuid4()
     at = at or datetime.now(UTC)
     event_id = "evt-" + uuid.uuid4().hex[:8]
     await pool.execute(
         "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type,"
         " attempt, trigger, outcome, started_at, duration_ms, request_headers, request_body,"
         " response_status, response_headers, response_body, error, resolved_ip)"
-        " VALUES ($1, $2, $3, $4, 'push', 1, 'auto', $5, $6, 12.5, $7, $8, $9, $10, $11, $12,"
+        " VALUES ($1, $2, $3, $4, $13, 1, 'auto', $5, $6, 12.5, $7, $8, $9, $10, $11, $12,"
         " '127.0.0.1')",
         delivery_id,
         uuid.UUID(webhook["id"]),
@@ -62,11 +64,12 @@ async def log_attempt(
         response_headers or {"Server": "test"},
         response_body,
         None if outcome == "succeeded" else "http_status",
+        event_type,
     )
     await pool.execute(
         "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status, attempts,"
         " first_at, last_at, last_error, last_status)"
-        " VALUES ($1, $2, $3, $4, 'push', $5, 1, $6, $6, $7, $8)",
+        " VALUES ($1, $2, $3, $4, $9, $5, 1, $6, $6, $7, $8)",
         delivery_id,
         uuid.UUID(webhook["id"]),
         webhook["scope"]["org"],
@@ -75,5 +78,6 @@ async def log_attempt(
         at,
         None if outcome == "succeeded" else "http_status",
         status,
+        event_type,
     )
     return str(delivery_id)

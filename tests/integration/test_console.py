@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -231,6 +232,29 @@ async def test_edit_disable_enable_and_delete(
     gone = await client.post(page + "/delete", data={"csrf": csrf})
     assert gone.status == 200 and "Deleted the webhook" in await gone.text()
     assert (await client.get(page)).status == 404
+
+
+async def test_send_test_waits_for_the_answer_then_shows_it_inline(
+    client: TestClient, provisioned: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    token, csrf = await _org_session(client, provisioned, org)
+    hook = await make_webhook(client, bearer(token), org)
+    page = f"/console/webhooks/{hook['id']}"
+    sent = await client.post(page + "/ping", data={"csrf": csrf})
+    assert sent.status == 200 and sent.url.path == page
+    assert {"ping", "sent"} <= set(sent.url.query) and 'id="test"' in await sent.text()
+    # Not answered yet: the page says so and reloads itself.
+    unanswered = uuid.uuid4()
+    waiting = await (await client.get(f"{page}?ping={unanswered}&sent={int(time.time())}")).text()
+    assert "waiting for the endpoint" in waiting and 'http-equiv="refresh"' in waiting
+    # Answered: the result inline, no more reloading.
+    await log_attempt(pool, hook, delivery_id=unanswered, event_type="ping")
+    answered = await (await client.get(f"{page}?ping={unanswered}&sent={int(time.time())}")).text()
+    assert "HTTP 500" in answered and 'http-equiv="refresh"' not in answered
+    assert f'href="/console/deliveries/{unanswered}"' in answered
+    # Long unanswered: it stops reloading.
+    stale = await (await client.get(f"{page}?ping={uuid.uuid4()}&sent=1000")).text()
+    assert "No answer logged yet" in stale and 'http-equiv="refresh"' not in stale
 
 
 async def test_hostile_bodies_and_headers_render_as_text(

@@ -63,9 +63,11 @@ def _schedule_text(schedule: list[float] | None) -> str:
 def submitted(form: MultiDictProxy[Any]) -> dict[str, Any]:
     """The form's values as typed, to show again beside its errors."""
 
-    def text(name: str) -> str:
+    def text(name: str, *, strip: bool = True) -> str:
         value = form.get(name, "")
-        return value.strip() if isinstance(value, str) else ""
+        if not isinstance(value, str):
+            return ""
+        return value.strip() if strip else value
 
     return {
         "repo": text("repo"),
@@ -76,9 +78,7 @@ def submitted(form: MultiDictProxy[Any]) -> dict[str, Any]:
         "retry": text("retry"),
         "timeout_s": text("timeout_s"),
         "active": form.get("active") == "on",
-        "description": form.get("description", "")
-        if isinstance(form.get("description"), str)
-        else "",
+        "description": text("description", strip=False),
     }
 
 

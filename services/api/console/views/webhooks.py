@@ -25,6 +25,7 @@ from shared.deliveries import STATUSES, parse_time
 routes = web.RouteTableDef()
 PAGE_SIZE = 25
 PING_WAIT_S = 3.0  # Send test waits this long for the answer before showing the page
+PING_REFRESH_S = 60  # then the page reloads itself while waiting, for at most this long
 
 
 async def _webhook(request: web.Request) -> Webhook:
@@ -48,7 +49,11 @@ async def _ping_result(request: web.Request, webhook: Webhook) -> dict[str, Any]
     try:
         found = await request.config_dict[DELIVERIES].get(delivery_id, me(request).org)
     except NotFound:
-        return {"id": delivery_id, "pending": True}
+        try:
+            waited = time.time() - float(request.query.get("sent", ""))
+        except ValueError:
+            waited = PING_REFRESH_S
+        return {"id": delivery_id, "pending": True, "waiting": -5 <= waited < PING_REFRESH_S}
     if found["webhook_id"] != webhook.id:
         return None
     return {"id": delivery_id, "pending": False, "delivery": found, "last": found["attempts"][-1]}
@@ -90,7 +95,7 @@ async def show(request: web.Request) -> web.Response:
         "older": older,
         "paged": "cursor" in q,
         "ping": ping,
-        "refresh": ping is not None and ping["pending"],
+        "refresh": ping is not None and ping.get("waiting", False),
     }
     return await page(request, "webhook.html", context)
 
@@ -186,7 +191,7 @@ async def send_test(request: web.Request) -> web.Response:
             break
         except NotFound:
             await asyncio.sleep(0.2)
-    see_other(f"/webhooks/{webhook.id}?ping={delivery_id}#test")
+    see_other(f"/webhooks/{webhook.id}?ping={delivery_id}&sent={int(time.time())}#test")
 
 
 @routes.post("/webhooks/{id}/rotate-secret")
