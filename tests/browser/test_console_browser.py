@@ -15,6 +15,7 @@ from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.conftest import HOSTILE, ThreadedReceiver, api
@@ -29,6 +30,15 @@ state: dict[str, Any] = {}
 def button(driver: WebDriver, text: str, within: WebElement | None = None) -> WebElement:
     scope: Any = within or driver
     return scope.find_element(By.XPATH, f".//button[normalize-space()='{text}']")  # type: ignore[no-any-return]
+
+
+def go(driver: WebDriver, element: WebElement) -> None:
+    """Clicks something that loads a page, and waits until the new page has loaded."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(driver, 15, poll_frequency=0.1)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def until(
@@ -52,18 +62,23 @@ def until(
     return WebDriverWait(driver, timeout, poll_frequency=0.5).until(look)
 
 
+UNLABELLED = """return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+  .filter(e => !(e.labels && e.labels.length)).map(e => e.name || e.id)"""
+
+
 def add_webhook(driver: WebDriver, base: str, url: str, *, events: tuple[str, ...] = ()) -> str:
     """Fills in the Add webhook form; returns the new webhook's id."""
     driver.get(f"{base}/console/orgs/{ORG}")
-    driver.find_element(By.LINK_TEXT, "Add webhook").click()
+    go(driver, driver.find_element(By.LINK_TEXT, "Add webhook"))
+    assert driver.execute_script(UNLABELLED) == []  # every field has its label
     driver.find_element(By.ID, "repo").send_keys("app")
     driver.find_element(By.ID, "url").send_keys(url)
     for event in events:
         driver.find_element(By.CSS_SELECTOR, f"input[name=events][value='{event}']").click()
     retry = driver.find_element(By.ID, "retry")
     retry.send_keys("1")
-    button(driver, "Add webhook").click()
-    until(driver, lambda d: "/console/webhooks/" in d.current_url)
+    go(driver, button(driver, "Add webhook"))
+    assert "/console/webhooks/" in driver.current_url
     return driver.current_url.rsplit("/", 1)[1].split("?")[0]
 
 
@@ -76,10 +91,10 @@ def test_sign_in(browser: WebDriver, stack: Pipeline) -> None:
     label = browser.find_element(By.CSS_SELECTOR, "label[for=token]")
     assert label.text == "Token"
     field.send_keys("hlt_wrong")
-    button(browser, "Sign in").click()
+    go(browser, button(browser, "Sign in"))
     assert "not valid" in browser.find_element(By.ID, "login-error").text
     browser.find_element(By.ID, "token").send_keys(token)
-    button(browser, "Sign in").click()
+    go(browser, button(browser, "Sign in"))
     assert browser.current_url.endswith(f"/console/orgs/{ORG}")
     assert button(browser, "Sign out").is_displayed()
 
@@ -97,6 +112,7 @@ def test_add_webhook_shows_the_secret_once_and_a_delivery_succeeds(
     browser.refresh()
     assert not browser.find_elements(By.CSS_SELECTOR, "[data-secret]")
     assert secret not in browser.page_source
+    assert browser.execute_script(UNLABELLED) == []  # the filters and recover form too
 
     api(
         stack.api_url,
@@ -128,7 +144,7 @@ def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
     browser: WebDriver, stack: Pipeline, receiver: ThreadedReceiver
 ) -> None:
     hook_id = add_webhook(browser, stack.api_url, receiver.url("/fail"), events=("pull_request",))
-    button(browser, "Send test").click()
+    go(browser, button(browser, "Send test"))
     result = until(
         browser,
         lambda d: (
@@ -151,7 +167,7 @@ def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
         refresh=True,
     )
     assert "✗" in row.text and row.find_element(By.CSS_SELECTOR, "td.http").text == "500"
-    row.find_element(By.TAG_NAME, "a").click()
+    go(browser, row.find_element(By.TAG_NAME, "a"))
 
     body = browser.find_element(By.CSS_SELECTOR, "pre.response-body")
     assert body.text == HOSTILE  # shown as text...
@@ -161,7 +177,7 @@ def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
     attempts = len(browser.find_elements(By.CSS_SELECTOR, "section.attempt"))
     assert attempts == 2  # retry schedule [1]: two attempts, then dead
 
-    button(browser, "Redeliver").click()
+    go(browser, button(browser, "Redeliver"))
     assert "Redelivery queued as attempt 3" in browser.find_element(By.CSS_SELECTOR, ".notice").text
     manual = until(
         browser,
@@ -176,12 +192,12 @@ def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
 
 def test_disable_then_enable(browser: WebDriver, stack: Pipeline) -> None:
     browser.get(f"{stack.api_url}/console/webhooks/{state['ok']}")
-    button(browser, "Disable").click()
+    go(browser, button(browser, "Disable"))
     banner = browser.find_element(By.CSS_SELECTOR, ".banner")
     assert "This webhook is disabled" in banner.text
     got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
     assert got["active"] is False
-    button(browser, "Enable", within=banner).click()
+    go(browser, button(browser, "Enable", within=banner))
     assert not browser.find_elements(By.CSS_SELECTOR, ".banner")
     assert button(browser, "Disable").is_displayed()
     got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
@@ -192,7 +208,7 @@ def test_a_form_without_its_csrf_token_is_refused(browser: WebDriver, stack: Pip
     browser.get(f"{stack.api_url}/console/webhooks/{state['ok']}")
     form = button(browser, "Disable").find_element(By.XPATH, "./ancestor::form")
     browser.execute_script("arguments[0].querySelector('input[name=csrf]').remove()", form)
-    button(browser, "Disable").click()
+    go(browser, button(browser, "Disable"))
     assert "Refused" in browser.find_element(By.TAG_NAME, "h1").text
     got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
     assert got["active"] is True
