@@ -6,12 +6,14 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.api.app import create_app
+from services.api.console.views.webhooks import PAGE_SIZE
 from shared.config import Settings
 from tests.integration.api_support import admin, bearer, make_webhook, new_repo, org_token
 from tests.integration.console_support import csrf_of, log_attempt, sign_in
@@ -227,6 +229,13 @@ async def test_edit_disable_enable_and_delete(
         and ">Disable</button>" in await (await client.get(page)).text()
     )
 
+    nul = await client.post(
+        page + "/edit",
+        data={"csrf": csrf, "url": hook["url"], "events": "push", "timeout_s": "5",
+              "content_type": "form", "active": "on", "description": "a\x00b"},
+    )  # fmt: skip
+    assert nul.status == 422 and "text/html" in nul.content_type
+
     confirm = await client.get(page + "/delete")
     assert "Delete this webhook?" in await confirm.text()
     gone = await client.post(page + "/delete", data={"csrf": csrf})
@@ -343,3 +352,35 @@ async def test_static_assets_and_bare_prefix(client: TestClient) -> None:
     assert bare.status == 308 and bare.headers["Location"] == "/console/"
     api = await client.get("/api/v1/webhooks/x")
     assert api.status == 401 and api.content_type == "application/json"
+
+
+async def test_recent_deliveries_page_with_the_cursor_and_a_disabled_banner(
+    client: TestClient, provisioned: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    token, _ = await _org_session(client, provisioned, org)
+    hook = await make_webhook(client, bearer(token), org)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    ids = [
+        await log_attempt(
+            pool, hook, outcome="succeeded", status=200, at=start + timedelta(seconds=i)
+        )
+        for i in range(PAGE_SIZE + 2)
+    ]
+    first = await (await client.get(f"/console/webhooks/{hook['id']}?status=succeeded")).text()
+    shown = re.findall(r'data-delivery="([^"]+)"', first)
+    assert shown == ids[::-1][:PAGE_SIZE]
+    older = re.search(r'href="(/console/webhooks/[^"]+cursor=[^"]+)"', first)
+    assert older and "status=succeeded" in older.group(1)
+    second = await (await client.get(older.group(1).replace("&amp;", "&"))).text()
+    assert re.findall(r'data-delivery="([^"]+)"', second) == ids[1::-1]
+    assert "Newest" in second and "Older deliveries" not in second
+
+    await pool.execute(
+        "UPDATE webhooks SET active = false, disabled_reason = $2 WHERE id = $1",
+        uuid.UUID(hook["id"]),
+        "410 Gone from the endpoint",
+    )
+    banner = await (await client.get(f"/console/webhooks/{hook['id']}")).text()
+    assert "This webhook is disabled" in banner and "410 Gone from the endpoint" in banner
+    listing = await (await client.get(f"/console/repos/{org}/widgets")).text()
+    assert "badge disabled" in listing

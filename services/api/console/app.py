@@ -7,9 +7,11 @@ uses), never over HTTP.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp_jinja2
+import asyncpg
 import jinja2
 import structlog
 from aiohttp import web
@@ -84,6 +86,17 @@ async def page_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = await error_page(request, exc.status, message.get(exc.status, exc.reason))
     except HooklineError as exc:
         response = await error_page(request, exc.http_status, exc.message)
+    except asyncpg.DataError:
+        # A value PostgreSQL cannot store (a NUL character, say) is bad input, as in the API.
+        response = await error_page(request, 422, "A value in the form cannot be stored.")
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        log.warning("dependency unavailable", error=type(exc).__name__, path=request.path)
+        response = await error_page(request, 503, "A dependency is unavailable; try again.")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("console error", method=request.method, path=request.path)
+        response = await error_page(request, 500, "Something went wrong on our side.")
     _harden(response)
     return response
 
