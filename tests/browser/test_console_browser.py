@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -32,10 +34,13 @@ def button(driver: WebDriver, text: str, within: WebElement | None = None) -> We
     return scope.find_element(By.XPATH, f".//button[normalize-space()='{text}']")  # type: ignore[no-any-return]
 
 
-def go(driver: WebDriver, element: WebElement) -> None:
-    """Clicks something that loads a page, and waits until the new page has loaded."""
+def go(driver: WebDriver, element: WebElement, key: str | None = None) -> None:
+    """Clicks (or presses `key` on) something that loads a page; waits for the new page."""
     old = driver.find_element(By.TAG_NAME, "html")
-    element.click()
+    if key is None:
+        element.click()
+    else:
+        element.send_keys(key)
     wait = WebDriverWait(driver, 15, poll_frequency=0.1)
     wait.until(expected_conditions.staleness_of(old))
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
@@ -192,7 +197,15 @@ def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
 
 def test_disable_then_enable(browser: WebDriver, stack: Pipeline) -> None:
     browser.get(f"{stack.api_url}/console/webhooks/{state['ok']}")
-    go(browser, button(browser, "Disable"))
+    # By keyboard alone: Tab from the top of the page to Disable, then Enter.
+    browser.find_element(By.TAG_NAME, "body").click()
+    for _ in range(30):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.switch_to.active_element.text == "Disable":
+            break
+    else:
+        raise AssertionError("Disable is not reachable with the Tab key")
+    go(browser, browser.switch_to.active_element, key=Keys.ENTER)
     banner = browser.find_element(By.CSS_SELECTOR, ".banner")
     assert "This webhook is disabled" in banner.text
     got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
