@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run up down test unit lint bench receiver clean deps infra
+.PHONY: run up down test unit lint bench receiver clean deps infra browser screenshots
 
 $(VENV_STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
@@ -27,8 +27,17 @@ up: deps
 down:
 	@deploy/local/up.sh down
 
-test: deps
+# The console's browser tests drive Debian's headless Chromium through chromium-driver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+
+test: deps browser
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# PNGs of the console's main pages, from a seeded demo org, into .hookline/screenshots/.
+screenshots: deps browser
+	$(PY) -m tests.browser.screenshots
 
 unit: $(VENV_STAMP)
 	$(PY) -m pytest -q tests/unit

@@ -33,6 +33,7 @@ service_list() {
 }
 
 print_token_help() {
+  log "web console: http://$HOOKLINE_API_HOST_PORT/console/ (sign in with the admin token or an org token)"
   if [[ -n "${ADMIN_TOKEN_FILE:-}" ]]; then
     log "admin token (HOOKLINE_ADMIN_TOKEN was not set): $(cat "$ADMIN_TOKEN_FILE")"
     log "  export HOOKLINE_ADMIN_TOKEN=\$(cat $ADMIN_TOKEN_FILE)"

@@ -11,6 +11,8 @@ from aiohttp import web
 
 from services.api.auth import Handler, auth_middleware
 from services.api.bodies import json_response
+from services.api.console import PREFIX as CONSOLE
+from services.api.console import create_console
 from services.api.health import KafkaProbe
 from services.api.keys import (
     DELIVERIES,
@@ -152,6 +154,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(resources)
     for module in (tokens, webhooks, events, deliveries, catalog, inbound, limits):
         app.add_routes(module.routes)
+    app.add_subapp(CONSOLE, create_console())
     return app
 
 

@@ -17,6 +17,8 @@ from services.api.keys import SETTINGS, TOKENS
 from shared.core.errors import HooklineError, NotFound, Unauthorized
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/event-types"})
+# The web console signs its users in with a cookie session of its own (services/api/console).
+CONSOLE_PREFIX = "/console"
 
 
 class Forbidden(HooklineError):
@@ -53,13 +55,21 @@ async def authenticate(request: web.Request) -> Principal:
         raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
     if not token.isascii() or not token.isprintable():
         raise Unauthorized("the token is not valid")
-    admin = request.app[SETTINGS].admin_token
+    found = await principal_of(request, token)
+    if found is None:
+        raise Unauthorized("the token is not valid or has been revoked")
+    return found
+
+
+async def principal_of(request: web.Request, token: str) -> Principal | None:
+    """Who `token` is (the admin or an org), or None if it is unknown or revoked."""
+    if not token.isascii() or not token.isprintable():
+        return None
+    admin = request.config_dict[SETTINGS].admin_token
     if admin and hmac.compare_digest(token.encode(), admin.encode()):
         return Principal(org=None)
-    org = await request.app[TOKENS].authenticate(token)
-    if org is None:
-        raise Unauthorized("the token is not valid or has been revoked")
-    return Principal(org=org)
+    org = await request.config_dict[TOKENS].authenticate(token)
+    return None if org is None else Principal(org=org)
 
 
 def principal(request: web.Request) -> Principal:
@@ -85,6 +95,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if info.http_exception is None:
         resource = info.route.resource
         path = resource.canonical if resource is not None else request.path
-        if path not in PUBLIC_PATHS:
+        console = path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+        if path not in PUBLIC_PATHS and not console:
             request[PRINCIPAL] = await authenticate(request)
     return await handler(request)

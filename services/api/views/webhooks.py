@@ -6,6 +6,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 from aiohttp import web
 
 from services.api.auth import principal
@@ -13,6 +14,7 @@ from services.api.bodies import API, json_response, path_name, read_json
 from services.api.keys import POOL, WEBHOOKS
 from shared.core.events import format_timestamp
 from shared.core.messages import DeliveryMessage, delivery_id_for, ping_body
+from shared.core.webhooks import Webhook
 from shared.kafka import DELIVERIES
 from shared.outbox import enqueue
 
@@ -86,10 +88,9 @@ async def rotate_secret(request: web.Request) -> web.Response:
     )
 
 
-@routes.post(API + "/webhooks/{id}/ping")
-async def ping(request: web.Request) -> web.Response:
-    """A `ping` event to this webhook alone, sent once (no automatic retries)."""
-    webhook = await request.app[WEBHOOKS].get(request.match_info["id"], principal(request).org)
+async def enqueue_ping(pool: asyncpg.Pool, webhook: Webhook) -> str:
+    """Writes a `ping` event for this webhook alone (sent once, no automatic retries)
+    through the outbox; returns its delivery id. The console's Send test uses it too."""
     event_id = str(uuid.uuid4())
     message = DeliveryMessage(
         delivery_id=delivery_id_for(event_id, webhook.id),
@@ -102,6 +103,14 @@ async def ping(request: web.Request) -> web.Response:
         single=True,
         enqueued_at=time.time(),
     )
-    async with request.app[POOL].acquire() as conn:
+    async with pool.acquire() as conn:
         await enqueue(conn, topic=DELIVERIES, key=message.key, value=message.encode())
-    return json_response({"delivery_id": message.delivery_id}, status=202)
+    return message.delivery_id
+
+
+@routes.post(API + "/webhooks/{id}/ping")
+async def ping(request: web.Request) -> web.Response:
+    """A `ping` event to this webhook alone, sent once (no automatic retries)."""
+    webhook = await request.app[WEBHOOKS].get(request.match_info["id"], principal(request).org)
+    delivery_id = await enqueue_ping(request.app[POOL], webhook)
+    return json_response({"delivery_id": delivery_id}, status=202)

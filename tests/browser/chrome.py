@@ -1,0 +1,49 @@
+"""Headless Chromium from Debian's packages (`chromium`, `chromium-driver`), via selenium.
+
+Selenium is pointed at the system driver and browser, so it never tries to download one
+(the machines are offline).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+CANDIDATES = {
+    "browser": ("chromium", "chromium-browser", "google-chrome"),
+    "driver": ("chromedriver",),
+}
+
+
+def _which(kind: str) -> str:
+    for name in CANDIDATES[kind]:
+        found = shutil.which(name) or (
+            shutil.which(name, path="/usr/lib/chromium") if kind == "driver" else None
+        )
+        if found:
+            return found
+    raise RuntimeError(
+        f"no {kind} found ({', '.join(CANDIDATES[kind])}): run `make browser` "
+        "(apt-get install chromium chromium-driver)"
+    )
+
+
+def chrome(width: int = 1280, height: int = 900) -> webdriver.Chrome:
+    """A fresh headless Chromium; chromedriver gives it a temporary profile of its own."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = _which("browser")
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--window-size={width},{height}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=_which("driver")))
+    driver.set_page_load_timeout(30)
+    return driver

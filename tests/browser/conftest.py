@@ -1,0 +1,90 @@
+"""The real stack for browser tests: relay, matcher, a sender and the API as processes,
+a receiver on its own thread (selenium blocks the test's loop), and a headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from selenium.webdriver.chrome.webdriver import WebDriver
+
+from shared.config import Settings
+from tests.browser.chrome import chrome
+from tests.conftest import TEST_ADMIN_TOKEN
+from tests.e2e.conftest import Pipeline, start_pipeline
+from tests.e2e.harness import Behaviour, Receiver
+
+HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
+
+
+def hostile(status: int) -> Behaviour:
+    async def respond(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=status, text=HOSTILE, content_type="text/html")
+
+    return respond
+
+
+class ThreadedReceiver:
+    """The e2e Receiver, served by an event loop of its own on a thread."""
+
+    def __init__(self, behaviours: dict[str, Behaviour]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.receiver = Receiver(behaviours=behaviours)
+
+    def start(self) -> ThreadedReceiver:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.receiver.start(), self.loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def url(self, path: str) -> str:
+        return self.receiver.url(path)
+
+    def at(self, path: str) -> list[Any]:
+        return list(self.receiver.at(path))
+
+
+@pytest.fixture(scope="module")
+async def stack(provisioned: Settings, service_env: dict[str, str]) -> AsyncIterator[Pipeline]:
+    # One sender is plenty; failures must not disable a webhook mid-test.
+    p = await start_pipeline(service_env, senders=1, HOOKLINE_DISABLE_AFTER_FAILURES="1000")
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[ThreadedReceiver]:
+    r = ThreadedReceiver({"/fail": hostile(500)}).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    driver = chrome()
+    yield driver
+    driver.quit()
+
+
+def api(base: str, method: str, path: str, body: Any = None, token: str = TEST_ADMIN_TOKEN) -> Any:
+    """A REST call from a synchronous test (the API runs as its own process)."""
+    request = urllib.request.Request(
+        base + "/api/v1" + path,
+        method=method,
+        data=None if body is None else orjson.dumps(body),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+    return orjson.loads(raw) if raw else None

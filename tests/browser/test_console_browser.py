@@ -1,0 +1,227 @@
+"""The console in a real headless Chromium against the real stack (API, relay, matcher and
+sender as processes, PostgreSQL, Kafka, a receiver): what an owner does when a hook breaks.
+
+The tests run in order and share one signed-in browser, as one user's session would.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from selenium.common.exceptions import NoSuchElementException
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.browser.conftest import HOSTILE, ThreadedReceiver, api
+from tests.e2e.conftest import Pipeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+ORG = "browser-" + uuid.uuid4().hex[:8]
+state: dict[str, Any] = {}
+
+
+def button(driver: WebDriver, text: str, within: WebElement | None = None) -> WebElement:
+    scope: Any = within or driver
+    return scope.find_element(By.XPATH, f".//button[normalize-space()='{text}']")  # type: ignore[no-any-return]
+
+
+def go(driver: WebDriver, element: WebElement, key: str | None = None) -> None:
+    """Clicks (or presses `key` on) something that loads a page; waits for the new page."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    if key is None:
+        element.click()
+    else:
+        element.send_keys(key)
+    wait = WebDriverWait(driver, 15, poll_frequency=0.1)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def until(
+    driver: WebDriver,
+    check: Callable[[WebDriver], Any],
+    *,
+    refresh: bool = False,
+    timeout: float = 30,
+) -> Any:
+    """Waits for `check` to find something, reloading the page between looks if asked."""
+
+    def look(d: WebDriver) -> Any:
+        try:
+            found = check(d)
+        except NoSuchElementException:
+            found = None
+        if not found and refresh:
+            d.refresh()
+        return found
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(look)
+
+
+UNLABELLED = """return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+  .filter(e => !(e.labels && e.labels.length)).map(e => e.name || e.id)"""
+
+
+def add_webhook(driver: WebDriver, base: str, url: str, *, events: tuple[str, ...] = ()) -> str:
+    """Fills in the Add webhook form; returns the new webhook's id."""
+    driver.get(f"{base}/console/orgs/{ORG}")
+    go(driver, driver.find_element(By.LINK_TEXT, "Add webhook"))
+    assert driver.execute_script(UNLABELLED) == []  # every field has its label
+    driver.find_element(By.ID, "repo").send_keys("app")
+    driver.find_element(By.ID, "url").send_keys(url)
+    for event in events:
+        driver.find_element(By.CSS_SELECTOR, f"input[name=events][value='{event}']").click()
+    retry = driver.find_element(By.ID, "retry")
+    retry.send_keys("1")
+    go(driver, button(driver, "Add webhook"))
+    assert "/console/webhooks/" in driver.current_url
+    return driver.current_url.rsplit("/", 1)[1].split("?")[0]
+
+
+def test_sign_in(browser: WebDriver, stack: Pipeline) -> None:
+    token = api(stack.api_url, "POST", "/tokens", {"org": ORG, "name": "browser"})["token"]
+    state["token"] = token
+    browser.get(stack.api_url + "/console/")
+    assert browser.current_url.endswith("/console/login")
+    field = browser.find_element(By.ID, "token")
+    label = browser.find_element(By.CSS_SELECTOR, "label[for=token]")
+    assert label.text == "Token"
+    field.send_keys("hlt_wrong")
+    go(browser, button(browser, "Sign in"))
+    assert "not valid" in browser.find_element(By.ID, "login-error").text
+    browser.find_element(By.ID, "token").send_keys(token)
+    go(browser, button(browser, "Sign in"))
+    assert browser.current_url.endswith(f"/console/orgs/{ORG}")
+    assert button(browser, "Sign out").is_displayed()
+
+
+def test_add_webhook_shows_the_secret_once_and_a_delivery_succeeds(
+    browser: WebDriver, stack: Pipeline, receiver: ThreadedReceiver
+) -> None:
+    hook_id = add_webhook(browser, stack.api_url, receiver.url("/ok"))
+    state["ok"] = hook_id
+    secret = browser.find_element(By.CSS_SELECTOR, "[data-secret]").text
+    assert secret.startswith("whsec_")
+    copy = button(browser, "Copy")
+    assert copy.is_displayed()  # console.js ran under the CSP and revealed it
+    copy.click()
+    browser.refresh()
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-secret]")
+    assert secret not in browser.page_source
+    assert browser.execute_script(UNLABELLED) == []  # the filters and recover form too
+
+    api(
+        stack.api_url,
+        "POST",
+        f"/repos/{ORG}/app/events",
+        {"event": "push", "payload": {}},
+        token=state["token"],
+    )
+    row = until(
+        browser, lambda d: d.find_element(By.CSS_SELECTOR, "tr.delivery.succeeded"), refresh=True
+    )
+    assert "✓" in row.text and row.find_element(By.CSS_SELECTOR, "td.http").text == "200"
+    (got,) = receiver.at("/ok")
+    assert got.signatures_valid(secret)
+
+    # Readable at phone width: nothing wider than the screen.
+    browser.set_window_size(390, 844)
+    try:
+        browser.refresh()
+        wide = browser.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert wide <= 1
+    finally:
+        browser.set_window_size(1280, 900)
+
+
+def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
+    browser: WebDriver, stack: Pipeline, receiver: ThreadedReceiver
+) -> None:
+    hook_id = add_webhook(browser, stack.api_url, receiver.url("/fail"), events=("pull_request",))
+    go(browser, button(browser, "Send test"))
+    result = until(
+        browser,
+        lambda d: (
+            "HTTP 500" in d.find_element(By.ID, "test").text and d.find_element(By.ID, "test")
+        ),
+    )
+    assert "✗" in result.text
+
+    api(
+        stack.api_url,
+        "POST",
+        f"/repos/{ORG}/app/events",
+        {"event": "pull_request.opened", "payload": {"number": 7}},
+        token=state["token"],
+    )
+    browser.get(f"{stack.api_url}/console/webhooks/{hook_id}?event=pull_request")
+    row = until(
+        browser,
+        lambda d: d.find_element(By.CSS_SELECTOR, "tr.delivery.dead"),
+        refresh=True,
+    )
+    assert "✗" in row.text and row.find_element(By.CSS_SELECTOR, "td.http").text == "500"
+    go(browser, row.find_element(By.TAG_NAME, "a"))
+
+    body = browser.find_element(By.CSS_SELECTOR, "pre.response-body")
+    assert body.text == HOSTILE  # shown as text...
+    assert browser.execute_script("return window.pwned") is None  # ...and never run
+    assert not browser.find_elements(By.CSS_SELECTOR, "img[src=x]")
+    assert "http_status" in browser.page_source
+    attempts = len(browser.find_elements(By.CSS_SELECTOR, "section.attempt"))
+    assert attempts == 2  # retry schedule [1]: two attempts, then dead
+
+    go(browser, button(browser, "Redeliver"))
+    assert "Redelivery queued as attempt 3" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+    manual = until(
+        browser,
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, "section.attempt")) == 3
+            and d.find_element(By.ID, "attempt-3")
+        ),
+        refresh=True,
+    )
+    assert "manual" in manual.text and "500" in manual.text
+
+
+def test_disable_then_enable(browser: WebDriver, stack: Pipeline) -> None:
+    browser.get(f"{stack.api_url}/console/webhooks/{state['ok']}")
+    # By keyboard alone: Tab from the top of the page to Disable, then Enter.
+    browser.find_element(By.TAG_NAME, "body").click()
+    for _ in range(30):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.switch_to.active_element.text == "Disable":
+            break
+    else:
+        raise AssertionError("Disable is not reachable with the Tab key")
+    go(browser, browser.switch_to.active_element, key=Keys.ENTER)
+    banner = browser.find_element(By.CSS_SELECTOR, ".banner")
+    assert "This webhook is disabled" in banner.text
+    got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
+    assert got["active"] is False
+    go(browser, button(browser, "Enable", within=banner))
+    assert not browser.find_elements(By.CSS_SELECTOR, ".banner")
+    assert button(browser, "Disable").is_displayed()
+    got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
+    assert got["active"] is True
+
+
+def test_a_form_without_its_csrf_token_is_refused(browser: WebDriver, stack: Pipeline) -> None:
+    browser.get(f"{stack.api_url}/console/webhooks/{state['ok']}")
+    form = button(browser, "Disable").find_element(By.XPATH, "./ancestor::form")
+    browser.execute_script("arguments[0].querySelector('input[name=csrf]').remove()", form)
+    go(browser, button(browser, "Disable"))
+    assert "Refused" in browser.find_element(By.TAG_NAME, "h1").text
+    got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
+    assert got["active"] is True
