@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -41,6 +42,31 @@ def _bootstrap(raw: str) -> str:
         if not sep or not host or not port.isdigit():
             raise ValueError(f"expected host:port[,host:port...], got {part.strip()!r}")
     return raw.strip()
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=")
+MIN_TOKEN_BITS = 256
+
+
+def token_bits(token: str) -> float:
+    """A conservative estimate of a random token's entropy: its characters (after a short
+    `xyz_` prefix) times the bits each can carry in the narrowest alphabet they fit."""
+    body = token.split("_", 1)[1] if re.fullmatch(r"[a-z]{2,5}_.+", token) else token
+    if len(set(body)) < 16:  # "aaaa...", "abab...": whatever the length, not random
+        return 0.0
+    per_char = 4.0 if set(body) <= _HEX else 6.0 if set(body) <= _BASE64 else 6.5
+    return len(body) * per_char
+
+
+def _admin_token(raw: str) -> str:
+    value = raw.strip()
+    if value and token_bits(value) < MIN_TOKEN_BITS:
+        raise ValueError(
+            "too weak: use at least 32 random bytes, e.g. "
+            "python -c 'import secrets; print(\"hla_\" + secrets.token_urlsafe(32))'"
+        )
+    return value
 
 
 def _db_url(raw: str) -> str:
@@ -84,7 +110,18 @@ def _setting(env: str, default: str, parse: Callable[[str], Any]) -> Any:
     return field(default=None, metadata={"env": env, "default": default, "parse": parse})
 
 
-@dataclass(frozen=True)
+_SECRET_SETTINGS = frozenset({"admin_token", "secret_key"})
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":<hidden>@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Every HOOKLINE_* variable; a service reads only the ones it needs."""
 
@@ -94,7 +131,7 @@ class Settings:
     kafka_bootstrap: str = _setting("HOOKLINE_KAFKA_BOOTSTRAP", "127.0.0.1:9092", _bootstrap)
     api_host: str = _setting("HOOKLINE_API_HOST", "127.0.0.1", _nonempty)
     api_port: int = _setting("HOOKLINE_API_PORT", "8080", _int(0, 65535))
-    admin_token: str = _setting("HOOKLINE_ADMIN_TOKEN", "", _str)
+    admin_token: str = _setting("HOOKLINE_ADMIN_TOKEN", "", _admin_token)
     secret_key: str = _setting("HOOKLINE_SECRET_KEY", "", _secret_key)
     allowed_targets: Allowlist = _setting("HOOKLINE_ALLOWED_TARGETS", "", Allowlist.parse)
     header_prefix: str = _setting("HOOKLINE_HEADER_PREFIX", "X-Hookline", _header_prefix)
@@ -142,6 +179,19 @@ class Settings:
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{name}: {exc}") from None
         return cls(**values)
+
+    def __repr__(self) -> str:
+        """Every setting, with the admin token, the encryption key and the database
+        password hidden: settings end up in logs and tracebacks."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_SETTINGS and value:
+                value = "<hidden>"
+            elif f.name == "database_url":
+                value = _hide_password(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def require(self, *names: str) -> None:
         """Fails naming the variable when a setting a service needs is empty."""

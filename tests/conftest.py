@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,7 +18,7 @@ from tests.infra import Infra, test_infra
 
 # Fixed, so that rows left in a reused local test database stay readable across runs.
 TEST_SECRET_KEY = base64.urlsafe_b64encode(b"hookline-test-key-not-for-prod!!").decode()
-TEST_ADMIN_TOKEN = "hla_test_admin_" + uuid.uuid4().hex
+TEST_ADMIN_TOKEN = "hla_" + secrets.token_urlsafe(32)
 
 
 @pytest.fixture(scope="session")

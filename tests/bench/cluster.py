@@ -103,7 +103,8 @@ def service_env(infra: BenchInfra, api_port: int) -> dict[str, str]:
         "HOOKLINE_API_HOST": "127.0.0.1",
         "HOOKLINE_API_PORT": str(api_port),
         "HOOKLINE_SECRET_KEY": _kept("secret.key", lambda: Fernet.generate_key().decode()),
-        "HOOKLINE_ADMIN_TOKEN": _kept("admin.token", lambda: "hla_" + secrets.token_urlsafe(24)),
+        # (admin-v2: runs before 2026-12-03 kept a 24-byte token, now refused as too weak)
+        "HOOKLINE_ADMIN_TOKEN": _kept("admin-v2.token", lambda: "hla_" + secrets.token_urlsafe(32)),
         "HOOKLINE_ALLOWED_TARGETS": "127.0.0.0/8",
         "HOOKLINE_LOG_LEVEL": "WARNING",
         "HOOKLINE_INGEST_RATE_PER_ORG": "100000000",

@@ -333,7 +333,7 @@ def shoot(
 
 
 def main() -> None:
-    admin_token = "hla_demo_" + secrets.token_hex(16)
+    admin_token = "hla_" + secrets.token_urlsafe(32)
     with test_infra() as infra:
         database_url = asyncio.run(demo_database(infra.database_url))
         token, ids, failing = asyncio.run(seed(database_url))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 
@@ -56,3 +57,48 @@ def test_required_setting_missing_exits_with_the_name_not_a_traceback() -> None:
     assert out.returncode == 1
     assert "configuration error: HOOKLINE_SECRET_KEY" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_repr_hides_the_admin_token_the_key_and_the_database_password() -> None:
+    token = "hla_" + secrets.token_urlsafe(32)
+    key = "aG9va2xpbmUtdGVzdC1rZXktbm90LWZvci1wcm9kISE="
+    settings = Settings.from_env(
+        {
+            "HOOKLINE_ADMIN_TOKEN": token,
+            "HOOKLINE_SECRET_KEY": key,
+            "HOOKLINE_DATABASE_URL": "postgresql://hookline:s3cr3t-pw@db:5432/hookline",
+        }
+    )
+    shown = repr(settings)
+    for secret in (token, key, "s3cr3t-pw"):
+        assert secret not in shown and secret not in str(settings)
+    assert "postgresql://hookline:<hidden>@db:5432/hookline" in shown
+    assert "admin_token='<hidden>'" in shown and "header_prefix='X-Hookline'" in shown
+
+
+@pytest.mark.parametrize(
+    "weak",
+    [
+        "admin",
+        "hla_" + secrets.token_hex(16),  # 128 bits of hex
+        "hla_" + "a" * 100,
+        "hla_" + secrets.token_urlsafe(24),  # 192 bits
+        "ab" * 40,
+    ],
+)
+def test_a_weak_admin_token_is_refused_at_start(weak: str) -> None:
+    with pytest.raises(ConfigError, match="HOOKLINE_ADMIN_TOKEN: too weak"):
+        Settings.from_env({"HOOKLINE_ADMIN_TOKEN": weak})
+
+
+@pytest.mark.parametrize(
+    "strong",
+    [
+        "hla_" + secrets.token_urlsafe(32),
+        secrets.token_hex(32),
+        "",
+        "x" + secrets.token_urlsafe(40),
+    ],
+)
+def test_strong_or_no_admin_tokens_are_taken(strong: str) -> None:
+    assert Settings.from_env({"HOOKLINE_ADMIN_TOKEN": strong}).admin_token == strong
