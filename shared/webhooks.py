@@ -131,8 +131,11 @@ class WebhookStore:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             await checked_addresses(parts.hostname or "", port, self._allow)
-        except BlockedTarget as exc:
-            raise ValidationError(f"url is not allowed: {exc}", field="url") from None
+        except BlockedTarget:
+            # Not which address, nor its kind: that would map the internal network.
+            raise ValidationError(
+                "url is not allowed: its host resolves to a non-public address", field="url"
+            ) from None
         except ResolveFailed as exc:
             raise ValidationError(f"url host does not resolve: {exc}", field="url") from None
 

@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
 from shared.core.messages import DeliveryMessage, delivery_id_for
+from shared.core.ssrf import Allowlist
 from shared.kafka import DELIVERIES, WEBHOOKS
 from tests.integration.api_support import (
     admin,
@@ -202,3 +203,20 @@ async def test_unknown_route_and_wrong_method_answer_json(
     resp = await api.put("/api/v1/tokens", headers=h)
     assert (await error_of(resp, 405))["code"] == "method_not_allowed"
     assert "POST" in resp.headers["Allow"]
+
+
+async def test_a_blocked_url_is_refused_without_saying_where_it_resolves(
+    provisioned: Settings, org: str
+) -> None:
+    strict = dataclasses.replace(provisioned, allowed_targets=Allowlist.parse(""))
+    async with api_client(strict) as client:
+        for url in ("http://localhost:9/hook", "http://127.0.0.1:9/hook", "http://[::1]:9/"):
+            resp = await client.post(
+                f"/api/v1/repos/{org}/r/webhooks",
+                json={"url": url, "events": ["push"]},
+                headers=admin(strict),
+            )
+            error = await error_of(resp, 422)
+            assert error["field"] == "url" and "non-public address" in error["message"]
+            for revealing in ("127.0.0.1", "::1", "loopback"):
+                assert revealing not in error["message"], error
