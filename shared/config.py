@@ -149,6 +149,10 @@ class Settings:
     ingest_rate_per_org: int = _setting(
         "HOOKLINE_INGEST_RATE_PER_ORG", "60000", _int(1, 100_000_000)
     )
+    manage_rate_per_org: int = _setting("HOOKLINE_MANAGE_RATE_PER_ORG", "600", _int(1, 100_000_000))
+    recover_rate_per_org: int = _setting(
+        "HOOKLINE_RECOVER_RATE_PER_ORG", "10", _int(1, 100_000_000)
+    )
     retention_days: int = _setting("HOOKLINE_RETENTION_DAYS", "30", _int(1, 3650))
     sender_concurrency: int = _setting("HOOKLINE_SENDER_CONCURRENCY", "256", _int(1, 10_000))
     sender_inflight_per_webhook: int = _setting(

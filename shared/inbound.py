@@ -14,7 +14,7 @@ import asyncpg
 
 from shared.core.errors import NotFound
 from shared.core.events import format_timestamp
-from shared.core.inbound import DEFAULT_EVENT, ID_RANDOM_BYTES, new_inbound_id
+from shared.core.inbound import DEFAULT_EVENT, ID_RANDOM_BYTES, is_inbound_id, new_inbound_id
 from shared.core.inbound import validate_inbound_fields as validate_fields
 from shared.core.signing import generate_secret
 from shared.crypto import SecretBox
@@ -176,6 +176,8 @@ class InboundStore:
     async def _fetch(
         self, conn: asyncpg.Connection, hook_id: str, org: str | None, *, lock: bool = False
     ) -> asyncpg.Record:
+        if not is_inbound_id(hook_id):
+            raise NotFound("inbound webhook not found")
         row = await conn.fetchrow(
             f"SELECT {_COLUMNS}, {_LAST_TRIGGERED} FROM inbound_webhooks h"
             " WHERE h.id = $1 AND h.deleted_at IS NULL" + (" FOR UPDATE" if lock else ""),
@@ -259,7 +261,7 @@ class InboundStore:
 
     async def for_call(self, hook_id: str) -> CallTarget | None:
         """The hook a call names, secret opened; None if unknown or deleted."""
-        if not hook_id.isascii() or len(hook_id) > 100:
+        if not is_inbound_id(hook_id):
             return None
         row = await self._pool.fetchrow(
             "SELECT id, org, repo, name, target, event, verify, active, secret_enc"

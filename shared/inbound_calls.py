@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 
 from shared.batching import Batcher
-from shared.core.inbound import inbound_payload
+from shared.core.inbound import inbound_payload, is_inbound_id
 from shared.core.messages import EventMessage, make_event
 from shared.crypto import SecretBox
 from shared.inbound import CallTarget
@@ -113,7 +113,7 @@ class CallGate:
         )
 
     async def admit(self, hook_id: str) -> tuple[CallTarget | None, Refusal | None]:
-        if not hook_id.isascii() or len(hook_id) > 100:
+        if not is_inbound_id(hook_id):
             return None, None
         return await self._batcher.submit(hook_id)
 

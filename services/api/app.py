@@ -9,7 +9,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from services.api.auth import Handler, auth_middleware
+from services.api.auth import PRINCIPAL, Handler, auth_middleware
 from services.api.bodies import json_response
 from services.api.console import PREFIX as CONSOLE
 from services.api.console import create_console
@@ -114,11 +114,38 @@ async def wake_relays(request: web.Request, handler: Handler) -> web.StreamRespo
     return response
 
 
+@web.middleware
+async def manage_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Changes through the API (create, change, delete, ping, test, rotate, redeliver,
+    recover) are limited per org, recover more tightly (one call may touch 10,000
+    deliveries); counted across replicas. The admin token is not limited; ingest has its
+    own limit."""
+    caller = request.get(PRINCIPAL)
+    if (
+        request.method in _MUTATING
+        and caller is not None
+        and caller.org is not None
+        and not request.path.endswith("/events")
+    ):
+        s, rates = request.app[SETTINGS], request.app[RATES]
+        limits = [(f"manage:{caller.org}", s.manage_rate_per_org, "changes")]
+        if request.path.endswith("/recover"):
+            limits.append((f"recover:{caller.org}", s.recover_rate_per_org, "recover calls"))
+        for key, limit, what in limits:
+            refusal = await rates.take(key, limit)
+            if refusal is not None:
+                raise RateLimited(
+                    f"org {caller.org!r} is over its limit of {limit} {what} a minute",
+                    retry_after=refusal.retry_after,
+                )
+    return await handler(request)
+
+
 def create_app(settings: Settings) -> web.Application:
     """The API application; its pool and probes open and close with it (cleanup_ctx)."""
     settings.require("secret_key")
     app = web.Application(
-        middlewares=[error_middleware, wake_relays, auth_middleware],
+        middlewares=[error_middleware, wake_relays, auth_middleware, manage_limit],
         client_max_size=settings.max_payload_bytes + _BODY_SLACK,
     )
     app[SETTINGS] = settings

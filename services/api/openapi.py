@@ -399,6 +399,19 @@ def _paths() -> dict[str, Schema]:
     }
 
 
+def _with_manage_limits(paths: dict[str, Schema]) -> dict[str, Schema]:
+    """Every change an org token makes may answer 429 (HOOKLINE_MANAGE_RATE_PER_ORG)."""
+    for item in paths.values():
+        for method, op in item.items():
+            if method in ("post", "put", "patch", "delete") and "429" not in op["responses"]:
+                resp = _json("Error", ERROR_RESPONSES[429])
+                resp["headers"] = {
+                    "Retry-After": {"schema": {"type": "string"}, "description": "seconds"}
+                }
+                op["responses"]["429"] = resp
+    return paths
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     """The whole document (built once)."""
@@ -413,7 +426,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": _with_manage_limits(_paths()),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

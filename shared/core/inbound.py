@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -83,6 +84,14 @@ def result_of(exc: HooklineError) -> str:
         if isinstance(exc, cls):
             return result
     return "invalid_payload"
+
+
+_ID = re.compile(r"ih_[A-Za-z0-9_-]{22,86}")
+
+
+def is_inbound_id(text: str) -> bool:
+    """True if `text` has the shape of an inbound webhook id (others are never looked up)."""
+    return _ID.fullmatch(text) is not None
 
 
 def new_inbound_id(random_bytes: bytes) -> str:

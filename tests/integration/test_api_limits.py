@@ -129,3 +129,22 @@ async def test_ingest_and_inbound_rates_follow_the_orgs_limits(
     async with TestClient(TestServer(create_edge(settings, maintenance=False))) as edge:
         codes = [(await edge.post(f"/hooks/in/{hook['id']}", json={})).status for _ in range(4)]
     assert codes == [202, 202, 202, 429]
+
+
+async def test_changes_and_recovers_are_limited_per_org(provisioned: Settings, org: str) -> None:
+    tight = dataclasses.replace(provisioned, manage_rate_per_org=4, recover_rate_per_org=1)
+    async with api_client(tight) as client:
+        h = await org_token(client, tight, org)
+        hook = await make_webhook(client, h, org, "widgets")  # 1
+        recover = f"/api/v1/webhooks/{hook['id']}/recover"
+        since = {"since": "2026-01-01T00:00:00Z"}
+        assert (await client.post(recover, json=since, headers=h)).status == 202  # 2
+        resp = await client.post(recover, json=since, headers=h)  # 3: over the recover limit
+        assert "recover calls" in (await error_of(resp, 429))["message"]
+        assert 1 <= int(resp.headers["Retry-After"]) <= 60
+        assert (await client.post(f"/api/v1/webhooks/{hook['id']}/ping", headers=h)).status == 202
+        resp = await client.patch(f"/api/v1/webhooks/{hook['id']}", json={}, headers=h)  # 5
+        assert "4 changes a minute" in (await error_of(resp, 429))["message"]
+        # Reads are not limited, nor is the admin.
+        assert (await client.get(f"/api/v1/webhooks/{hook['id']}", headers=h)).status == 200
+        await make_webhook(client, admin(tight), org, "widgets")
