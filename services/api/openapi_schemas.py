@@ -91,9 +91,9 @@ SCHEMAS: dict[str, Schema] = {
             "description": {"type": "string", "maxLength": 1000},
             "retry": _nullable(ref("Retry")),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30, "default": 10},
-            "secret": {"type": "string", "minLength": 16, "maxLength": 256},
+            "secret": {"type": "string", "minLength": 8, "maxLength": 256},
         },
-        ["url", "events"],
+        ["url"],
         additionalProperties=False,
     ),
     "WebhookPatch": _obj(

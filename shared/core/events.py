@@ -138,7 +138,8 @@ def build_body(
 ) -> dict[str, Any]:
     """Return the body a subscriber receives: a copy of ``payload`` with Hookline's fields set.
 
-    Sets ``event``, ``action`` (removed when the type has none), ``event_id``,
+    Sets ``event``, ``type`` (the full dotted type), ``action`` (removed when the type has
+    none), ``event_id``,
     ``created_at`` and ``repository.full_name``; a producer's ``repository`` object keeps
     its other keys. An org event (``repo`` None) has no ``repository`` but
     ``organization.login``. The input payload is not modified.
@@ -146,6 +147,7 @@ def build_body(
     family, action = split_type(full_type)
     body = dict(payload)
     body["event"] = family
+    body["type"] = full_type
     if action is None:
         body.pop("action", None)
     else:

@@ -15,6 +15,7 @@ from .ssrf import validate_url
 CONTENT_TYPES = ("json", "form")
 EDITABLE = ("url", "events", "active", "content_type", "description", "retry", "timeout_s")
 CREATE_ONLY = ("secret",)
+DEFAULT_EVENTS = ("push",)
 
 
 def _check_bool(value: object, name: str) -> bool:
@@ -35,10 +36,10 @@ def validate_fields(body: object, *, partial: bool) -> dict[str, Any]:
         if name not in allowed:
             raise ValidationError(f"unknown field '{name}'", field=name)
     out: dict[str, Any] = {}
-    if not partial:
-        for name in ("url", "events"):
-            if name not in body:
-                raise ValidationError(f"{name} is required", field=name)
+    if not partial and "url" not in body:
+        raise ValidationError("url is required", field="url")
+    if not partial and "events" not in body:
+        body = {**body, "events": list(DEFAULT_EVENTS)}  # what GitHub subscribes by default
     if "url" in body:
         validate_url(body["url"])
         out["url"] = body["url"]
@@ -70,8 +71,8 @@ def validate_fields(body: object, *, partial: bool) -> dict[str, Any]:
         out["timeout_s"] = t
     if "secret" in body and body["secret"] is not None:
         s = body["secret"]
-        if not isinstance(s, str) or not 16 <= len(s) <= 256 or not s.isprintable():
-            raise ValidationError("secret must be 16-256 printable characters", field="secret")
+        if not isinstance(s, str) or not 8 <= len(s) <= 256 or not s.isprintable():
+            raise ValidationError("secret must be 8-256 printable characters", field="secret")
         out["secret"] = s
     return out
 

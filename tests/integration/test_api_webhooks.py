@@ -220,3 +220,21 @@ async def test_a_blocked_url_is_refused_without_saying_where_it_resolves(
             assert error["field"] == "url" and "non-public address" in error["message"]
             for revealing in ("127.0.0.1", "::1", "loopback"):
                 assert revealing not in error["message"], error
+
+
+async def test_defaults_users_expect(api: TestClient, settings: Settings, org: str) -> None:
+    h = admin(settings)
+    resp = await api.post(
+        f"/api/v1/repos/{org}/widgets/webhooks",
+        json={"url": "http://127.0.0.1:9/h", "secret": "8-chars!"},
+        headers=h,
+    )
+    created = await resp.json()
+    assert resp.status == 201, created
+    assert created["events"] == ["push"] and created["secret"] == "8-chars!"
+    short = await api.post(
+        f"/api/v1/repos/{org}/widgets/webhooks",
+        json={"url": "http://127.0.0.1:9/h", "secret": "7-chars"},
+        headers=h,
+    )
+    assert (await error_of(short, 422))["field"] == "secret"

@@ -113,6 +113,7 @@ def test_build_body_sets_hookline_fields_without_mutating_payload() -> None:
     assert body == {
         "number": 7,
         "event": "pull_request",
+        "type": "pull_request.opened",
         "action": "opened",
         "event_id": "evt_1",
         "created_at": "2026-11-23T18:00:00.123Z",
