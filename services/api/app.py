@@ -12,14 +12,24 @@ from aiohttp import web
 from services.api.auth import Handler, auth_middleware
 from services.api.bodies import json_response
 from services.api.health import KafkaProbe
-from services.api.keys import DELIVERIES, KAFKA_PROBE, LIMITER, POOL, SETTINGS, TOKENS, WEBHOOKS
+from services.api.keys import (
+    DELIVERIES,
+    KAFKA_PROBE,
+    LIMITER,
+    POOL,
+    REDELIVERY,
+    SETTINGS,
+    TOKENS,
+    WEBHOOKS,
+)
 from services.api.ratelimit import IngestLimiter
 from services.api.views import catalog, deliveries, events, tokens, webhooks
 from shared.config import Settings
 from shared.core.errors import HooklineError, RateLimited
 from shared.crypto import SecretBox
 from shared.db import create_pool
-from shared.deliveries import DeliveryQueries
+from shared.log.queries import DeliveryQueries
+from shared.log.redelivery import Redelivery
 from shared.logging import configure_logging
 from shared.runtime import run
 from shared.tokens import TokenStore
@@ -100,6 +110,7 @@ def create_app(settings: Settings) -> web.Application:
         app[KAFKA_PROBE] = probe
         app[TOKENS] = TokenStore(pool)
         app[DELIVERIES] = DeliveryQueries(pool)
+        app[REDELIVERY] = Redelivery(pool)
         app[WEBHOOKS] = WebhookStore(
             pool,
             SecretBox(settings.secret_key),

@@ -8,7 +8,8 @@ from aiohttp import web
 from services.api.health import KafkaProbe
 from services.api.ratelimit import IngestLimiter
 from shared.config import Settings
-from shared.deliveries import DeliveryQueries
+from shared.log.queries import DeliveryQueries
+from shared.log.redelivery import Redelivery
 from shared.tokens import TokenStore
 from shared.webhooks import WebhookStore
 
@@ -17,5 +18,6 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 TOKENS = web.AppKey("tokens", TokenStore)
 DELIVERIES = web.AppKey("deliveries", DeliveryQueries)
+REDELIVERY = web.AppKey("redelivery", Redelivery)
 LIMITER = web.AppKey("ingest_limiter", IngestLimiter)
 KAFKA_PROBE = web.AppKey("kafka_probe", KafkaProbe)

@@ -15,7 +15,7 @@ from services.api.openapi_schemas import (
     Schema,
     ref,
 )
-from shared.deliveries import MAX_LIMIT, STATUSES
+from shared.log.queries import MAX_LIMIT, STATUSES
 
 
 def _json(schema: str, description: str) -> Schema:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.core.events import EVENT_TYPES
-from shared.deliveries import STATS_MAX_ATTEMPTS, STATS_WINDOW_DAYS, STATUSES
+from shared.log.queries import STATS_MAX_ATTEMPTS, STATS_WINDOW_DAYS, STATUSES
 
 Schema = dict[str, Any]
 

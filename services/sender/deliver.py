@@ -8,7 +8,7 @@ import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
@@ -16,12 +16,21 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.config import Settings
-from shared.core.attempts import AttemptResult, AttemptRow, build_request, clean_text, decide
+from shared.core.attempts import (
+    AttemptResult,
+    AttemptRow,
+    FailureStreak,
+    build_request,
+    clean_text,
+    decide,
+    should_disable,
+)
 from shared.core.errors import ValidationError
 from shared.core.messages import NUMBERED, DeliveryMessage, WebhookRecord
 from shared.core.retry import RetryPolicy, RetryTier, tier_for
 from shared.crypto import SecretBox
-from shared.deliverylog import DeliveryLog, Unhealthy
+from shared.log.numbering import AttemptNumbers
+from shared.log.writer import DeliveryLog
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
@@ -79,6 +88,7 @@ class Deliverer:
         store: WebhookStore,
         client: WebhookClient,
         delivery_log: DeliveryLog,
+        numbers: AttemptNumbers,
         producer: AIOKafkaProducer,
         topics: Topics,
         stop: asyncio.Event,
@@ -88,6 +98,7 @@ class Deliverer:
         self._store = store
         self._client = client
         self._log = delivery_log
+        self._numbers = numbers
         self._producer = producer
         self._topics = topics
         self._stop = stop
@@ -147,7 +158,7 @@ class Deliverer:
             # A repeat attempt (retry, redeliver, recover) takes the next number free in
             # the log, so that a redelivery racing an automatic retry, or two redeliveries,
             # never show the receiver and the log the same attempt number twice.
-            number = await self._log.number_attempt(msg.delivery_id, chain)
+            number = await self._numbers.next(msg.delivery_id, chain)
             if number != chain:
                 msg = dataclasses.replace(msg, attempt=number)
         structlog.contextvars.bind_contextvars(
@@ -324,9 +335,17 @@ class Deliverer:
         if changed:
             log.warning("webhook disabled", webhook_id=webhook_id, reason=reason)
 
-    async def on_unhealthy(self, webhooks: list[Unhealthy]) -> None:
-        """Called by the delivery log when consecutive failures crossed the threshold."""
-        for item in webhooks:
+    async def on_failures(self, streaks: list[FailureStreak]) -> None:
+        """Called by the delivery log with the failure streaks of a batch: disables the
+        webhooks the disabling rule (`should_disable`) applies to."""
+        s = self._settings
+        now = datetime.now(UTC)
+        span = timedelta(seconds=s.disable_after_seconds)
+        for item in streaks:
+            if not should_disable(
+                item, now=now, max_failures=s.disable_after_failures, max_span=span
+            ):
+                continue
             reason = (
                 f"disabled after {item.failures} consecutive failed attempts since "
                 f"{item.first_failure_at.isoformat()}"

@@ -24,12 +24,15 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from shared.config import ConfigError, Settings
+from shared.core.attempts import FailureStreak
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS, tier_for
 from shared.crypto import SecretBox
 from shared.db import create_pool
-from shared.deliverylog import DeliveryLog, LogClosed, RowRejected, Unhealthy
 from shared.kafka import HOT_PATH_FETCH_WAIT_MS, make_consumer, make_producer
+from shared.log.numbering import AttemptNumbers
+from shared.log.partitions import maintain_forever
+from shared.log.writer import DeliveryLog, LogClosed, RowRejected
 from shared.logging import configure_logging
 from shared.runtime import instance_name, run
 from shared.subscriptions import WebhookTable
@@ -136,12 +139,7 @@ class Sender:
             max_request_bytes=s.max_payload_bytes + 64 * 1024,
             bounded=False,  # every call already holds one of the sender's global slots
         )
-        delivery_log = DeliveryLog(
-            pool,
-            disable_after_failures=s.disable_after_failures,
-            disable_after_seconds=s.disable_after_seconds,
-            on_unhealthy=self._on_unhealthy,
-        )
+        delivery_log = DeliveryLog(pool, on_failures=self._on_failures)
         store = WebhookStore(
             pool, SecretBox(s.secret_key), allow=s.allowed_targets, max_per_repo=10**9
         )
@@ -166,12 +164,13 @@ class Sender:
                 store=store,
                 client=client,
                 delivery_log=delivery_log,
+                numbers=AttemptNumbers(pool),
                 producer=producer,
                 topics=self._topics,
                 stop=self._stop,
             )
             maintenance = asyncio.create_task(
-                delivery_log.maintain_forever(s.retention_days, self._stop)
+                maintain_forever(pool, s.retention_days, self._stop)
             )
             tiers_task = asyncio.create_task(tiers.run(), name="retry-tiers")
             await self._consume(delivery_log)
@@ -192,9 +191,9 @@ class Sender:
             await pool.close()
             log.info("sender stopped")
 
-    async def _on_unhealthy(self, webhooks: list[Unhealthy]) -> None:
+    async def _on_failures(self, streaks: list[FailureStreak]) -> None:
         if self._deliverer is not None:
-            await self._deliverer.on_unhealthy(webhooks)
+            await self._deliverer.on_failures(streaks)
 
     # -- the consume loop --------------------------------------------------------------
 

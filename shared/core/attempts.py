@@ -22,6 +22,7 @@ __all__ = [
     "AttemptResult",
     "AttemptRow",
     "Decision",
+    "FailureStreak",
     "HealthDelta",
     "build_request",
     "clean_headers",
@@ -30,6 +31,7 @@ __all__ = [
     "decide",
     "delivery_status",
     "health_deltas",
+    "should_disable",
 ]
 
 ERROR_CLASSES = ("http_status", "timeout", "connect", "dns", "tls", "blocked", "too_large")
@@ -246,3 +248,21 @@ def health_deltas(rows: Iterable[AttemptRow]) -> dict[str, HealthDelta]:
             first = held.first_failure_at or row.started_at
             out[row.webhook_id] = HealthDelta(held.reset, held.failures + 1, first)
     return out
+
+
+@dataclass(frozen=True)
+class FailureStreak:
+    """A webhook's consecutive failed attempts as the log counted them, and when the
+    first of them started."""
+
+    webhook_id: str
+    failures: int
+    first_failure_at: datetime
+
+
+def should_disable(
+    streak: FailureStreak, *, now: datetime, max_failures: int, max_span: timedelta
+) -> bool:
+    """The disabling rule (DESIGN.md section 7): at least `max_failures` consecutive
+    failures, the first of them at least `max_span` ago."""
+    return streak.failures >= max_failures and now - streak.first_failure_at >= max_span

@@ -35,8 +35,8 @@ from shared.core.retry import RETRY_TIERS
 from shared.core.signing import verify_github
 from shared.core.ssrf import Allowlist
 from shared.crypto import SecretBox
-from shared.deliverylog import RowRejected
 from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
+from shared.log.writer import RowRejected
 from shared.webhooks import WebhookStore
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from shared.core.attempts import (
     AttemptResult,
     AttemptRow,
+    FailureStreak,
     build_request,
     clean_headers,
     clean_text,
@@ -20,6 +21,7 @@ from shared.core.attempts import (
     decide,
     delivery_status,
     health_deltas,
+    should_disable,
 )
 from shared.core.retry import RetryPolicy
 from shared.core.signing import verify_github, verify_standard
@@ -197,6 +199,22 @@ def test_health_failures_equal_the_trailing_failure_run(outcomes: list[str]) -> 
     else:
         assert delta.failures == trailing
         assert delta.reset == ("succeeded" in counted)
+
+
+@given(
+    failures=st.integers(min_value=0, max_value=50),
+    age_s=st.integers(min_value=0, max_value=10_000),
+    max_failures=st.integers(min_value=1, max_value=50),
+    span_s=st.integers(min_value=0, max_value=10_000),
+)
+def test_a_webhook_is_disabled_only_past_both_thresholds(
+    failures: int, age_s: int, max_failures: int, span_s: int
+) -> None:
+    streak = FailureStreak("w", failures, NOW - timedelta(seconds=age_s))
+    disabled = should_disable(
+        streak, now=NOW, max_failures=max_failures, max_span=timedelta(seconds=span_s)
+    )
+    assert disabled == (failures >= max_failures and age_s >= span_s)
 
 
 def test_clean_text_makes_hostile_text_storable() -> None:
