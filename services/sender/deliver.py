@@ -89,6 +89,7 @@ class Deliverer:
         client: WebhookClient,
         delivery_log: DeliveryLog,
         numbers: AttemptNumbers,
+        disabler: Disabler,
         producer: AIOKafkaProducer,
         topics: Topics,
         stop: asyncio.Event,
@@ -99,6 +100,7 @@ class Deliverer:
         self._client = client
         self._log = delivery_log
         self._numbers = numbers
+        self._disabler = disabler
         self._producer = producer
         self._topics = topics
         self._stop = stop
@@ -258,7 +260,7 @@ class Deliverer:
             step.dead_sent = True
         if step.disable_reason is not None and not step.disabled:
             assert step.webhook_id is not None
-            await self.disable(step.webhook_id, step.disable_reason)
+            await self._disabler.disable(step.webhook_id, step.disable_reason)
             step.disabled = True
         durable = step.durable
         if durable is None or (durable.done() and durable.exception() is not None):
@@ -325,6 +327,17 @@ class Deliverer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+
+class Disabler:
+    """Turns webhooks off: at once (410 Gone), or when the delivery log reports a failure
+    streak the disabling rule (`should_disable`) applies to."""
+
+    def __init__(self, settings: Settings, *, store: WebhookStore, table: WebhookTable) -> None:
+        self._store = store
+        self._table = table
+        self._max_failures = settings.disable_after_failures
+        self._max_span = timedelta(seconds=settings.disable_after_seconds)
+
     async def disable(self, webhook_id: str, reason: str) -> None:
         """Turns the webhook off in the database (published through the outbox) and in the
         local table at once, so the deliveries that follow are skipped."""
@@ -338,12 +351,10 @@ class Deliverer:
     async def on_failures(self, streaks: list[FailureStreak]) -> None:
         """Called by the delivery log with the failure streaks of a batch: disables the
         webhooks the disabling rule (`should_disable`) applies to."""
-        s = self._settings
         now = datetime.now(UTC)
-        span = timedelta(seconds=s.disable_after_seconds)
         for item in streaks:
             if not should_disable(
-                item, now=now, max_failures=s.disable_after_failures, max_span=span
+                item, now=now, max_failures=self._max_failures, max_span=self._max_span
             ):
                 continue
             reason = (
