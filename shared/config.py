@@ -7,11 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from shared.core.errors import ConfigError
 from shared.core.ssrf import Allowlist
-
-
-class ConfigError(ValueError):
-    """A HOOKLINE_* variable holds a value that cannot be used; the message names it."""
 
 
 def _int(lo: int, hi: int) -> Callable[[str], int]:

@@ -5,15 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from shared.core.errors import BlockedTarget, ResolveFailed
 from shared.core.ssrf import Address, Allowlist, check_addresses, parse_host_ip
-
-
-class BlockedTarget(Exception):
-    """The target resolves to an address Hookline refuses to call (error class `blocked`)."""
-
-
-class ResolveFailed(Exception):
-    """The host name does not resolve (error class `dns`)."""
 
 
 async def resolve(host: str, port: int) -> list[Address]:

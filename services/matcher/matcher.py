@@ -22,6 +22,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.config import Settings
+from shared.core.errors import ProduceFailed
 from shared.core.matching import matches
 from shared.core.messages import (
     DeliveryMessage,
@@ -54,10 +55,6 @@ _REJECT_HEADERS = {REJECT_HEADER, "source-topic", "source-partition", "source-of
 # refusal an idempotent producer's sequence for the partition is broken for good. So a
 # message that would not fit is never sent: an event whose delivery would not fit is
 # rejected instead, and a rejected copy that would not fit goes without its value.
-
-
-class ProduceFailed(Exception):
-    """The broker did not acknowledge a batch's messages; its offsets were not committed."""
 
 
 def rejection_headers(msg: Message, reason: str) -> list[tuple[str, bytes]]:

@@ -25,7 +25,7 @@ from shared.core.attempts import (
     decide,
     should_disable,
 )
-from shared.core.errors import ValidationError
+from shared.core.errors import ProduceFailed, Undeliverable, ValidationError
 from shared.core.messages import NUMBERED, DeliveryMessage, WebhookRecord
 from shared.core.retry import RetryPolicy, RetryTier, tier_for
 from shared.crypto import SecretBox
@@ -51,12 +51,6 @@ def _version() -> str:
         return version("hookline")
     except Exception:  # not installed as a distribution: running from a checkout
         return "0.1.0"
-
-
-class Undeliverable(Exception):
-    """A message no retry can fix (its webhook's secret cannot be decrypted with this
-    HOOKLINE_SECRET_KEY): logged as dead and sent to the dead-letter topic with the
-    reason instead of blocking its partition's commits."""
 
 
 @dataclass
@@ -321,8 +315,8 @@ class Deliverer:
                 )
                 return
             except KafkaError as exc:
-                if self._stop.is_set():
-                    raise
+                if self._stop.is_set() or not exc.retriable:
+                    raise ProduceFailed(f"{topic}: {exc!r}", retryable=exc.retriable) from exc
                 log.warning("produce failed; retrying", topic=topic, error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

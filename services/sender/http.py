@@ -28,8 +28,9 @@ from aiohttp.streams import StreamReader
 from yarl import URL
 
 from shared.core.attempts import BODY_CUT, AttemptResult, clean_headers, clean_text, cut_text
+from shared.core.errors import BlockedTarget, HooklineError, ResolveFailed
 from shared.core.ssrf import Address, Allowlist
-from shared.netguard import BlockedTarget, ResolveFailed, checked_addresses
+from shared.netguard import checked_addresses
 
 # A checked resolution is reused for this long (the hot path stays free of lookups).
 RESOLVE_TTL_S = 30.0
@@ -40,16 +41,23 @@ READ_LIMIT = 2**16
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
 
-class ClientClosed(ConnectionError):
-    """The client was closed (shutdown); no request was made."""
+class ClientClosed(HooklineError):
+    """The client was closed (shutdown); no request was made: retried elsewhere."""
+
+    code = "client_closed"
+    retryable = True
 
 
-class _Disconnected(ConnectionError):
-    """The connection closed before a whole response arrived."""
+class _Disconnected(HooklineError):
+    """The connection closed before a whole response arrived (error class `connect`)."""
+
+    code = "connect"
 
 
-class _BadResponse(Exception):
-    """What the endpoint sent is not HTTP/1.x the parser accepts."""
+class _BadResponse(HooklineError):
+    """What the endpoint sent is not HTTP/1.x the parser accepts (error class `connect`)."""
+
+    code = "connect"
 
 
 @dataclass
@@ -249,7 +257,7 @@ class WebhookClient:
             return done("timeout", status=None, resolved_ip=resolved)
         except ssl.SSLError:
             return done("tls", status=None, resolved_ip=resolved)
-        except (OSError, _BadResponse):
+        except (OSError, _Disconnected, _BadResponse):
             return done("connect", status=None, resolved_ip=resolved)
         ok = 200 <= status < 300
         return done(

@@ -12,15 +12,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from shared.core.errors import HooklineError, is_retryable
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS, tier_for
-from shared.log.writer import LogClosed, RowRejected
 
 from .deliver import Attempt
 from .offsets import Job, Part
@@ -31,15 +30,6 @@ log = structlog.get_logger(component="sender")
 
 MAX_PARK_S = 3600.0
 PARKED = "parked"  # DeliveryMessage.extra flag: deferred behind a slow webhook, not attempted
-# What is retried in place (with backoff, until stop): outages of the database or the
-# broker. Anything else a delivery raises is bad data or a bug and is dead-lettered.
-OUTAGES: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    OSError,  # connection errors and TimeoutError
-    KafkaError,
-    LogClosed,
-)
 
 # A job's work is over: (partition, its Part, offset, whether it completed).
 OnFinished = Callable[[TopicPartition, Part, int, bool], None]
@@ -197,25 +187,25 @@ class Scheduler:
                     await (await self._deliverer.follow_up(step))
                     ok = True
                     return
-                except RowRejected as exc:
-                    ok = await self._dead_letter(job, str(exc))
-                    return
-                except asyncpg.DataError as exc:  # a PostgresError, but no outage
-                    log.exception("delivery refused by the database; dead-lettered")
-                    ok = await self._dead_letter(job, repr(exc))
-                    return
-                except OUTAGES as exc:
-                    # The database or the broker: wait and try again rather than lose it
-                    # or complete it; on shutdown it stays uncommitted and is redelivered.
-                    if self._stop.is_set():
-                        return
-                    log.warning("delivery step failed; retrying", error=repr(exc))
-                    await delay.sleep()
                 except Exception as exc:
-                    # Bad data or a bug: retrying would repeat it forever (and re-POST),
+                    if is_retryable(exc):
+                        # An outage of the database or the broker: wait and try again
+                        # rather than lose it or complete it; on shutdown it stays
+                        # uncommitted and is redelivered.
+                        if self._stop.is_set():
+                            return
+                        log.warning("delivery step failed; retrying", error=repr(exc))
+                        await delay.sleep()
+                        continue
+                    # Bad data (a row the log refused, a value the database cannot
+                    # store) or a bug: retrying would repeat it forever (and re-POST),
                     # so the message goes to the dead-letter topic with the reason.
-                    log.exception("delivery failed; dead-lettered")
-                    ok = await self._dead_letter(job, repr(exc))
+                    if isinstance(exc, HooklineError):
+                        log.error("delivery failed; dead-lettered", error=repr(exc))
+                        ok = await self._dead_letter(job, str(exc))
+                    else:
+                        log.exception("delivery failed; dead-lettered")
+                        ok = await self._dead_letter(job, repr(exc))
                     return
         finally:
             if not released:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .errors import ValidationError
+from .errors import MessageError, ValidationError
 from .events import build_body, format_timestamp, parse_event_type
 from .matching import validate_filters
 
@@ -34,14 +34,6 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 def has_control(text: str) -> bool:
     """True if `text` holds a control character or a lone surrogate."""
     return _CONTROL.search(text) is not None
-
-
-class MessageError(ValueError):
-    """A message that cannot be decoded; `reason` says why (goes into a header)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 _NAMESPACE_BYTES = DELIVERY_NAMESPACE.bytes

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from shared.core.attempts import AttemptRow
+from shared.db import translated
 
 # The number of a repeat attempt: one more than any given out or logged, at least what
 # the message asked for.
@@ -35,6 +36,7 @@ class AttemptNumbers:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @translated
     async def next(self, delivery_id: str, at_least: int) -> int:
         """The number for a repeat attempt of a delivery; `at_least` when the delivery
         has no summary row yet."""

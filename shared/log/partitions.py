@@ -11,6 +11,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
+from shared.core.errors import is_retryable
+from shared.db import translated
+
 log = structlog.get_logger(component="delivery_log")
 
 _PARTITION = re.compile(r"^delivery_attempts_(\d{8})$")
@@ -18,6 +21,7 @@ _PARTITION = re.compile(r"^delivery_attempts_(\d{8})$")
 _MAINTENANCE_LOCK = 0x686C6F67
 
 
+@translated
 async def maintain(
     pool: asyncpg.Pool, retention_days: int, *, now: datetime | None = None
 ) -> list[str]:
@@ -57,8 +61,10 @@ async def maintain_forever(pool: asyncpg.Pool, retention_days: int, stop: asynci
     while not stop.is_set():
         try:
             await maintain(pool, retention_days)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("delivery log maintenance failed", error=str(exc))
+        except Exception as exc:  # never stops the loop: the next hour tries again
+            log.warning(
+                "delivery log maintenance failed", error=repr(exc), outage=is_retryable(exc)
+            )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(3600):
                 await stop.wait()

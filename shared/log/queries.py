@@ -17,6 +17,7 @@ import asyncpg
 from shared.core.attempts import AttemptRow
 from shared.core.errors import NotFound, ValidationError
 from shared.core.matching import expand_filter, validate_filters
+from shared.db import translated
 
 STATUSES = ("pending", "succeeded", "failed", "dead", "skipped")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
@@ -208,6 +209,7 @@ class DeliveryQueries:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @translated
     async def page(
         self,
         webhook_id: str,
@@ -233,6 +235,7 @@ class DeliveryQueries:
         rows = await self._pool.fetch(sql, *args)
         return [to_summary(r) for r in rows[:limit]], len(rows) > limit
 
+    @translated
     async def get(self, delivery_id: str, org: str | None) -> LoggedDelivery:
         """A delivery with every attempt; status from the summary, else the last attempt."""
         async with self._pool.acquire() as conn:
@@ -247,6 +250,7 @@ class DeliveryQueries:
             attempts=attempts,
         )
 
+    @translated
     async def stats(self, webhook_id: str) -> DeliveryStats:
         """Counts per derived status (summary table) and attempt-duration percentiles over
         the last STATS_WINDOW_DAYS days, at most STATS_MAX_ATTEMPTS attempts."""

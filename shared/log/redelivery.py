@@ -16,6 +16,7 @@ import orjson
 
 from shared.core.errors import Conflict
 from shared.core.messages import NUMBERED, DeliveryMessage
+from shared.db import translated
 from shared.kafka import DELIVERIES
 from shared.outbox import enqueue_many
 
@@ -72,6 +73,7 @@ class Redelivery:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @translated
     async def redeliver(self, delivery_id: str, org: str | None) -> DeliveryMessage:
         """Sends a delivery again: same id, the next attempt number, trigger `manual`."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -84,6 +86,7 @@ class Redelivery:
             (msg,) = await _resend(conn, [attempts], "manual")
         return msg
 
+    @translated
     async def recover(self, webhook_id: str, since: datetime) -> int:
         """Redelivers (trigger `recover`) every failed or dead delivery of a webhook first
         attempted at or after `since`, newest first, at most RECOVER_MAX per call."""

@@ -5,9 +5,10 @@ An attempt counts as done (its Kafka offset may be committed) only once `append`
 future resolved, i.e. its row is durably written: a kill -9 loses nothing.
 
 An outage (connection lost, server down) is retried with backoff for as long as it lasts.
-A row the database can never store (a data error) must not block the rows behind it: the
-batch is retried row by row, a refused row is stored as a sanitised copy, and a row even
-that fails has its future failed with `RowRejected` (the sender dead-letters it).
+A row the database can never store (`Unstorable`: a data error) must not block the rows
+behind it: the batch is retried row by row, a refused row is stored as a sanitised copy,
+and a row even that fails has its future failed with `RowRejected` (the sender
+dead-letters it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import orjson
 import structlog
 
 from shared.core.attempts import ERROR_CLASSES, AttemptRow, FailureStreak, clean_text
+from shared.core.errors import LogClosed, RowRejected, Unstorable
+from shared.db import db_errors
 
 from .health import count_failures
 
@@ -63,24 +66,6 @@ ON CONFLICT (id) DO UPDATE SET
     next_attempt_at = EXCLUDED.next_attempt_at
 WHERE EXCLUDED.last_at >= deliveries.last_at
 """
-
-# Errors a retry cannot fix: the row itself is unstorable (bad UUID, NUL, surrogates,
-# out-of-range integer). Everything else is treated as an outage and retried.
-DATA_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,
-    ValueError,
-    TypeError,
-    orjson.JSONEncodeError,
-)
-
-
-class RowRejected(Exception):
-    """A row (and its sanitised copy) the database refused: it is not in the log."""
-
-
-class LogClosed(RuntimeError):
-    """The writer stopped before the row was written (shutdown): try again elsewhere."""
-
 
 OnFailures = Callable[[list[FailureStreak]], Coroutine[Any, Any, None]]
 
@@ -168,10 +153,10 @@ class DeliveryLog:
             try:
                 failing = await self._write([row for row, _ in batch])
                 handled, outage = len(batch), None
-            except DATA_ERRORS as exc:
+            except Unstorable as exc:
                 log.warning("delivery log batch refused; writing row by row", error=repr(exc))
                 handled, failing, outage = await self._write_each(batch)
-            except Exception as exc:
+            except Exception as exc:  # an outage, or a bug: keep the rows either way
                 handled, failing, outage = 0, [], exc
             del self._buffer[:handled]
             for _row, fut in batch[:handled]:
@@ -214,7 +199,7 @@ class DeliveryLog:
             for n, candidate in enumerate(candidates):
                 try:
                     failing += await self._write([candidate])
-                except DATA_ERRORS as exc:
+                except Unstorable as exc:
                     error = exc
                     continue
                 except Exception as exc:
@@ -240,7 +225,10 @@ class DeliveryLog:
         return len(batch), failing, None
 
     async def _write(self, rows: Sequence[AttemptRow]) -> list[FailureStreak]:
-        columns = _attempt_columns(rows)
+        try:
+            columns = _attempt_columns(rows)
+        except (ValueError, TypeError) as exc:  # not a UUID; text orjson cannot encode
+            raise Unstorable(f"a value cannot be stored: {exc!r}") from exc
         # Rows of one delivery in one batch: the summary takes the latest, since one
         # INSERT ... ON CONFLICT cannot touch a row twice.
         latest: dict[str, AttemptRow] = {}
@@ -251,24 +239,25 @@ class DeliveryLog:
                 latest[r.delivery_id] = r
             first[r.delivery_id] = min(first.get(r.delivery_id, r.started_at), r.started_at)
         summary = list(latest.values())
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_INSERT_ATTEMPTS, *columns)
-            await conn.execute(
-                _UPSERT_DELIVERIES,
-                [uuid.UUID(r.delivery_id) for r in summary],
-                [uuid.UUID(r.webhook_id) for r in summary],
-                [r.org for r in summary],
-                [r.event_id for r in summary],
-                [r.event_type for r in summary],
-                [r.status for r in summary],
-                [r.attempt for r in summary],
-                [first[r.delivery_id] for r in summary],
-                [r.started_at for r in summary],
-                [r.error for r in summary],
-                [r.response_status for r in summary],
-                [r.next_attempt_at for r in summary],
-            )
-            return await count_failures(conn, rows)
+        with db_errors():
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_INSERT_ATTEMPTS, *columns)
+                await conn.execute(
+                    _UPSERT_DELIVERIES,
+                    [uuid.UUID(r.delivery_id) for r in summary],
+                    [uuid.UUID(r.webhook_id) for r in summary],
+                    [r.org for r in summary],
+                    [r.event_id for r in summary],
+                    [r.event_type for r in summary],
+                    [r.status for r in summary],
+                    [r.attempt for r in summary],
+                    [first[r.delivery_id] for r in summary],
+                    [r.started_at for r in summary],
+                    [r.error for r in summary],
+                    [r.response_status for r in summary],
+                    [r.next_attempt_at for r in summary],
+                )
+                return await count_failures(conn, rows)
 
 
 def _fallbacks(row: AttemptRow) -> list[AttemptRow]:

@@ -10,8 +10,9 @@ import asyncpg
 import pytest
 
 from shared.core.attempts import AttemptRow, FailureStreak, should_disable
+from shared.core.errors import RowRejected
 from shared.log.partitions import maintain
-from shared.log.writer import DeliveryLog, RowRejected
+from shared.log.writer import DeliveryLog
 
 
 def _row(

@@ -31,13 +31,14 @@ from services.sender.main import serve
 from services.sender.retry_tiers import REJECT_HEADER, Topics
 from shared.config import Settings
 from shared.core.attempts import AttemptRow
+from shared.core.errors import RowRejected, Unavailable
 from shared.core.messages import DeliveryMessage, delivery_id_for
 from shared.core.retry import RETRY_TIERS
 from shared.core.signing import verify_github
 from shared.core.ssrf import Allowlist
 from shared.crypto import SecretBox
 from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
-from shared.log.writer import DeliveryLog, RowRejected
+from shared.log.writer import DeliveryLog
 from shared.webhooks import WebhookStore
 
 
@@ -511,7 +512,7 @@ async def test_an_outage_after_the_post_does_not_post_again(
     org: str,
 ) -> None:
     real = Disabler.disable
-    failures = [ConnectionResetError("database connection lost")]
+    failures = [Unavailable("the database is unavailable: ConnectionResetError")]
 
     async def flaky(self: Disabler, webhook_id: str, reason: str) -> None:
         if failures:
