@@ -1,5 +1,6 @@
-"""One delivery attempt end to end: look the webhook up, sign, POST, decide what follows
-(retry tier, dead-letter, disabling) and append the attempt to the delivery log."""
+"""One delivery attempt, in stages: prepare (number it, look the webhook up, sign), call
+(POST), then decide what follows (`decide`, `plan_follow_ups`). The result is an
+immutable `Outcome`: the row to log and its effects, which `effects.FollowUps` applies."""
 
 from __future__ import annotations
 
@@ -7,35 +8,34 @@ import asyncio
 import dataclasses
 import random
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from shared.config import Settings
 from shared.core.attempts import (
     AttemptResult,
     AttemptRow,
-    FailureStreak,
+    DeadLetter,
+    Outcome,
     build_request,
     clean_text,
     decide,
-    should_disable,
+    plan_follow_ups,
 )
-from shared.core.errors import ProduceFailed, Undeliverable, ValidationError
+from shared.core.errors import Undeliverable, ValidationError
 from shared.core.messages import NUMBERED, DeliveryMessage, WebhookRecord
 from shared.core.retry import RetryPolicy, RetryTier, tier_for
 from shared.crypto import SecretBox
+from shared.kafka import send_until_acked
 from shared.log.numbering import AttemptNumbers
-from shared.log.writer import DeliveryLog
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
 from .http import WebhookClient
-from .retry_tiers import REJECT_HEADER, Topics
+from .retry_tiers import Topics
 
 log = structlog.get_logger(component="sender")
 
@@ -53,24 +53,6 @@ def _version() -> str:
         return "0.1.0"
 
 
-@dataclass
-class Attempt:
-    """An attempt that has run (or was skipped): the row to log and what follows it,
-    with what `Deliverer.follow_up` has done so far."""
-
-    row: AttemptRow
-    webhook_id: str | None = None
-    retry: DeliveryMessage | None = None
-    retry_topic: str | None = None
-    dead: DeliveryMessage | None = None
-    dead_reason: str | None = None  # the dead-letter header, when no attempt was made
-    disable_reason: str | None = None
-    retry_sent: bool = False
-    dead_sent: bool = False
-    disabled: bool = False
-    durable: asyncio.Future[None] | None = field(default=None, repr=False)
-
-
 class Deliverer:
     """Performs attempts; shared by every in-flight delivery task of a sender process."""
 
@@ -81,9 +63,7 @@ class Deliverer:
         table: WebhookTable,
         store: WebhookStore,
         client: WebhookClient,
-        delivery_log: DeliveryLog,
         numbers: AttemptNumbers,
-        disabler: Disabler,
         producer: AIOKafkaProducer,
         topics: Topics,
         stop: asyncio.Event,
@@ -92,9 +72,7 @@ class Deliverer:
         self._table = table
         self._store = store
         self._client = client
-        self._log = delivery_log
         self._numbers = numbers
-        self._disabler = disabler
         self._producer = producer
         self._topics = topics
         self._stop = stop
@@ -102,6 +80,93 @@ class Deliverer:
         self._secrets: dict[str, str] = {}
         self._misses: dict[str, float] = {}
         self._user_agent = USER_AGENT.format(version=_version())
+
+    async def attempt(self, msg: DeliveryMessage) -> Outcome | None:
+        """Runs the attempt `msg` asks for, up to and including the POST, and returns its
+        outcome; None if the message was only moved to a retry tier (not due yet).
+        Nothing in here runs after the POST that could fail for an outage, so a caller
+        retrying the follow-ups never POSTs twice. The clock is read once."""
+        now = datetime.now(UTC)
+        wait = (msg.due_at or 0.0) - now.timestamp()
+        if wait > 0:
+            topic = self._topics.tier_topic(_tier(wait))
+            await send_until_acked(
+                self._producer, topic, msg.encode(), key=msg.key, stop=self._stop
+            )
+            return None
+        numbered = await self._numbered(msg)
+        structlog.contextvars.bind_contextvars(
+            delivery_id=msg.delivery_id, webhook_id=msg.webhook_id, attempt=numbered.attempt
+        )
+        record = await self.webhook(msg.webhook_id)
+        if record is None or not record.active:
+            # Logged with the body it would have sent, so a redelivery after the webhook
+            # is turned back on has something to send.
+            reason = "webhook deleted" if record is None else "webhook inactive"
+            log.info("attempt", outcome="skipped", reason=reason, trigger=msg.trigger)
+            return Outcome(self._row(numbered, now, outcome="skipped", error=None))
+        try:
+            secrets = self._signing_secrets(record, now)
+        except Undeliverable as exc:
+            # No retry can fix it: dead, with the reason in the dead-letter header.
+            log.error("attempt", outcome="dead", reason=str(exc), trigger=msg.trigger)
+            row = self._row(numbered, now, outcome="dead", error=None)
+            return Outcome(row, (DeadLetter(msg, reason=str(exc)),))
+        body, headers = build_request(
+            body=msg.body,
+            content_type=record.content_type,
+            prefix=self._settings.header_prefix,
+            user_agent=self._user_agent,
+            event_type=msg.event_type,
+            delivery_id=msg.delivery_id,
+            attempt=numbered.attempt,
+            secrets=secrets,
+            timestamp=int(now.timestamp()),
+        )
+        result = await self._client.post(record.url, body, headers, timeout_s=record.timeout_s)
+        try:
+            policy = RetryPolicy.from_config(record.retry)
+        except ValidationError:
+            policy = RetryPolicy()
+        # The retry policy counts this chain's attempts (msg.attempt), not the log's number.
+        decision = decide(
+            result,
+            attempt=msg.attempt,
+            single=msg.single,
+            policy=policy,
+            rand=random.random(),
+            now=now,
+        )
+        next_at = None
+        if decision.next_delay_s is not None:
+            next_at = now + timedelta(seconds=decision.next_delay_s)
+        row = self._row(
+            numbered,
+            now,
+            outcome=decision.outcome,
+            error=decision.error,
+            result=result,
+            request=(headers, body),
+            next_at=next_at,
+        )
+        log.info(
+            "attempt",
+            outcome=decision.outcome,
+            status=result.status,
+            duration_ms=result.duration_ms,
+            error=decision.error,
+            trigger=msg.trigger,
+        )
+        return Outcome(row, plan_follow_ups(msg, decision, now))
+
+    async def _numbered(self, msg: DeliveryMessage) -> DeliveryMessage:
+        """A repeat attempt (retry, redeliver, recover) takes the next number free in the
+        log, so that a redelivery racing an automatic retry, or two redeliveries, never
+        show the receiver and the log the same attempt number twice."""
+        if msg.attempt == 1 or msg.extra.get(NUMBERED):
+            return msg
+        number = await self._numbers.next(msg.delivery_id, msg.attempt)
+        return msg if number == msg.attempt else dataclasses.replace(msg, attempt=number)
 
     async def webhook(self, webhook_id: str) -> WebhookRecord | None:
         """From the in-memory table; on a miss (created a moment ago) from the database."""
@@ -139,127 +204,6 @@ class Deliverer:
             if expires > now:
                 secrets.append(self._secret(record.previous_secret_enc))
         return secrets
-
-    async def attempt(self, msg: DeliveryMessage) -> Attempt | None:
-        """Runs the attempt `msg` asks for, up to and including the POST, and returns
-        what must follow it (`follow_up`); None if the message was only moved to a retry
-        tier. Nothing in here runs after the POST that could fail for an outage, so a
-        caller retrying `follow_up` never POSTs twice."""
-        now_s = time.time()
-        if msg.due_at is not None and msg.due_at > now_s:
-            await self.send(self._topics.tier_topic(_tier(msg.due_at - now_s)), msg)
-            return None
-        chain = msg.attempt  # the retry policy counts this chain's attempts
-        if chain > 1 and not msg.extra.get(NUMBERED):
-            # A repeat attempt (retry, redeliver, recover) takes the next number free in
-            # the log, so that a redelivery racing an automatic retry, or two redeliveries,
-            # never show the receiver and the log the same attempt number twice.
-            number = await self._numbers.next(msg.delivery_id, chain)
-            if number != chain:
-                msg = dataclasses.replace(msg, attempt=number)
-        structlog.contextvars.bind_contextvars(
-            delivery_id=msg.delivery_id, webhook_id=msg.webhook_id, attempt=msg.attempt
-        )
-        started = datetime.now(UTC)
-        record = await self.webhook(msg.webhook_id)
-        if record is None or not record.active:
-            # Logged with the body it would have sent, so a redelivery after the webhook
-            # is turned back on has something to send.
-            reason = "webhook deleted" if record is None else "webhook inactive"
-            log.info("attempt", outcome="skipped", reason=reason, trigger=msg.trigger)
-            return Attempt(self._row(msg, started, outcome="skipped", error=None))
-        try:
-            secrets = self._signing_secrets(record, started)
-        except Undeliverable as exc:
-            # No retry can fix it: dead, with the reason in the dead-letter header.
-            log.error("attempt", outcome="dead", reason=str(exc), trigger=msg.trigger)
-            row = self._row(msg, started, outcome="dead", error=None)
-            return Attempt(row, dead=msg, dead_reason=str(exc))
-        body, headers = build_request(
-            body=msg.body,
-            content_type=record.content_type,
-            prefix=self._settings.header_prefix,
-            user_agent=self._user_agent,
-            event_type=msg.event_type,
-            delivery_id=msg.delivery_id,
-            attempt=msg.attempt,
-            secrets=secrets,
-            timestamp=int(started.timestamp()),
-        )
-        result = await self._client.post(record.url, body, headers, timeout_s=record.timeout_s)
-        try:
-            policy = RetryPolicy.from_config(record.retry)
-        except ValidationError:
-            policy = RetryPolicy()
-        decision = decide(
-            result,
-            attempt=chain,
-            single=msg.single,
-            policy=policy,
-            rand=random.random(),
-            now=datetime.now(UTC),
-        )
-        next_at: datetime | None = None
-        if decision.next_delay_s is not None:
-            due = time.time() + decision.next_delay_s
-            next_at = datetime.fromtimestamp(due, UTC)
-        out = Attempt(
-            self._row(
-                msg,
-                started,
-                outcome=decision.outcome,
-                error=decision.error,
-                result=result,
-                request=(headers, body),
-                next_at=next_at,
-            ),
-            webhook_id=record.id,
-            disable_reason=decision.disable_reason,
-        )
-        if decision.next_delay_s is not None:
-            out.retry = dataclasses.replace(
-                msg,
-                attempt=chain + 1,
-                trigger="retry",
-                due_at=due,
-                last_error=decision.error,
-                extra={k: v for k, v in msg.extra.items() if k != NUMBERED},
-            )
-            out.retry_topic = self._topics.tier_topic(_tier(decision.next_delay_s))
-        if decision.to_dlq:
-            out.dead = dataclasses.replace(msg, last_error=_describe(result))
-        log.info(
-            "attempt",
-            outcome=decision.outcome,
-            status=result.status,
-            duration_ms=result.duration_ms,
-            error=decision.error,
-            trigger=msg.trigger,
-        )
-        return out
-
-    async def follow_up(self, step: Attempt) -> asyncio.Future[None]:
-        """What follows an attempt: the retry or dead-letter message, disabling, and the
-        log row; returns the row's future (resolved once durable). Safe to call again
-        after it raised: steps already done are not repeated."""
-        if step.retry is not None and not step.retry_sent:
-            assert step.retry_topic is not None
-            await self.send(step.retry_topic, step.retry)
-            step.retry_sent = True
-        if step.dead is not None and not step.dead_sent:
-            headers = None
-            if step.dead_reason is not None:
-                headers = [(REJECT_HEADER, step.dead_reason.encode())]
-            await self.send(self._topics.dlq, step.dead, headers=headers)
-            step.dead_sent = True
-        if step.disable_reason is not None and not step.disabled:
-            assert step.webhook_id is not None
-            await self._disabler.disable(step.webhook_id, step.disable_reason)
-            step.disabled = True
-        durable = step.durable
-        if durable is None or (durable.done() and durable.exception() is not None):
-            step.durable = durable = self._log.append(step.row)
-        return durable
 
     def _row(
         self,
@@ -299,75 +243,8 @@ class Deliverer:
             next_attempt_at=next_at,
         )
 
-    async def send(
-        self,
-        topic: str,
-        msg: DeliveryMessage,
-        *,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Produces until the broker acknowledged (retrying while the process runs)."""
-        delay = 0.2
-        while True:
-            try:
-                await self._producer.send_and_wait(
-                    topic, msg.encode(), key=msg.key, headers=headers
-                )
-                return
-            except KafkaError as exc:
-                if self._stop.is_set() or not exc.retriable:
-                    raise ProduceFailed(f"{topic}: {exc!r}", retryable=exc.retriable) from exc
-                log.warning("produce failed; retrying", topic=topic, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-
-class Disabler:
-    """Turns webhooks off: at once (410 Gone), or when the delivery log reports a failure
-    streak the disabling rule (`should_disable`) applies to."""
-
-    def __init__(self, settings: Settings, *, store: WebhookStore, table: WebhookTable) -> None:
-        self._store = store
-        self._table = table
-        self._max_failures = settings.disable_after_failures
-        self._max_span = timedelta(seconds=settings.disable_after_seconds)
-
-    async def disable(self, webhook_id: str, reason: str) -> None:
-        """Turns the webhook off in the database (published through the outbox) and in the
-        local table at once, so the deliveries that follow are skipped."""
-        changed = await self._store.disable(webhook_id, reason)
-        held = self._table.get(webhook_id)
-        if held is not None and held.active:
-            self._table.put(dataclasses.replace(held, active=False, revision=held.revision + 1))
-        if changed:
-            log.warning("webhook disabled", webhook_id=webhook_id, reason=reason)
-
-    async def on_failures(self, streaks: list[FailureStreak]) -> None:
-        """Called by the delivery log with the failure streaks of a batch: disables the
-        webhooks the disabling rule (`should_disable`) applies to."""
-        now = datetime.now(UTC)
-        for item in streaks:
-            if not should_disable(
-                item, now=now, max_failures=self._max_failures, max_span=self._max_span
-            ):
-                continue
-            reason = (
-                f"disabled after {item.failures} consecutive failed attempts since "
-                f"{item.first_failure_at.isoformat()}"
-            )
-            try:
-                await self.disable(item.webhook_id, reason)
-            except Exception:
-                log.exception("disabling webhook failed", webhook_id=item.webhook_id)
-
 
 def _tier(delay_s: float) -> RetryTier:
     tier = tier_for(delay_s)
     assert tier is not None  # delay_s > 0
     return tier
-
-
-def _describe(result: AttemptResult) -> str:
-    if result.error == "http_status" or (result.error is None and result.status is not None):
-        return f"http_status {result.status}"
-    return result.error or "unknown"

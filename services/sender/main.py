@@ -24,7 +24,8 @@ from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
 from .consumer import DeliveryConsumer
-from .deliver import Deliverer, Disabler
+from .deliver import Deliverer
+from .effects import Disabler, FollowUps
 from .http import WebhookClient
 from .offsets import Job, Offsets
 from .retry_tiers import RETRY_GROUP, RetryTiers, Topics
@@ -82,12 +83,13 @@ async def serve(
             table=table,
             store=store,
             client=client,
-            delivery_log=delivery_log,
             numbers=AttemptNumbers(pool),
-            disabler=disabler,
             producer=producer,
             topics=topics,
             stop=stop,
+        )
+        follow_ups = FollowUps(
+            producer, topics=topics, disabler=disabler, delivery_log=delivery_log, stop=stop
         )
         tiers = RetryTiers(
             s.kafka_bootstrap,
@@ -112,6 +114,7 @@ async def serve(
         def scheduler(on_finished: OnFinished) -> Scheduler:
             return Scheduler(
                 deliverer,
+                follow_ups,
                 producer,
                 topics=topics,
                 slots=Slots[Job](s.sender_inflight_per_webhook),

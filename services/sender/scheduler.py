@@ -14,14 +14,15 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from shared.core.errors import HooklineError, is_retryable
+from shared.core.attempts import AttemptRow, Effect, Outcome
+from shared.core.errors import HooklineError, ProduceFailed, is_retryable
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS, tier_for
+from shared.kafka import send_until_acked
+from shared.runtime import Backoff
 
-from .deliver import Attempt
 from .offsets import Job, Part
 from .retry_tiers import REJECT_HEADER, Topics
 from .slots import MAX_QUEUE_WAIT_S, Slots
@@ -38,23 +39,15 @@ OnFinished = Callable[[TopicPartition, Part, int, bool], None]
 class Attempts(Protocol):
     """What the scheduler needs of the `Deliverer`."""
 
-    async def attempt(self, msg: DeliveryMessage) -> Attempt | None: ...
-
-    async def follow_up(self, step: Attempt) -> asyncio.Future[None]: ...
-
-    async def send(self, topic: str, msg: DeliveryMessage) -> None: ...
+    async def attempt(self, msg: DeliveryMessage) -> Outcome | None: ...
 
 
-class Backoff:
-    """Doubling sleeps from 0.2 s up to 10 s."""
+class Effects(Protocol):
+    """What the scheduler needs of the `FollowUps`."""
 
-    def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
-        self._next = first
-        self._cap = cap
+    async def apply(self, effect: Effect) -> None: ...
 
-    async def sleep(self) -> None:
-        await asyncio.sleep(self._next)
-        self._next = min(self._next * 2, self._cap)
+    async def record(self, row: AttemptRow) -> None: ...
 
 
 class Scheduler:
@@ -64,6 +57,7 @@ class Scheduler:
     def __init__(
         self,
         deliverer: Attempts,
+        follow_ups: Effects,
         producer: AIOKafkaProducer,
         *,
         topics: Topics,
@@ -74,6 +68,7 @@ class Scheduler:
         stop: asyncio.Event,
     ) -> None:
         self._deliverer = deliverer
+        self._follow_ups = follow_ups
         self._producer = producer
         self._topics = topics
         self._slots = slots
@@ -161,20 +156,21 @@ class Scheduler:
     async def _work(self, job: Job) -> None:
         ok = False
         released = False
-        delay = Backoff()
-        step: Attempt | None = None
+        delay = Backoff(self._stop)
+        outcome: Outcome | None = None
+        applied: set[int] = set()  # the outcome's effects done, by identity
         try:
             while True:
                 try:
-                    if step is None:
+                    if outcome is None:
                         async with self._sem:
                             if job.offset in job.part.handed or not self._owns(job):
                                 return  # given up while waiting: its copy or new owner sends
                             # Its age tells a slow endpoint from a busy sender: the time
                             # spent waiting for a global slot above does not count.
                             self._slots.began(job.msg.webhook_id, id(job))
-                            step = await self._deliverer.attempt(job.msg)
-                        if step is None:  # not due: moved to a retry tier
+                            outcome = await self._deliverer.attempt(job.msg)
+                        if outcome is None:  # not due: moved to a retry tier
                             ok = True
                             return
                         released = True
@@ -182,9 +178,14 @@ class Scheduler:
                     if job.offset in job.part.handed:
                         # Handed off while its request ran: the copy carries the delivery
                         # on, so this attempt is logged but schedules no retry of its own.
-                        step.retry = step.dead = None
-                    # Only what follows the POST is retried from here on: never the POST.
-                    await (await self._deliverer.follow_up(step))
+                        outcome = outcome.handed_off()
+                    # Only what follows the POST is retried from here on: never the POST,
+                    # nor an effect already applied.
+                    for effect in outcome.effects:
+                        if id(effect) not in applied:
+                            await self._follow_ups.apply(effect)
+                            applied.add(id(effect))
+                    await self._follow_ups.record(outcome.row)
                     ok = True
                     return
                 except Exception as exc:
@@ -221,18 +222,15 @@ class Scheduler:
     async def _to_dlq(self, value: bytes | None, key: bytes | None, reason: str) -> bool:
         """Produces to the dead-letter topic with the reason header, retrying with backoff
         until acknowledged (True) or the sender stops (False: left uncommitted)."""
-        delay = Backoff()
-        while True:
-            try:
-                await self._producer.send_and_wait(
-                    self._topics.dlq, value, key=key, headers=[(REJECT_HEADER, reason.encode())]
-                )
-                return True
-            except KafkaError as exc:
-                if self._stop.is_set():
-                    return False
-                log.warning("dead-letter publish failed; retrying", error=repr(exc))
-                await delay.sleep()
+        headers = [(REJECT_HEADER, reason.encode())]
+        try:
+            await send_until_acked(
+                self._producer, self._topics.dlq, value, key=key, headers=headers, stop=self._stop
+            )
+        except ProduceFailed as exc:
+            log.warning("dead-letter not published; left uncommitted", error=repr(exc))
+            return False
+        return True
 
     async def _park(self, job: Job, wait: float) -> None:
         """Defers a message (no attempt made) until its webhook's backlog should have
@@ -246,8 +244,16 @@ class Scheduler:
         )
         ok = False
         try:
-            await self._deliverer.send(self._topics.tier_topic(tier), parked)
+            await send_until_acked(
+                self._producer,
+                self._topics.tier_topic(tier),
+                parked.encode(),
+                key=parked.key,
+                stop=self._stop,
+            )
             ok = True
+        except ProduceFailed as exc:
+            log.warning("parking not published; left uncommitted", error=repr(exc))
         finally:
             self._finish(job.tp, job.part, job.offset, ok)
 

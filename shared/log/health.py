@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from shared.core.attempts import AttemptRow, FailureStreak, health_deltas
+from shared.core.attempts import AttemptRow
+from shared.core.health import FailureStreak, health_deltas
 
 _HEALTH_RESET = """
 INSERT INTO webhook_health (webhook_id, consecutive_failures, first_failure_at, updated_at)

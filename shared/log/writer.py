@@ -25,8 +25,9 @@ import asyncpg
 import orjson
 import structlog
 
-from shared.core.attempts import ERROR_CLASSES, AttemptRow, FailureStreak, clean_text
+from shared.core.attempts import ERROR_CLASSES, AttemptRow, clean_text
 from shared.core.errors import LogClosed, RowRejected, Unstorable
+from shared.core.health import FailureStreak
 from shared.db import db_errors
 
 from .health import count_failures

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from shared.core.attempts import AttemptRow, FailureStreak, should_disable
+from shared.core.attempts import AttemptRow
 from shared.core.errors import RowRejected
+from shared.core.health import FailureStreak, should_disable
 from shared.log.partitions import maintain
 from shared.log.writer import DeliveryLog
 

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaConnectionError
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from services.sender import deliver as deliver_module
-from services.sender.deliver import Disabler
+from services.sender.effects import Disabler
 from services.sender.http import WebhookClient
 from services.sender.main import serve
 from services.sender.retry_tiers import REJECT_HEADER, Topics

@@ -13,16 +13,14 @@ from hypothesis import strategies as st
 from shared.core.attempts import (
     AttemptResult,
     AttemptRow,
-    FailureStreak,
     build_request,
     clean_headers,
     clean_text,
     cut_text,
     decide,
     delivery_status,
-    health_deltas,
-    should_disable,
 )
+from shared.core.health import FailureStreak, health_deltas, should_disable
 from shared.core.retry import RetryPolicy
 from shared.core.signing import verify_github, verify_standard
 
