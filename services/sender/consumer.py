@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -35,6 +36,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._owner.assign(assigned)
 
 
+@dataclass(frozen=True)
+class Consuming:
+    """What a sender consumes, how much it buffers, and how it gives partitions up."""
+
+    topic: str
+    max_pending: int  # fetched and not finished: above it, fetching pauses
+    drain_timeout: float = 10.0
+    revoke_wait: float = REVOKE_WAIT_S
+
+
 class DeliveryConsumer:
     """Feeds fetched records to the scheduler and accounts for them once finished
     (`finished`, the scheduler's callback); `run()` until `stop`, then drains."""
@@ -45,22 +56,16 @@ class DeliveryConsumer:
         producer: AIOKafkaProducer,
         scheduler: Callable[[OnFinished], Scheduler],
         *,
+        config: Consuming,
         offsets: Offsets,
-        topic: str,
-        max_pending: int,
         stop: asyncio.Event,
-        drain_timeout: float = 10.0,
-        revoke_wait: float = REVOKE_WAIT_S,
         ready: asyncio.Event | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
+        self._config = config
         self._offsets = offsets
-        self._topic = topic
-        self._max_pending = max_pending
         self._stop = stop
-        self._drain_timeout = drain_timeout
-        self._revoke_wait = revoke_wait
         self._ready = ready or asyncio.Event()  # set once partitions were assigned
         self._paused = False
         self._progress = asyncio.Event()
@@ -88,14 +93,15 @@ class DeliveryConsumer:
             consumer.pause(*consumer.assignment())
             started = time.monotonic()
             await self._wait_until(
-                lambda: scheduler.pending == 0, min(self._revoke_wait, self._drain_timeout)
+                lambda: scheduler.pending == 0,
+                min(self._config.revoke_wait, self._config.drain_timeout),
             )
             await self._hand_off(list(self._offsets.parts.values()))
             await self._commit()
             # Requests still in flight get the rest of the drain time to end and be logged.
             await self._wait_until(
                 lambda: scheduler.pending == 0,
-                self._drain_timeout - (time.monotonic() - started),
+                self._config.drain_timeout - (time.monotonic() - started),
             )
         finally:
             committer.cancel()
@@ -119,11 +125,11 @@ class DeliveryConsumer:
 
     def _backpressure(self) -> None:
         consumer, pending = self._consumer, self._scheduler.pending
-        if not self._paused and pending >= self._max_pending:
+        if not self._paused and pending >= self._config.max_pending:
             self._paused = True
             consumer.pause(*consumer.assignment())
             log.info("sender paused: buffer full", in_flight=pending)
-        elif self._paused and pending <= self._max_pending // 2 and not self._stop.is_set():
+        elif self._paused and pending <= self._config.max_pending // 2 and not self._stop.is_set():
             self._paused = False
             consumer.resume(*consumer.assignment())
 
@@ -155,7 +161,7 @@ class DeliveryConsumer:
         mine = {tp for tp in revoked if tp in parts}
         try:
             await self._wait_until(
-                lambda: all(not parts[tp].open for tp in mine), self._revoke_wait
+                lambda: all(not parts[tp].open for tp in mine), self._config.revoke_wait
             )
             await self._hand_off([parts[tp] for tp in mine])
             await self._commit(mine)
@@ -171,7 +177,7 @@ class DeliveryConsumer:
             return
         given_up = {id(part) for part in parts}
         queued = self._scheduler.withdraw(lambda j: id(j.part) in given_up)
-        await self._offsets.hand_off(self._producer, self._topic, parts)
+        await self._offsets.hand_off(self._producer, self._config.topic, parts)
         for job in queued:
             self._scheduler.resume(job)
 

@@ -1,25 +1,25 @@
-"""One delivery attempt, in stages: prepare (number it, look the webhook up, sign), call
-(POST), then decide what follows (`decide`, `plan_follow_ups`). The result is an
-immutable `Outcome`: the row to log and its effects, which `effects.FollowUps` applies."""
+"""One delivery attempt, in stages as Svix's worker has them: prepare (due? number it,
+look the webhook up), call (sign and POST, within one of the sender's global slots), and
+decide what follows (`decide`, `plan_follow_ups`). The result is an immutable `Outcome`:
+the row to log and its effects, which `effects.FollowUps` applies."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import random
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaProducer
 
 from shared.config import Settings
 from shared.core.attempts import (
-    AttemptResult,
     AttemptRow,
     DeadLetter,
     Outcome,
+    Retry,
     build_request,
     clean_text,
     decide,
@@ -27,15 +27,14 @@ from shared.core.attempts import (
 )
 from shared.core.errors import Undeliverable, ValidationError
 from shared.core.messages import NUMBERED, DeliveryMessage, WebhookRecord
-from shared.core.retry import RetryPolicy, RetryTier, tier_for
+from shared.core.retry import RetryPolicy
 from shared.crypto import SecretBox
-from shared.kafka import send_until_acked
 from shared.log.numbering import AttemptNumbers
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
+from .effects import FollowUps
 from .http import WebhookClient
-from .retry_tiers import Topics
 
 log = structlog.get_logger(component="sender")
 
@@ -53,6 +52,43 @@ def _version() -> str:
         return "0.1.0"
 
 
+class Webhooks:
+    """A webhook by id: from the in-memory table, or on a miss (created a moment ago)
+    from the database, a miss being remembered for a while."""
+
+    def __init__(self, table: WebhookTable, store: WebhookStore) -> None:
+        self._table = table
+        self._store = store
+        self._misses: dict[str, float] = {}
+
+    async def get(self, webhook_id: str) -> WebhookRecord | None:
+        """From the in-memory table; on a miss (created a moment ago) from the database."""
+        record = self._table.get(webhook_id)
+        if record is not None:
+            return record
+        now = time.monotonic()
+        if self._misses.get(webhook_id, 0.0) > now:
+            return None
+        found = await self._store.record(webhook_id)
+        if found is None:
+            if len(self._misses) > 100_000:
+                self._misses = {k: v for k, v in self._misses.items() if v > now}
+            self._misses[webhook_id] = now + _MISS_TTL_S
+            return None
+        self._table.put(found)
+        return self._table.get(webhook_id)  # None if a tombstone got there first
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An attempt ready to be sent: `msg` as received (its `attempt` counts the retry
+    chain), `numbered` with the number it is sent and logged under, and its webhook."""
+
+    msg: DeliveryMessage
+    numbered: DeliveryMessage
+    webhook: WebhookRecord
+
+
 class Deliverer:
     """Performs attempts; shared by every in-flight delivery task of a sender process."""
 
@@ -60,62 +96,55 @@ class Deliverer:
         self,
         settings: Settings,
         *,
-        table: WebhookTable,
-        store: WebhookStore,
+        webhooks: Webhooks,
         client: WebhookClient,
         numbers: AttemptNumbers,
-        producer: AIOKafkaProducer,
-        topics: Topics,
-        stop: asyncio.Event,
+        follow_ups: FollowUps,
     ) -> None:
-        self._settings = settings
-        self._table = table
-        self._store = store
+        self._prefix = settings.header_prefix
+        self._webhooks = webhooks
         self._client = client
         self._numbers = numbers
-        self._producer = producer
-        self._topics = topics
-        self._stop = stop
+        self._follow_ups = follow_ups
         self._box = SecretBox(settings.secret_key)
         self._secrets: dict[str, str] = {}
-        self._misses: dict[str, float] = {}
         self._user_agent = USER_AGENT.format(version=_version())
 
-    async def attempt(self, msg: DeliveryMessage) -> Outcome | None:
-        """Runs the attempt `msg` asks for, up to and including the POST, and returns its
-        outcome; None if the message was only moved to a retry tier (not due yet).
-        Nothing in here runs after the POST that could fail for an outage, so a caller
-        retrying the follow-ups never POSTs twice. The clock is read once."""
-        now = datetime.now(UTC)
-        wait = (msg.due_at or 0.0) - now.timestamp()
+    async def prepare(self, msg: DeliveryMessage) -> Prepared | Outcome | None:
+        """Everything before the request that may need the database or the broker: None
+        if the message is not due (moved on to its retry tier), an `Outcome` if there is
+        nothing to send (the webhook is gone or off), else the attempt to `call`."""
+        wait = (msg.due_at or 0.0) - time.time()
         if wait > 0:
-            topic = self._topics.tier_topic(_tier(wait))
-            await send_until_acked(
-                self._producer, topic, msg.encode(), key=msg.key, stop=self._stop
-            )
+            await self._follow_ups.apply(Retry(msg, wait))
             return None
         numbered = await self._numbered(msg)
         structlog.contextvars.bind_contextvars(
             delivery_id=msg.delivery_id, webhook_id=msg.webhook_id, attempt=numbered.attempt
         )
-        record = await self.webhook(msg.webhook_id)
-        if record is None or not record.active:
-            # Logged with the body it would have sent, so a redelivery after the webhook
-            # is turned back on has something to send.
-            reason = "webhook deleted" if record is None else "webhook inactive"
+        webhook = await self._webhooks.get(msg.webhook_id)
+        if webhook is None or not webhook.active:
+            reason = "webhook deleted" if webhook is None else "webhook inactive"
             log.info("attempt", outcome="skipped", reason=reason, trigger=msg.trigger)
-            return Outcome(self._row(numbered, now, outcome="skipped", error=None))
+            return Outcome(_unsent(numbered, datetime.now(UTC), "skipped"))
+        return Prepared(msg, numbered, webhook)
+
+    async def call(self, prepared: Prepared) -> Outcome:
+        """Signs and POSTs, then decides what follows; reads the clock once. Nothing in
+        here could fail for an outage after the POST, so a caller retrying the follow-ups
+        never POSTs twice."""
+        msg, numbered, webhook = prepared.msg, prepared.numbered, prepared.webhook
+        now = datetime.now(UTC)
         try:
-            secrets = self._signing_secrets(record, now)
+            secrets = self._signing_secrets(webhook, now)
         except Undeliverable as exc:
             # No retry can fix it: dead, with the reason in the dead-letter header.
             log.error("attempt", outcome="dead", reason=str(exc), trigger=msg.trigger)
-            row = self._row(numbered, now, outcome="dead", error=None)
-            return Outcome(row, (DeadLetter(msg, reason=str(exc)),))
+            return Outcome(_unsent(numbered, now, "dead"), (DeadLetter(msg, reason=str(exc)),))
         body, headers = build_request(
             body=msg.body,
-            content_type=record.content_type,
-            prefix=self._settings.header_prefix,
+            content_type=webhook.content_type,
+            prefix=self._prefix,
             user_agent=self._user_agent,
             event_type=msg.event_type,
             delivery_id=msg.delivery_id,
@@ -123,9 +152,9 @@ class Deliverer:
             secrets=secrets,
             timestamp=int(now.timestamp()),
         )
-        result = await self._client.post(record.url, body, headers, timeout_s=record.timeout_s)
+        result = await self._client.post(webhook.url, body, headers, timeout_s=webhook.timeout_s)
         try:
-            policy = RetryPolicy.from_config(record.retry)
+            policy = RetryPolicy.from_config(webhook.retry)
         except ValidationError:
             policy = RetryPolicy()
         # The retry policy counts this chain's attempts (msg.attempt), not the log's number.
@@ -137,17 +166,20 @@ class Deliverer:
             rand=random.random(),
             now=now,
         )
-        next_at = None
-        if decision.next_delay_s is not None:
-            next_at = now + timedelta(seconds=decision.next_delay_s)
-        row = self._row(
+        delay = decision.next_delay_s
+        row = AttemptRow.of(
             numbered,
-            now,
             outcome=decision.outcome,
+            started_at=now,
+            duration_ms=result.duration_ms,
+            request_headers=headers,
+            request_body=clean_text(body.decode("utf-8", errors="replace")),
+            response_status=result.status,
+            response_headers=result.headers or None,
+            response_body=result.body,
             error=decision.error,
-            result=result,
-            request=(headers, body),
-            next_at=next_at,
+            resolved_ip=result.resolved_ip,
+            next_attempt_at=None if delay is None else now + timedelta(seconds=delay),
         )
         log.info(
             "attempt",
@@ -167,23 +199,6 @@ class Deliverer:
             return msg
         number = await self._numbers.next(msg.delivery_id, msg.attempt)
         return msg if number == msg.attempt else dataclasses.replace(msg, attempt=number)
-
-    async def webhook(self, webhook_id: str) -> WebhookRecord | None:
-        """From the in-memory table; on a miss (created a moment ago) from the database."""
-        record = self._table.get(webhook_id)
-        if record is not None:
-            return record
-        now = time.monotonic()
-        if self._misses.get(webhook_id, 0.0) > now:
-            return None
-        found = await self._store.record(webhook_id)
-        if found is None:
-            if len(self._misses) > 100_000:
-                self._misses = {k: v for k, v in self._misses.items() if v > now}
-            self._misses[webhook_id] = now + _MISS_TTL_S
-            return None
-        self._table.put(found)
-        return self._table.get(webhook_id)  # None if a tombstone got there first
 
     def _secret(self, sealed: str) -> str:
         secret = self._secrets.get(sealed)
@@ -205,46 +220,9 @@ class Deliverer:
                 secrets.append(self._secret(record.previous_secret_enc))
         return secrets
 
-    def _row(
-        self,
-        msg: DeliveryMessage,
-        started: datetime,
-        *,
-        outcome: str,
-        error: str | None,
-        result: AttemptResult | None = None,
-        request: tuple[dict[str, str], bytes] | None = None,
-        next_at: datetime | None = None,
-    ) -> AttemptRow:
-        return AttemptRow(
-            delivery_id=msg.delivery_id,
-            webhook_id=msg.webhook_id,
-            org=msg.org,
-            event_id=msg.event_id,
-            event_type=msg.event_type,
-            attempt=msg.attempt,
-            trigger=msg.trigger,
-            outcome=outcome,
-            started_at=started,
-            duration_ms=result.duration_ms if result else 0.0,
-            request_headers=request[0] if request else None,
-            # Without a request (skipped, dead before sending) the body it would have
-            # sent, so that a redelivery has something to send.
-            request_body=clean_text(
-                request[1].decode("utf-8", errors="replace")
-                if request
-                else orjson.dumps(msg.body).decode()
-            ),
-            response_status=result.status if result else None,
-            response_headers=result.headers or None if result else None,
-            response_body=result.body if result else None,
-            error=error,
-            resolved_ip=result.resolved_ip if result else None,
-            next_attempt_at=next_at,
-        )
 
-
-def _tier(delay_s: float) -> RetryTier:
-    tier = tier_for(delay_s)
-    assert tier is not None  # delay_s > 0
-    return tier
+def _unsent(msg: DeliveryMessage, now: datetime, outcome: str) -> AttemptRow:
+    """The row of an attempt that made no request (skipped, dead before sending): with
+    the body it would have sent, so that a redelivery has something to send."""
+    body = clean_text(orjson.dumps(msg.body).decode())
+    return AttemptRow.of(msg, outcome=outcome, started_at=now, request_body=body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -65,48 +66,47 @@ class Disabler:
                 log.exception("disabling webhook failed", webhook_id=item.webhook_id)
 
 
+@dataclass(frozen=True)
 class FollowUps:
     """Applies effects and logs rows for every in-flight delivery of a sender. Each call
-    either completes or raises (an outage: the caller tries that step again)."""
+    either completes or raises (an outage: the caller tries that step again; once `stop`
+    is set, a produce gives up with `ProduceFailed`)."""
 
-    def __init__(
-        self,
-        producer: AIOKafkaProducer,
-        *,
-        topics: Topics,
-        disabler: Disabler,
-        delivery_log: DeliveryLog,
-        stop: asyncio.Event,
-    ) -> None:
-        self._producer = producer
-        self._topics = topics
-        self._disabler = disabler
-        self._log = delivery_log
-        self._stop = stop
+    producer: AIOKafkaProducer
+    topics: Topics
+    disabler: Disabler
+    delivery_log: DeliveryLog
+    stop: asyncio.Event
 
     async def apply(self, effect: Effect) -> None:
         match effect:
             case Retry(msg=msg, delay_s=delay_s):
-                topic = self._topics.tier_topic(tier_for(delay_s) or RETRY_TIERS[0])
+                # A retry, a message not due yet, a parked one: into the tier that holds
+                # its delay (the tier forwards it once due).
+                topic = self.topics.tier_topic(tier_for(delay_s) or RETRY_TIERS[0])
                 await self._send(topic, msg.encode(), msg.key)
             case DeadLetter(msg=msg, reason=reason):
-                headers = None if reason is None else [(REJECT_HEADER, reason.encode())]
-                await self._send(self._topics.dlq, msg.encode(), msg.key, headers)
+                await self.reject(msg.encode(), msg.key, reason)
             case Disable(webhook_id=webhook_id, reason=reason):
-                await self._disabler.disable(webhook_id, reason)
+                await self.disabler.disable(webhook_id, reason)
 
     async def record(self, row: AttemptRow) -> None:
         """Appends the attempt's row; returns once it is durable (its offset may then be
         committed)."""
-        await self._log.append(row)
+        await self.delivery_log.append(row)
+
+    async def reject(self, value: bytes | None, key: bytes | None, reason: str | None) -> None:
+        """Copies a record to the dead-letter topic, with the reason header if given."""
+        headers = None if reason is None else [(REJECT_HEADER, reason.encode())]
+        await self._send(self.topics.dlq, value, key, headers)
 
     async def _send(
         self,
         topic: str,
-        value: bytes,
-        key: bytes,
+        value: bytes | None,
+        key: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         await send_until_acked(
-            self._producer, topic, value, key=key, headers=headers, stop=self._stop
+            self.producer, topic, value, key=key, headers=headers, stop=self.stop
         )

@@ -23,14 +23,13 @@ from shared.runtime import instance_name, run
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
-from .consumer import DeliveryConsumer
-from .deliver import Deliverer
+from .consumer import Consuming, DeliveryConsumer
+from .deliver import Deliverer, Webhooks
 from .effects import Disabler, FollowUps
 from .http import WebhookClient
-from .offsets import Job, Offsets
+from .offsets import Offsets
 from .retry_tiers import RETRY_GROUP, RetryTiers, Topics
 from .scheduler import OnFinished, Scheduler
-from .slots import Slots
 
 log = structlog.get_logger(component="sender")
 
@@ -78,18 +77,13 @@ async def serve(
         delivery_log = DeliveryLog(pool, on_failures=disabler.on_failures)
         await delivery_log.start()
         stack.push_async_callback(delivery_log.close)
+        follow_ups = FollowUps(producer, topics, disabler, delivery_log, stop)
         deliverer = Deliverer(
             s,
-            table=table,
-            store=store,
+            webhooks=Webhooks(table, store),
             client=client,
             numbers=AttemptNumbers(pool),
-            producer=producer,
-            topics=topics,
-            stop=stop,
-        )
-        follow_ups = FollowUps(
-            producer, topics=topics, disabler=disabler, delivery_log=delivery_log, stop=stop
+            follow_ups=follow_ups,
         )
         tiers = RetryTiers(
             s.kafka_bootstrap,
@@ -115,10 +109,8 @@ async def serve(
             return Scheduler(
                 deliverer,
                 follow_ups,
-                producer,
-                topics=topics,
-                slots=Slots[Job](s.sender_inflight_per_webhook),
                 concurrency=s.sender_concurrency,
+                per_webhook=s.sender_inflight_per_webhook,
                 owns=offsets.owns,
                 on_finished=on_finished,
                 stop=stop,
@@ -128,11 +120,14 @@ async def serve(
             kafka,
             producer,
             scheduler,
+            # The buffer lets every global slot be busy with room to spare.
+            config=Consuming(
+                topics.deliveries,
+                max_pending=max(8 * s.sender_concurrency, 2000),
+                drain_timeout=drain_timeout,
+            ),
             offsets=offsets,
-            topic=topics.deliveries,
-            max_pending=max(8 * s.sender_concurrency, 2000),
             stop=stop,
-            drain_timeout=drain_timeout,
             ready=ready,
         )
         kafka.subscribe([topics.deliveries], listener=consumer.listener)

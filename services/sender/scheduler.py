@@ -13,18 +13,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from shared.core.attempts import AttemptRow, Effect, Outcome
+from shared.core.attempts import AttemptRow, Effect, Outcome, Retry
 from shared.core.errors import HooklineError, ProduceFailed, is_retryable
 from shared.core.messages import DeliveryMessage, MessageError
-from shared.core.retry import RETRY_TIERS, tier_for
-from shared.kafka import send_until_acked
+from shared.core.retry import RETRY_TIERS
 from shared.runtime import Backoff
 
+from .deliver import Prepared
 from .offsets import Job, Part
-from .retry_tiers import REJECT_HEADER, Topics
 from .slots import MAX_QUEUE_WAIT_S, Slots
 
 log = structlog.get_logger(component="sender")
@@ -37,9 +36,11 @@ OnFinished = Callable[[TopicPartition, Part, int, bool], None]
 
 
 class Attempts(Protocol):
-    """What the scheduler needs of the `Deliverer`."""
+    """What the scheduler needs of the `Deliverer`: an attempt's two stages."""
 
-    async def attempt(self, msg: DeliveryMessage) -> Outcome | None: ...
+    async def prepare(self, msg: DeliveryMessage) -> Prepared | Outcome | None: ...
+
+    async def call(self, prepared: Prepared) -> Outcome: ...
 
 
 class Effects(Protocol):
@@ -49,30 +50,28 @@ class Effects(Protocol):
 
     async def record(self, row: AttemptRow) -> None: ...
 
+    async def reject(self, value: bytes | None, key: bytes | None, reason: str | None) -> None: ...
+
 
 class Scheduler:
-    """Runs the jobs of one sender: at most `concurrency` attempts at once, at most the
-    slots' cap per webhook."""
+    """Runs the jobs of one sender: at most `concurrency` requests in flight at once
+    (HOOKLINE_SENDER_CONCURRENCY), at most `per_webhook` of one webhook's."""
 
     def __init__(
         self,
         deliverer: Attempts,
         follow_ups: Effects,
-        producer: AIOKafkaProducer,
         *,
-        topics: Topics,
-        slots: Slots[Job],
         concurrency: int,
+        per_webhook: int,
         owns: Callable[[Job], bool],
         on_finished: OnFinished,
         stop: asyncio.Event,
     ) -> None:
         self._deliverer = deliverer
         self._follow_ups = follow_ups
-        self._producer = producer
-        self._topics = topics
-        self._slots = slots
-        self._sem = asyncio.Semaphore(concurrency)
+        self._requests = asyncio.Semaphore(concurrency)
+        self._slots: Slots[Job] = Slots(per_webhook)
         self._owns = owns
         self._on_finished = on_finished
         self._stop = stop
@@ -163,16 +162,22 @@ class Scheduler:
             while True:
                 try:
                     if outcome is None:
-                        async with self._sem:
-                            if job.offset in job.part.handed or not self._owns(job):
-                                return  # given up while waiting: its copy or new owner sends
-                            # Its age tells a slow endpoint from a busy sender: the time
-                            # spent waiting for a global slot above does not count.
-                            self._slots.began(job.msg.webhook_id, id(job))
-                            outcome = await self._deliverer.attempt(job.msg)
-                        if outcome is None:  # not due: moved to a retry tier
+                        if self._given_up(job):
+                            return
+                        step = await self._deliverer.prepare(job.msg)
+                        if step is None:  # not due: moved to a retry tier
                             ok = True
                             return
+                        if isinstance(step, Prepared):
+                            # Only the request holds one of the global slots.
+                            async with self._requests:
+                                if self._given_up(job):
+                                    return
+                                # Its age tells a slow endpoint from a busy sender: the
+                                # time spent waiting for a global slot does not count.
+                                self._slots.began(job.msg.webhook_id, id(job))
+                                step = await self._deliverer.call(step)
+                        outcome = step
                         released = True
                         self._release(job)
                     if job.offset in job.part.handed:
@@ -213,6 +218,10 @@ class Scheduler:
                 self._release(job)
             self._finish(job.tp, job.part, job.offset, ok)
 
+    def _given_up(self, job: Job) -> bool:
+        """Handed off or revoked while it waited: its copy or the new owner sends it."""
+        return job.offset in job.part.handed or not self._owns(job)
+
     async def _dead_letter(self, job: Job, reason: str) -> bool:
         """Moves a message no attempt can complete to the dead-letter topic; True once
         acknowledged, False if stopped first."""
@@ -222,11 +231,8 @@ class Scheduler:
     async def _to_dlq(self, value: bytes | None, key: bytes | None, reason: str) -> bool:
         """Produces to the dead-letter topic with the reason header, retrying with backoff
         until acknowledged (True) or the sender stops (False: left uncommitted)."""
-        headers = [(REJECT_HEADER, reason.encode())]
         try:
-            await send_until_acked(
-                self._producer, self._topics.dlq, value, key=key, headers=headers, stop=self._stop
-            )
+            await self._follow_ups.reject(value, key, reason)
         except ProduceFailed as exc:
             log.warning("dead-letter not published; left uncommitted", error=repr(exc))
             return False
@@ -238,19 +244,12 @@ class Scheduler:
         rather than cycling through the shortest tier every second."""
         self._slots.park(job.msg.webhook_id)
         wait = min(max(wait, RETRY_TIERS[0].delay_s), MAX_PARK_S)
-        tier = tier_for(wait) or RETRY_TIERS[0]
         parked = dataclasses.replace(
             job.msg, due_at=time.time() + wait, extra={**job.msg.extra, PARKED: True}
         )
         ok = False
         try:
-            await send_until_acked(
-                self._producer,
-                self._topics.tier_topic(tier),
-                parked.encode(),
-                key=parked.key,
-                stop=self._stop,
-            )
+            await self._follow_ups.apply(Retry(parked, wait))
             ok = True
         except ProduceFailed as exc:
             log.warning("parking not published; left uncommitted", error=repr(exc))

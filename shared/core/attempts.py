@@ -286,6 +286,24 @@ class AttemptRow:
     resolved_ip: str | None = None
     next_attempt_at: datetime | None = None
 
+    @classmethod
+    def of(
+        cls, msg: DeliveryMessage, *, outcome: str, started_at: datetime, **fields: Any
+    ) -> AttemptRow:
+        """The row of the attempt `msg` asks for (its delivery, event, number, trigger)."""
+        return cls(
+            delivery_id=msg.delivery_id,
+            webhook_id=msg.webhook_id,
+            org=msg.org,
+            event_id=msg.event_id,
+            event_type=msg.event_type,
+            attempt=msg.attempt,
+            trigger=msg.trigger,
+            outcome=outcome,
+            started_at=started_at,
+            **fields,
+        )
+
     @property
     def status(self) -> str:
         return delivery_status(self.outcome, self.next_attempt_at)

@@ -15,11 +15,10 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
-from services.sender.consumer import DeliveryConsumer
-from services.sender.offsets import Job, Offsets
-from services.sender.retry_tiers import Topics
+from services.sender.consumer import Consuming, DeliveryConsumer
+from services.sender.deliver import Prepared
+from services.sender.offsets import Offsets
 from services.sender.scheduler import OnFinished, Scheduler
-from services.sender.slots import Slots
 from shared.core.attempts import AttemptRow, Effect, Outcome, Retry
 from shared.core.messages import DeliveryMessage
 
@@ -75,20 +74,14 @@ class Deliverer:
         self.retried: list[str] = []
         self.logged: list[str] = []
 
-    async def attempt(self, msg: DeliveryMessage) -> Outcome:
+    async def prepare(self, msg: DeliveryMessage) -> Prepared:
+        return Prepared(msg, msg, cast(Any, None))
+
+    async def call(self, prepared: Prepared) -> Outcome:
+        msg = prepared.msg
         self.posted.append(msg.event_id)
         await asyncio.sleep(self.seconds.get(msg.event_id, 0.05))
-        row = AttemptRow(
-            delivery_id=msg.delivery_id,
-            webhook_id=msg.webhook_id,
-            org=msg.org,
-            event_id=msg.event_id,
-            event_type=msg.event_type,
-            attempt=msg.attempt,
-            trigger=msg.trigger,
-            outcome="failed",
-            started_at=datetime.now(UTC),
-        )
+        row = AttemptRow.of(msg, outcome="failed", started_at=datetime.now(UTC))
         return Outcome(row, (Retry(msg, 60.0),))
 
     async def apply(self, effect: Effect) -> None:
@@ -97,6 +90,9 @@ class Deliverer:
 
     async def record(self, row: AttemptRow) -> None:
         self.logged.append(row.event_id)
+
+    async def reject(self, value: bytes | None, key: bytes | None, reason: str | None) -> None:
+        raise AssertionError("nothing here is dead-lettered")
 
 
 @dataclass
@@ -120,10 +116,8 @@ def make(concurrency: int, cap: int, seconds: dict[str, float]) -> Sender:
             Scheduler(
                 deliverer,
                 deliverer,
-                cast(Any, producer),
-                topics=Topics(),
-                slots=Slots[Job](cap),
                 concurrency=concurrency,
+                per_webhook=cap,
                 owns=offsets.owns,
                 on_finished=on_finished,
                 stop=asyncio.Event(),
@@ -135,11 +129,9 @@ def make(concurrency: int, cap: int, seconds: dict[str, float]) -> Sender:
         cast(Any, kafka),
         cast(Any, producer),
         scheduler,
+        config=Consuming(TP.topic, max_pending=100, revoke_wait=0.2),
         offsets=offsets,
-        topic=TP.topic,
-        max_pending=100,
         stop=asyncio.Event(),
-        revoke_wait=0.2,
     )
     consumer.assign({TP})
     part = offsets.parts[TP]
