@@ -142,13 +142,10 @@ class Deliverer:
             log.error("attempt", outcome="dead", reason=str(exc), trigger=msg.trigger)
             return Outcome(_unsent(numbered, now, "dead"), (DeadLetter(msg, reason=str(exc)),))
         body, headers = build_request(
-            body=msg.body,
+            numbered,
             content_type=webhook.content_type,
             prefix=self._prefix,
             user_agent=self._user_agent,
-            event_type=msg.event_type,
-            delivery_id=msg.delivery_id,
-            attempt=numbered.attempt,
             secrets=secrets,
             timestamp=int(now.timestamp()),
         )

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db import create_pool
-from shared.kafka import HOT_PATH_FETCH_WAIT_MS, make_consumer, make_producer
+from shared.kafka import HOT_PATH_FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, make_consumer, make_producer
 from shared.log.numbering import AttemptNumbers
 from shared.log.partitions import maintain_forever
 from shared.log.writer import DeliveryLog
@@ -86,12 +86,15 @@ async def serve(
             follow_ups=follow_ups,
         )
         tiers = RetryTiers(
-            s.kafka_bootstrap,
+            lambda: make_consumer(
+                s.kafka_bootstrap,
+                group_id=retry_group_id,
+                client_id=f"{name}-retry",
+                fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
+            ),
             producer,
             stop,
             topics=topics,
-            group_id=retry_group_id,
-            client_id=f"{name}-retry",
         )
         await stack.enter_async_context(_task(tiers.run(), "retry-tiers", grace=5.0))
         await stack.enter_async_context(

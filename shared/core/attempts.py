@@ -203,20 +203,19 @@ def delivery_status(outcome: str, next_attempt_at: datetime | None) -> str:
 
 
 def build_request(
+    msg: DeliveryMessage,
     *,
-    body: Mapping[str, Any],
     content_type: str,
     prefix: str,
     user_agent: str,
-    event_type: str,
-    delivery_id: str,
-    attempt: int,
     secrets: Sequence[str],
     timestamp: int,
 ) -> tuple[bytes, dict[str, str]]:
-    """The exact bytes and headers of one POST (DESIGN.md section 4), signed over the
-    bytes sent: the JSON body, or `payload=<url-encoded JSON>` for form webhooks."""
-    raw = orjson.dumps(body)
+    """The exact bytes and headers of the POST of the attempt `msg` asks for (DESIGN.md
+    section 4), signed over the bytes sent: the JSON body, or `payload=<url-encoded
+    JSON>` for form webhooks."""
+    delivery_id = msg.delivery_id
+    raw = orjson.dumps(msg.body)
     if content_type == "form":
         raw = urlencode({"payload": raw.decode()}).encode()
         mime = "application/x-www-form-urlencoded"
@@ -225,9 +224,9 @@ def build_request(
     headers = {
         "Content-Type": mime,
         "User-Agent": user_agent,
-        f"{prefix}-Event": event_type,
+        f"{prefix}-Event": msg.event_type,
         f"{prefix}-Delivery": delivery_id,
-        f"{prefix}-Attempt": str(attempt),
+        f"{prefix}-Attempt": str(msg.attempt),
     }
     headers.update(
         signature_headers(

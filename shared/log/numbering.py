@@ -12,6 +12,8 @@ import asyncpg
 from shared.core.attempts import AttemptRow
 from shared.db import translated
 
+from .writer import delivery_columns
+
 # The number of a repeat attempt: one more than any given out or logged, at least what
 # the message asked for.
 _NUMBER_ATTEMPT = (
@@ -52,11 +54,7 @@ async def reserve_resends(
     firsts, lasts = [a[0] for a in deliveries], [a[-1] for a in deliveries]
     reserved = await conn.fetch(
         _RESERVE_RESEND,
-        [uuid.UUID(r.delivery_id) for r in lasts],
-        [uuid.UUID(r.webhook_id) for r in lasts],
-        [r.org for r in lasts],
-        [r.event_id for r in lasts],
-        [r.event_type for r in lasts],
+        *delivery_columns(lasts),
         [max(a.attempt for a in attempts) for attempts in deliveries],
         [r.started_at for r in firsts],
         [r.started_at for r in lasts],

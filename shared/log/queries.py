@@ -115,28 +115,22 @@ class DeliveryStats:
         return self.succeeded / done if done else None
 
 
+def _columns(row: asyncpg.Record, *ids: str) -> dict[str, Any]:
+    """A record's columns by name, the UUID ones named in `ids` as strings."""
+    values = dict(row)
+    for name in ids:
+        values[name] = str(values[name])
+    return values
+
+
 def to_summary(row: asyncpg.Record) -> DeliverySummary:
-    return DeliverySummary(
-        id=str(row["id"]),
-        webhook_id=str(row["webhook_id"]),
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        status=row["status"],
-        attempts=row["attempts"],
-        first_at=row["first_at"],
-        last_at=row["last_at"],
-        last_error=row["last_error"],
-        last_status=row["last_status"],
-        next_attempt_at=row["next_attempt_at"],
-    )
+    """A `deliveries` row (selected as _SUMMARY) as the typed row."""
+    return DeliverySummary(**_columns(row, "id", "webhook_id"))
 
 
 def to_attempt(row: asyncpg.Record) -> LoggedAttempt:
     """A `delivery_attempts` row (selected as ATTEMPT_COLUMNS) as the typed row."""
-    values = dict(row)
-    values["delivery_id"] = str(values["delivery_id"])
-    values["webhook_id"] = str(values["webhook_id"])
-    return AttemptRow(**values)
+    return AttemptRow(**_columns(row, "delivery_id", "webhook_id"))
 
 
 def parse_id(value: str, what: str) -> uuid.UUID:

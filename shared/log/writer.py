@@ -245,11 +245,7 @@ class DeliveryLog:
                 await conn.execute(_INSERT_ATTEMPTS, *columns)
                 await conn.execute(
                     _UPSERT_DELIVERIES,
-                    [uuid.UUID(r.delivery_id) for r in summary],
-                    [uuid.UUID(r.webhook_id) for r in summary],
-                    [r.org for r in summary],
-                    [r.event_id for r in summary],
-                    [r.event_type for r in summary],
+                    *delivery_columns(summary),
                     [r.status for r in summary],
                     [r.attempt for r in summary],
                     [first[r.delivery_id] for r in summary],
@@ -287,14 +283,23 @@ def _json(value: dict[str, str] | None) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _attempt_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
-    """The batch as one array per column, in `_INSERT_ATTEMPTS`'s order."""
+def delivery_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
+    """The columns that name each row's delivery, one array each, in the order every
+    batched statement of the log takes them first: delivery id, webhook id, org, event
+    id, event type."""
     return [
         [uuid.UUID(r.delivery_id) for r in rows],
         [uuid.UUID(r.webhook_id) for r in rows],
         [r.org for r in rows],
         [r.event_id for r in rows],
         [r.event_type for r in rows],
+    ]
+
+
+def _attempt_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
+    """The batch as one array per column, in `_INSERT_ATTEMPTS`'s order."""
+    return [
+        *delivery_columns(rows),
         [r.attempt for r in rows],
         [r.trigger for r in rows],
         [r.outcome for r in rows],

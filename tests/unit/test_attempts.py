@@ -21,6 +21,7 @@ from shared.core.attempts import (
     delivery_status,
 )
 from shared.core.health import FailureStreak, health_deltas, should_disable
+from shared.core.messages import DeliveryMessage
 from shared.core.retry import RetryPolicy
 from shared.core.signing import verify_github, verify_standard
 
@@ -90,14 +91,20 @@ def test_delivery_status_follows_the_outcome() -> None:
 
 
 def _request(content_type: str, secrets: list[str]) -> tuple[bytes, dict[str, str]]:
-    return build_request(
+    msg = DeliveryMessage(
+        delivery_id="d-1",
+        webhook_id="w",
+        org="o",
+        event_id="e",
+        event_type="push",
         body={"event": "push", "n": 1, "text": "héllo & more"},
+        attempt=3,
+    )
+    return build_request(
+        msg,
         content_type=content_type,
         prefix="X-Hook",
         user_agent="Hookline/1.0",
-        event_type="push",
-        delivery_id="d-1",
-        attempt=3,
         secrets=secrets,
         timestamp=1700000000,
     )

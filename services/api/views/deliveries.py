@@ -123,13 +123,19 @@ def _cut(text: str | None) -> tuple[str | None, bool]:
     return data[:BODY_LIMIT].decode("utf-8", errors="ignore"), True
 
 
-def summary_json(row: DeliverySummary) -> dict[str, Any]:
+def _delivery(row: DeliverySummary | LoggedDelivery) -> dict[str, Any]:
     return {
         "id": row.id,
         "webhook_id": row.webhook_id,
         "event_id": row.event_id,
         "event": row.event_type,
         "status": row.status,
+    }
+
+
+def summary_json(row: DeliverySummary) -> dict[str, Any]:
+    return {
+        **_delivery(row),
         "attempts": row.attempts,
         "first_at": _ts(row.first_at),
         "last_at": _ts(row.last_at),
@@ -162,14 +168,7 @@ def attempt_json(row: LoggedAttempt) -> dict[str, Any]:
 
 
 def delivery_json(found: LoggedDelivery) -> dict[str, Any]:
-    return {
-        "id": found.id,
-        "webhook_id": found.webhook_id,
-        "event_id": found.event_id,
-        "event": found.event_type,
-        "status": found.status,
-        "attempts": [attempt_json(a) for a in found.attempts],
-    }
+    return {**_delivery(found), "attempts": [attempt_json(a) for a in found.attempts]}
 
 
 def stats_json(found: DeliveryStats) -> dict[str, Any]:
