@@ -86,6 +86,7 @@ class Settings:
     secret_key: str = _setting("HOOKLINE_SECRET_KEY", "", _secret_key)
     allowed_targets: Allowlist = _setting("HOOKLINE_ALLOWED_TARGETS", "", Allowlist.parse)
     header_prefix: str = _setting("HOOKLINE_HEADER_PREFIX", "X-Hookline", _header_prefix)
+    instance: str = _setting("HOOKLINE_INSTANCE", "", _str)  # this replica's name
     disable_after_failures: int = _setting(
         "HOOKLINE_DISABLE_AFTER_FAILURES", "10", _int(1, 1_000_000)
     )
@@ -119,6 +120,11 @@ class Settings:
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{name}: {exc}") from None
         return cls(**values)
+
+    def instance_name(self, service: str) -> str:
+        """This replica's name, for client ids and logs: HOOKLINE_INSTANCE, else
+        `<service>-<pid>`."""
+        return self.instance or f"{service}-{os.getpid()}"
 
     def require(self, *names: str) -> None:
         """Fails naming the variable when a setting a service needs is empty."""

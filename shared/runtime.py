@@ -49,11 +49,6 @@ def run(main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
         sys.exit(f"configuration error: {exc}")
 
 
-def instance_name(service: str) -> str:
-    """This replica's name, for client ids and logs (HOOKLINE_INSTANCE or service-pid)."""
-    return os.environ.get("HOOKLINE_INSTANCE") or f"{service}-{os.getpid()}"
-
-
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleeps `seconds`, or less if `stop` is set meanwhile; True if it was."""
     with contextlib.suppress(TimeoutError):

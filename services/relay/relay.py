@@ -29,7 +29,7 @@ from shared.core.errors import ProducerBroken, is_retryable
 from shared.db import create_pool, db_errors
 from shared.kafka import MAX_MESSAGE_BYTES, WEBHOOKS, make_producer
 from shared.logging import configure_logging
-from shared.runtime import instance_name, run
+from shared.runtime import run
 
 log = structlog.get_logger(service="relay")
 
@@ -220,7 +220,7 @@ async def _first(*aws: Any) -> None:
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """The composition root: pool, producer, relay; closed in reverse order."""
     configure_logging(settings.log_level, service="relay")
-    name = instance_name("relay")
+    name = settings.instance_name("relay")
     pool = await create_pool(settings.database_url, min_size=1, max_size=4)
     try:
         while not stop.is_set():

@@ -26,7 +26,8 @@ from shared.core.attempts import (
     plan_follow_ups,
 )
 from shared.core.errors import Undeliverable, ValidationError
-from shared.core.messages import NUMBERED, DeliveryMessage, WebhookRecord
+from shared.core.events import parse_timestamp
+from shared.core.messages import DeliveryMessage, WebhookRecord
 from shared.core.retry import RetryPolicy
 from shared.crypto import SecretBox
 from shared.log.numbering import AttemptNumbers
@@ -134,7 +135,7 @@ class Deliverer:
         here could fail for an outage after the POST, so a caller retrying the follow-ups
         never POSTs twice."""
         msg, numbered, webhook = prepared.msg, prepared.numbered, prepared.webhook
-        now = datetime.now(UTC)
+        now = datetime.now(UTC)  # signed, and logged as the attempt's start
         try:
             secrets = self._signing_secrets(webhook, now)
         except Undeliverable as exc:
@@ -154,6 +155,9 @@ class Deliverer:
             policy = RetryPolicy.from_config(webhook.retry)
         except ValidationError:
             policy = RetryPolicy()
+        # What follows counts from the answer (a Retry-After is relative to it): the
+        # same reading of the clock plus the request's measured duration.
+        answered = now + timedelta(milliseconds=result.duration_ms)
         # The retry policy counts this chain's attempts (msg.attempt), not the log's number.
         decision = decide(
             result,
@@ -161,7 +165,7 @@ class Deliverer:
             single=msg.single,
             policy=policy,
             rand=random.random(),
-            now=now,
+            now=answered,
         )
         delay = decision.next_delay_s
         row = AttemptRow.of(
@@ -176,7 +180,7 @@ class Deliverer:
             response_body=result.body,
             error=decision.error,
             resolved_ip=result.resolved_ip,
-            next_attempt_at=None if delay is None else now + timedelta(seconds=delay),
+            next_attempt_at=None if delay is None else answered + timedelta(seconds=delay),
         )
         log.info(
             "attempt",
@@ -186,13 +190,13 @@ class Deliverer:
             error=decision.error,
             trigger=msg.trigger,
         )
-        return Outcome(row, plan_follow_ups(msg, decision, now))
+        return Outcome(row, plan_follow_ups(msg, decision, answered))
 
     async def _numbered(self, msg: DeliveryMessage) -> DeliveryMessage:
         """A repeat attempt (retry, redeliver, recover) takes the next number free in the
         log, so that a redelivery racing an automatic retry, or two redeliveries, never
         show the receiver and the log the same attempt number twice."""
-        if msg.attempt == 1 or msg.extra.get(NUMBERED):
+        if msg.attempt == 1 or msg.numbered:
             return msg
         number = await self._numbers.next(msg.delivery_id, msg.attempt)
         return msg if number == msg.attempt else dataclasses.replace(msg, attempt=number)
@@ -212,7 +216,7 @@ class Deliverer:
     def _signing_secrets(self, record: WebhookRecord, now: datetime) -> list[str]:
         secrets = [self._secret(record.secret_enc)]
         if record.previous_secret_enc and record.previous_expires_at:
-            expires = datetime.fromisoformat(record.previous_expires_at.replace("Z", "+00:00"))
+            expires = parse_timestamp(record.previous_expires_at)
             if expires > now:
                 secrets.append(self._secret(record.previous_secret_enc))
         return secrets

@@ -19,7 +19,7 @@ from shared.log.numbering import AttemptNumbers
 from shared.log.partitions import maintain_forever
 from shared.log.writer import DeliveryLog
 from shared.logging import configure_logging
-from shared.runtime import instance_name, run
+from shared.runtime import run
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
@@ -52,7 +52,7 @@ async def serve(
     s.require("secret_key")
     configure_logging(s.log_level, service="sender")
     topics = topics or Topics()
-    name = client_id or instance_name("sender")
+    name = client_id or s.instance_name("sender")
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(s.database_url, min_size=1, max_size=8)
         stack.push_async_callback(pool.close)

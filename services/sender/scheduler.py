@@ -29,7 +29,6 @@ from .slots import MAX_QUEUE_WAIT_S, Slots
 log = structlog.get_logger(component="sender")
 
 MAX_PARK_S = 3600.0
-PARKED = "parked"  # DeliveryMessage.extra flag: deferred behind a slow webhook, not attempted
 
 # A job's work is over: (partition, its Part, offset, whether it completed).
 OnFinished = Callable[[TopicPartition, Part, int, bool], None]
@@ -88,11 +87,9 @@ class Scheduler:
             self._spawn(self._reject(tp, part, record, exc.reason))
             return
         wid = msg.webhook_id
-        if msg.extra.get(PARKED):  # back from being parked: no longer counted as such
+        if msg.parked:  # back from being parked: no longer counted as such
             self._slots.unpark(wid)
-            msg = dataclasses.replace(
-                msg, extra={k: v for k, v in msg.extra.items() if k != PARKED}
-            )
+            msg = dataclasses.replace(msg, parked=False)
         job = Job(tp, part, record.offset, msg)
         part.open[record.offset] = job
         if self._slots.free(wid):
@@ -244,9 +241,7 @@ class Scheduler:
         rather than cycling through the shortest tier every second."""
         self._slots.park(job.msg.webhook_id)
         wait = min(max(wait, RETRY_TIERS[0].delay_s), MAX_PARK_S)
-        parked = dataclasses.replace(
-            job.msg, due_at=time.time() + wait, extra={**job.msg.extra, PARKED: True}
-        )
+        parked = dataclasses.replace(job.msg, due_at=time.time() + wait, parked=True)
         ok = False
         try:
             await self._follow_ups.apply(Retry(parked, wait))

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from .messages import NUMBERED, DeliveryMessage
+from .messages import DeliveryMessage
 from .retry import RetryPolicy, parse_retry_after
 from .signing import signature_headers
 
@@ -172,7 +172,7 @@ def plan_follow_ups(msg: DeliveryMessage, decision: Decision, now: datetime) -> 
             trigger="retry",
             due_at=now.timestamp() + decision.next_delay_s,
             last_error=decision.error,
-            extra={k: v for k, v in msg.extra.items() if k != NUMBERED},
+            numbered=False,
         )
         effects.append(Retry(retry, decision.next_delay_s))
     if decision.to_dlq:

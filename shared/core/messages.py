@@ -269,18 +269,15 @@ class WebhookRecord:
             raise MessageError(f"bad webhook record: {exc}") from None
 
 
-# DeliveryMessage.extra flag: `attempt` was reserved in the delivery log when the message
-# was written (redeliver, recover), so the sender does not number it again.
-NUMBERED = "numbered"
-
-
 @dataclass(frozen=True)
 class DeliveryMessage:
     """`hookline.deliveries`, the retry tiers and `hookline.dlq`, key webhook id.
 
     `attempt` is the number of the attempt this message asks for (1-based); `due_at` is
     when (epoch seconds; None = now); `enqueued_at` is when the event entered Hookline,
-    for latency measurement.
+    for latency measurement. `numbered`: `attempt` was reserved in the delivery log when
+    the message was written (redeliver, recover), so the sender does not number it again.
+    `parked`: deferred behind a slow webhook, not attempted, on its way back.
     """
 
     delivery_id: str
@@ -295,6 +292,8 @@ class DeliveryMessage:
     enqueued_at: float | None = None
     last_error: str | None = None
     single: bool = False  # manual, recover and ping attempts are not retried automatically
+    numbered: bool = False
+    parked: bool = False
     version: int = VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -320,6 +319,8 @@ class DeliveryMessage:
             extra = obj.get("extra") or {}
             if not isinstance(extra, dict):
                 raise MessageError("field 'extra' must be a JSON object")
+            # Written before they were fields, the flags travelled in `extra`.
+            flags = {k: bool(extra.pop(k, 0)) or bool(obj.get(k)) for k in ("numbered", "parked")}
             last_error = obj.get("last_error")
             if last_error is not None and not isinstance(last_error, str):
                 raise MessageError("field 'last_error' must be a string")
@@ -338,6 +339,7 @@ class DeliveryMessage:
                 single=bool(obj.get("single", False)),
                 version=int(obj.get("version") or VERSION),
                 extra=extra,
+                **flags,
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, MessageError):

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 
 from shared.core.errors import Conflict
-from shared.core.messages import NUMBERED, DeliveryMessage
+from shared.core.messages import DeliveryMessage
 from shared.db import translated
 from shared.kafka import DELIVERIES
 from shared.outbox import enqueue_many
@@ -142,7 +142,7 @@ async def _resend(
                 trigger=trigger,
                 enqueued_at=now,
                 single=True,
-                extra={NUMBERED: True},
+                numbered=True,
             )
         )
     await enqueue_many(conn, [(DELIVERIES, m.key, m.encode()) for m in messages])

@@ -18,7 +18,7 @@ from shared.core.attempts import (
     decide,
     plan_follow_ups,
 )
-from shared.core.messages import NUMBERED, DeliveryMessage
+from shared.core.messages import DeliveryMessage
 from shared.core.retry import RetryPolicy
 
 WEBHOOK = "00000000-0000-4000-8000-00000000000a"
@@ -42,7 +42,8 @@ messages = st.builds(
     attempt=st.integers(min_value=1, max_value=8),
     trigger=st.sampled_from(["auto", "retry", "manual"]),
     single=st.booleans(),
-    extra=st.sampled_from([{}, {NUMBERED: True}, {"other": 1}]),
+    numbered=st.booleans(),
+    extra=st.sampled_from([{}, {"other": 1}]),
 )
 moments = st.datetimes(
     min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)
@@ -81,7 +82,7 @@ def test_the_plan_follows_the_decision(
             # Due when the row says the next attempt is (now + delay, to the microsecond).
             due = (now + timedelta(seconds=effect.delay_s)).timestamp()
             assert nxt.due_at == pytest.approx(due, abs=1e-5)
-            assert nxt.last_error == decision.error and NUMBERED not in nxt.extra
+            assert nxt.last_error == decision.error and not nxt.numbered
             assert (nxt.delivery_id, nxt.body) == (msg.delivery_id, msg.body)
         elif isinstance(effect, DeadLetter):
             assert effect.msg.delivery_id == msg.delivery_id and effect.reason is None

@@ -16,7 +16,7 @@ from services.api.auth import principal
 from services.api.bodies import API, json_response, query_int, read_object
 from services.api.keys import DELIVERIES, REDELIVERY, WEBHOOKS
 from shared.core.errors import ValidationError
-from shared.core.events import format_timestamp
+from shared.core.events import format_timestamp, parse_timestamp
 from shared.log.queries import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -83,8 +83,7 @@ def parse_time(value: object, field: str) -> datetime:
     if not isinstance(value, str) or not value:
         raise ValidationError(f"{field} must be an RFC 3339 timestamp", field=field)
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+        moment = parse_timestamp(value)
     except (ValueError, OverflowError):
         raise ValidationError(f"{field} must be an RFC 3339 timestamp", field=field) from None
     if not 1 < moment.year < 9999:  # PostgreSQL's range is wider, but these are mistakes
