@@ -21,7 +21,7 @@ log = structlog.get_logger(component="sender")
 
 COMMIT_INTERVAL_S = 0.2
 # On a rebalance or a stop, the deliveries of the partitions given up that are still
-# unfinished after this long are handed off (see DeliveryConsumer.hand_off).
+# unfinished after this long are handed off (see `DeliveryConsumer._hand_off`).
 REVOKE_WAIT_S = 3.0
 
 
@@ -48,7 +48,8 @@ class Consuming:
 
 class DeliveryConsumer:
     """Feeds fetched records to the scheduler and accounts for them once finished
-    (`finished`, the scheduler's callback); `run()` until `stop`, then drains."""
+    (`finished`, the callback the scheduler is made with: it never imports this module);
+    `run()` until `stop`, then drains."""
 
     def __init__(
         self,
