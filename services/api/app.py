@@ -25,12 +25,12 @@ from services.api.views import catalog, deliveries, events, tokens, webhooks
 from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db import create_pool
-from shared.http_errors import error_middleware
 from shared.log.queries import DeliveryQueries
 from shared.log.redelivery import Redelivery
 from shared.logging import configure_logging
 from shared.runtime import run
 from shared.tokens import TokenStore
+from shared.web import error_middleware_for
 from shared.webhooks import WebhookStore
 
 log = structlog.get_logger("services.api")
@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     """The API application; its pool and probes open and close with it (cleanup_ctx)."""
     settings.require("secret_key")
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[error_middleware_for("api"), auth_middleware],
         client_max_size=settings.max_payload_bytes + _BODY_SLACK,
     )
     app[SETTINGS] = settings

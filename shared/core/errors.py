@@ -132,7 +132,7 @@ class Unavailable(HooklineError):
     code = "unavailable"
     http_status = 503
     retryable = True
-    retry_after = 1
+    retry_after = 5
 
 
 class Unstorable(ValidationError):

@@ -1,22 +1,18 @@
 """The delivery log: list a webhook's deliveries, read one, redeliver, recover, stats;
-and how the log's typed rows are shown as JSON (cursors, bodies cut at BODY_LIMIT)."""
+and how the log's typed rows are shown as JSON (bodies cut at BODY_LIMIT)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from services.api.auth import principal
 from services.api.bodies import API, json_response, query_int, read_object
 from services.api.keys import DELIVERIES, REDELIVERY, WEBHOOKS
-from shared.core.errors import ValidationError
-from shared.core.events import format_timestamp, parse_timestamp
+from services.api.paging import decode_cursor, encode_cursor, parse_time
+from shared.core.events import format_timestamp
 from shared.log.queries import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -76,37 +72,6 @@ async def recover(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     webhook = await request.app[WEBHOOKS].get(request.match_info["id"], principal(request).org)
     return json_response(stats_json(await request.app[DELIVERIES].stats(webhook.id)))
-
-
-def parse_time(value: object, field: str) -> datetime:
-    """An RFC 3339 timestamp (UTC if it has no offset), or 422 naming `field`."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(f"{field} must be an RFC 3339 timestamp", field=field)
-    try:
-        moment = parse_timestamp(value)
-    except (ValueError, OverflowError):
-        raise ValidationError(f"{field} must be an RFC 3339 timestamp", field=field) from None
-    if not 1 < moment.year < 9999:  # PostgreSQL's range is wider, but these are mistakes
-        raise ValidationError(f"{field} is out of range", field=field)
-    return moment
-
-
-def encode_cursor(first_at: datetime, delivery_id: str) -> str:
-    raw = orjson.dumps([first_at.astimezone(UTC).isoformat(), str(delivery_id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The (first_at, id) a page starts after; 422 naming `cursor` if it is not ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        first, ident = orjson.loads(raw)
-        moment = datetime.fromisoformat(first)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
-        return moment, uuid.UUID(ident)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise ValidationError("cursor is not valid", field="cursor") from None
 
 
 def _ts(value: datetime | None) -> str | None:

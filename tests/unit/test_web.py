@@ -1,5 +1,5 @@
-"""The shared error middleware on a bare aiohttp app: the tree's errors, driver errors
-translated on the way, aiohttp's own errors, and one 500 for the rest."""
+"""The shared error middleware (shared/web.py) on a bare aiohttp app: the tree's errors,
+driver errors translated on the way, aiohttp's own errors, and one 500 for the rest."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from shared.core.errors import LogClosed, NotFound, RateLimited, Unavailable
-from shared.http_errors import error_middleware
+from shared.web import error_middleware_for
 
 Client = TestClient[web.Request, web.Application]
 
@@ -32,7 +32,7 @@ async def client() -> AsyncIterator[Client]:
     async def handler(request: web.Request) -> web.Response:
         raise RAISES[request.match_info["name"]]
 
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware_for("test")])
     app.router.add_get("/{name}", handler)
     async with TestClient(TestServer(app)) as c:
         yield c
@@ -56,7 +56,7 @@ async def test_errors_of_the_tree_answer_with_their_status_and_code(client: Clie
 async def test_an_outage_answers_503_unavailable_with_retry_after(client: Client) -> None:
     for path in ("/down", "/starting"):
         status, error, retry_after = await _error(client, path)
-        assert (status, error["code"], retry_after) == (503, "unavailable", "1")
+        assert (status, error["code"], retry_after) == (503, "unavailable", "5")
 
 
 async def test_a_value_the_database_refuses_is_a_422(client: Client) -> None:
