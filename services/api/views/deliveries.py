@@ -16,6 +16,7 @@ from shared.core.events import format_timestamp
 from shared.log.queries import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    DeliveryQueries,
     DeliveryStats,
     DeliverySummary,
     LoggedAttempt,
@@ -31,20 +32,17 @@ BODY_LIMIT = 16 * 1024  # request and response bodies are cut here in API respon
 async def list_deliveries(request: web.Request) -> web.Response:
     webhook = await request.app[WEBHOOKS].get(request.match_info["id"], principal(request).org)
     q = request.query
-    limit = query_int(request, "limit", default=DEFAULT_LIMIT, lo=1, hi=MAX_LIMIT)
-    page, more = await request.app[DELIVERIES].page(
+    deliveries, next_cursor = await deliveries_page(
+        request.app[DELIVERIES],
         webhook.id,
+        cursor=q.get("cursor"),
         status=q.get("status"),
         event=q.get("event"),
         since=parse_time(q["since"], "since") if "since" in q else None,
         until=parse_time(q["until"], "until") if "until" in q else None,
-        limit=limit,
-        after=decode_cursor(q["cursor"]) if "cursor" in q else None,
+        limit=query_int(request, "limit", default=DEFAULT_LIMIT, lo=1, hi=MAX_LIMIT),
     )
-    next_cursor = encode_cursor(page[-1].first_at, page[-1].id) if more else None
-    return json_response(
-        {"deliveries": [summary_json(d) for d in page], "next_cursor": next_cursor}
-    )
+    return json_response({"deliveries": deliveries, "next_cursor": next_cursor})
 
 
 @routes.get(API + "/deliveries/{id}")
@@ -72,6 +70,17 @@ async def recover(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     webhook = await request.app[WEBHOOKS].get(request.match_info["id"], principal(request).org)
     return json_response(stats_json(await request.app[DELIVERIES].stats(webhook.id)))
+
+
+async def deliveries_page(
+    queries: DeliveryQueries, webhook_id: str, *, cursor: str | None = None, **filters: Any
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of a webhook's deliveries as JSON, and the cursor of the next page (None
+    after the last); `filters` are `DeliveryQueries.page`'s."""
+    after = None if cursor is None else decode_cursor(cursor)
+    page, more = await queries.page(webhook_id, after=after, **filters)
+    next_cursor = encode_cursor(page[-1].first_at, page[-1].id) if more else None
+    return [summary_json(d) for d in page], next_cursor
 
 
 def _ts(value: datetime | None) -> str | None:
