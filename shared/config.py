@@ -9,11 +9,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.core.errors import ConfigError
 from shared.core.ssrf import Allowlist
-
-
-class ConfigError(ValueError):
-    """A HOOKLINE_* variable holds a value that cannot be used; the message names it."""
 
 
 def _int(lo: int, hi: int) -> Callable[[str], int]:
@@ -53,7 +50,7 @@ def token_bits(token: str) -> float:
     """A conservative estimate of a random token's entropy: its characters (after a short
     `xyz_` prefix) times the bits each can carry in the narrowest alphabet they fit."""
     body = token.split("_", 1)[1] if re.fullmatch(r"[a-z]{2,5}_.+", token) else token
-    if len(set(body)) < 16:  # "aaaa...", "abab...": whatever the length, not random
+    if len(set(body)) < 10:  # "aaaa...", "abab...": whatever the length, not random
         return 0.0
     per_char = 4.0 if set(body) <= _HEX else 6.0 if set(body) <= _BASE64 else 6.5
     return len(body) * per_char
@@ -135,6 +132,7 @@ class Settings:
     secret_key: str = _setting("HOOKLINE_SECRET_KEY", "", _secret_key)
     allowed_targets: Allowlist = _setting("HOOKLINE_ALLOWED_TARGETS", "", Allowlist.parse)
     header_prefix: str = _setting("HOOKLINE_HEADER_PREFIX", "X-Hookline", _header_prefix)
+    instance: str = _setting("HOOKLINE_INSTANCE", "", _str)  # this replica's name
     disable_after_failures: int = _setting(
         "HOOKLINE_DISABLE_AFTER_FAILURES", "10", _int(1, 1_000_000)
     )
@@ -196,6 +194,11 @@ class Settings:
                 value = _hide_password(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+    def instance_name(self, service: str) -> str:
+        """This replica's name, for client ids and logs: HOOKLINE_INSTANCE, else
+        `<service>-<pid>`."""
+        return self.instance or f"{service}-{os.getpid()}"
 
     def require(self, *names: str) -> None:
         """Fails naming the variable when a setting a service needs is empty."""

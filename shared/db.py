@@ -1,17 +1,78 @@
-"""PostgreSQL adapter: the asyncpg pool and the migration runner."""
+"""PostgreSQL adapter: the asyncpg pool, the migration runner, and the translation of
+the driver's errors into the error tree (as eventsourcing's postgres.py does)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Iterator
 from importlib import resources
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
+from asyncpg.exceptions import _base as asyncpg_base
+
+from shared.core.errors import HooklineError, Unavailable, Unstorable
 
 MIGRATIONS_PACKAGE = "shared.migrations"
 # Any fixed number: serialises concurrent migrate() calls across processes.
 _MIGRATION_LOCK = 0x686F6F6B
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# The server cannot take the statement now; the same statement may succeed later.
+_OUTAGES = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TransactionRollbackError,  # serialization failure, deadlock: retry the txn
+    OSError,  # refused, reset, timed out
+)
+# The values themselves cannot be stored: server-side (NUL, bad encoding, out of range)
+# and client-side (asyncpg refusing to encode an argument, a ValueError).
+_DATA_ERRORS = (asyncpg.DataError, asyncpg_base.DataError)
+
+
+def translate(exc: BaseException) -> HooklineError | None:
+    """The error of the tree a driver error stands for (None: not a driver error we
+    know, a bug)."""
+    if isinstance(exc, HooklineError):
+        return exc
+    if isinstance(exc, _DATA_ERRORS):  # before InterfaceError: the client's is one
+        return Unstorable("a value cannot be stored", field="body")
+    if isinstance(exc, _OUTAGES):
+        return Unavailable("a dependency is unavailable; try again")
+    return None
+
+
+@contextlib.contextmanager
+def db_errors() -> Iterator[None]:
+    """Raises the block's driver errors as `Unavailable` (retryable) or `Unstorable`."""
+    try:
+        yield
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is None or translated is exc:
+            raise
+        raise translated from exc
+
+
+def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """`db_errors` around an adapter's async method."""
+
+    @functools.wraps(fn)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        with db_errors():
+            return await fn(*args, **kwargs)
+
+    return call
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -1,4 +1,5 @@
-"""Kafka adapter: producer and consumer factories, topic provisioning."""
+"""Kafka adapter: producer and consumer factories, producing until acknowledged (its
+errors translated into the error tree), topic provisioning."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 
+from shared.core.errors import ProduceFailed
 from shared.core.retry import RETRY_TIERS
+from shared.runtime import Backoff
+
+log = structlog.get_logger(component="kafka")
 
 EVENTS = "hookline.events"
 EVENTS_REJECTED = "hookline.events.rejected"
@@ -177,3 +183,27 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def send_until_acked(
+    producer: AIOKafkaProducer,
+    topic: str,
+    value: bytes | None,
+    *,
+    key: bytes | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+    stop: asyncio.Event,
+) -> None:
+    """Produces one record and waits until the broker acknowledged it, retrying with
+    backoff while the process runs. Raises `ProduceFailed` once `stop` is set, or at once
+    for an error aiokafka says no retry fixes (`retryable` is its `retriable`)."""
+    backoff = Backoff(stop)
+    while True:
+        try:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+            return
+        except KafkaError as exc:
+            if stop.is_set() or not exc.retriable:
+                raise ProduceFailed(f"{topic}: {exc!r}", retryable=exc.retriable) from exc
+            log.warning("produce failed; retrying", topic=topic, error=repr(exc))
+            await backoff.sleep()

@@ -1,19 +1,18 @@
-"""SSRF guard with I/O: resolve a host once, check every address, return what to connect to."""
+"""SSRF guard with I/O: resolve a host once, check every address, return what to connect
+to; `PinnedResolver` keeps a checked answer for a while."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
+from dataclasses import dataclass
 
+from shared.core.errors import BlockedTarget, ResolveFailed
 from shared.core.ssrf import Address, Allowlist, check_addresses, parse_host_ip
 
-
-class BlockedTarget(Exception):
-    """The target resolves to an address Hookline refuses to call (error class `blocked`)."""
-
-
-class ResolveFailed(Exception):
-    """The host name does not resolve (error class `dns`)."""
+# A checked resolution is reused for this long.
+RESOLVE_TTL_S = 30.0
 
 
 async def resolve(host: str, port: int) -> list[Address]:
@@ -43,3 +42,35 @@ async def checked_addresses(host: str, port: int, allow: Allowlist) -> list[Addr
     if reason is not None:
         raise BlockedTarget(reason)
     return addrs
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """A host's checked addresses, to connect to until `expires` (monotonic time)."""
+
+    addresses: list[Address]
+    ips: frozenset[str]
+    expires: float
+
+
+class PinnedResolver:
+    """Resolves and SSRF-checks hosts, caching a checked answer for `ttl` seconds: the
+    hot path stays free of lookups, and only a checked address is ever connected to."""
+
+    def __init__(self, allow: Allowlist, ttl: float = RESOLVE_TTL_S) -> None:
+        self._allow = allow
+        self._ttl = ttl
+        self._pinned: dict[str, Pinned] = {}
+
+    async def check(self, host: str, port: int) -> Pinned:
+        """Raises BlockedTarget or ResolveFailed."""
+        now = time.monotonic()
+        held = self._pinned.get(host)
+        if held is not None and held.expires > now:
+            return held
+        addresses = await checked_addresses(host, port, self._allow)
+        held = Pinned(addresses, frozenset(str(a) for a in addresses), now + self._ttl)
+        self._pinned[host] = held
+        if len(self._pinned) > 10_000:
+            self._pinned = {h: p for h, p in self._pinned.items() if p.expires > now}
+        return held

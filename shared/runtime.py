@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -48,6 +49,22 @@ def run(main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
         sys.exit(f"configuration error: {exc}")
 
 
-def instance_name(service: str) -> str:
-    """This replica's name, for client ids and logs (HOOKLINE_INSTANCE or service-pid)."""
-    return os.environ.get("HOOKLINE_INSTANCE") or f"{service}-{os.getpid()}"
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleeps `seconds`, or less if `stop` is set meanwhile; True if it was."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    return stop.is_set()
+
+
+class Backoff:
+    """Doubling waits from `first` up to `cap` seconds, cut short by `stop`."""
+
+    def __init__(self, stop: asyncio.Event, first: float = 0.2, cap: float = 10.0) -> None:
+        self._stop = stop
+        self._next = first
+        self._cap = cap
+
+    async def sleep(self) -> None:
+        await sleep_or_stop(self._stop, self._next)
+        self._next = min(self._next * 2, self._cap)

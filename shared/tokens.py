@@ -14,6 +14,7 @@ import asyncpg
 
 from shared.core.errors import NotFound, ValidationError
 from shared.core.events import format_timestamp
+from shared.db import translated
 
 TOKEN_PREFIX = "hlt_"
 
@@ -60,6 +61,7 @@ class TokenStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @translated
     async def create(self, body: object) -> Token:
         """Validates `{"org","name"}` and stores a new token; the plain value is returned once."""
         if not isinstance(body, dict):
@@ -80,6 +82,7 @@ class TokenStore:
         )
         return Token(str(row["id"]), row["org"], row["name"], row["created_at"], token=plain)
 
+    @translated
     async def revoke(self, token_id: str) -> None:
         """Marks the token revoked (idempotent); NotFound if there is no such token."""
         try:
@@ -93,6 +96,7 @@ class TokenStore:
         if found is None:
             raise NotFound("token not found")
 
+    @translated
     async def authenticate(self, token: str) -> str | None:
         """The org of a live token, or None. The lookup is by hash (an index probe on a
         digest leaks nothing about the token); the digests are compared in constant time."""

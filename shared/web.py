@@ -1,5 +1,6 @@
 """aiohttp pieces every HTTP process shares: JSON responses and the error middleware that
-turns Hookline's errors, aiohttp's and an unavailable database into one JSON shape."""
+turns Hookline's errors (the database's translated by its adapter, `shared.db`) and
+aiohttp's into one JSON shape, and anything else into one 500."""
 
 from __future__ import annotations
 
@@ -8,16 +9,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import orjson
 import structlog
 from aiohttp import web
 
-from shared.core.errors import HooklineError, RateLimited
+from shared.core.errors import HooklineError
+from shared.db import db_errors
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OUTAGE_RETRY_AFTER_S = 5
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -27,15 +27,6 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
-# Errors that mean PostgreSQL (or the network to it) is down or starting: 503, not 500.
-OUTAGES: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
@@ -67,47 +58,52 @@ class _Throttled:
 
 
 def error_middleware_for(service: str) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The one place errors become responses: `{"error":{"code","message","field"?}}`."""
+    """The one place errors become responses: `{"error":{"code","message","field"?}}`.
+
+    A `HooklineError` answers with its status and code, and a `Retry-After` when it says
+    when to come back (`unavailable`: 503, `rate_limited`: 429); aiohttp's HTTP errors
+    keep their status; anything else, a bug, is one 500."""
     outage = _Throttled()
 
     @web.middleware
     async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            return await handler(request)
-        except HooklineError as exc:
-            response = json_response(exc.to_dict(), status=exc.http_status)
-            if isinstance(exc, RateLimited):
-                response.headers["Retry-After"] = str(exc.retry_after)
-            return response
+            with db_errors():  # Unavailable and Unstorable, not the driver's own errors
+                return await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            if isinstance(exc, web.HTTPRequestEntityTooLarge):
-                return error_response(413, "payload_too_large", "the body is over the size limit")
-            message = {404: "no such route", 405: f"method {request.method} not allowed here"}
-            response = error_response(
-                exc.status,
-                _HTTP_CODES.get(exc.status, "http_error"),
-                message.get(exc.status, exc.reason),
-            )
-            if isinstance(exc, web.HTTPMethodNotAllowed):
-                response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
-            return response
-        except asyncpg.DataError:
-            return error_response(
-                422, "validation_error", "a value in the request cannot be stored", "body"
-            )
-        except OUTAGES as exc:
-            outage.warn(exc, request.path)
-            response = error_response(503, "unavailable", "a dependency is unavailable; try again")
-            response.headers["Retry-After"] = str(OUTAGE_RETRY_AFTER_S)
-            return response
+            return _http_error(request, exc)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, HooklineError) and exc.http_status != 500:
+                if exc.retryable and exc.http_status >= 500:
+                    outage.warn(exc.__cause__ or exc, request.path)
+                return _answer(exc)
             log.exception(
                 "unhandled error", service=service, method=request.method, path=request.path
             )
             return error_response(500, "internal", "internal error")
 
     return error_middleware
+
+
+def _answer(exc: HooklineError) -> web.Response:
+    response = json_response(exc.to_dict(), status=exc.http_status)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return error_response(413, "payload_too_large", "the body is over the size limit")
+    message = {404: "no such route", 405: f"method {request.method} not allowed here"}
+    response = error_response(
+        exc.status, _HTTP_CODES.get(exc.status, "http_error"), message.get(exc.status, exc.reason)
+    )
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+    return response

@@ -12,15 +12,16 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from shared.core.errors import Conflict, NotFound, ValidationError
+from shared.core.errors import BlockedTarget, Conflict, NotFound, ResolveFailed, ValidationError
 from shared.core.events import format_timestamp
 from shared.core.messages import WebhookRecord
 from shared.core.signing import generate_secret
 from shared.core.ssrf import Allowlist
 from shared.core.webhooks import Webhook, validate_fields
 from shared.crypto import SecretBox
+from shared.db import translated
 from shared.kafka import WEBHOOKS
-from shared.netguard import BlockedTarget, ResolveFailed, checked_addresses
+from shared.netguard import checked_addresses
 from shared.outbox import enqueue
 
 ROTATION_GRACE = timedelta(hours=24)
@@ -142,6 +143,7 @@ class WebhookStore:
     async def _publish(self, conn: asyncpg.Connection, row: asyncpg.Record) -> None:
         await enqueue(conn, topic=WEBHOOKS, key=str(row["id"]), value=_record(row).encode())
 
+    @translated
     async def create(self, org: str, repo: str | None, body: object) -> tuple[Webhook, str]:
         """Validates and stores a webhook; returns it with its secret (shown only now)."""
         fields = validate_fields(body, partial=False)
@@ -192,10 +194,12 @@ class WebhookStore:
             raise NotFound("webhook not found")
         return row
 
+    @translated
     async def get(self, webhook_id: str, org: str | None) -> Webhook:
         async with self._pool.acquire() as conn:
             return _webhook(await self._fetch(conn, webhook_id, org))
 
+    @translated
     async def record(self, webhook_id: str) -> WebhookRecord | None:
         """The delivery-side view (encrypted secrets), or None if it does not exist."""
         async with self._pool.acquire() as conn:
@@ -204,6 +208,7 @@ class WebhookStore:
             except NotFound:
                 return None
 
+    @translated
     async def list(self, org: str, repo: str | None) -> list[Webhook]:
         """A repo's webhooks, or an org's org-level ones when repo is None."""
         rows = await self._pool.fetch(
@@ -214,6 +219,7 @@ class WebhookStore:
         )
         return [_webhook(r) for r in rows]
 
+    @translated
     async def update(self, webhook_id: str, org: str | None, body: object) -> Webhook:
         fields = validate_fields(body, partial=True)
         if "url" in fields:
@@ -241,6 +247,7 @@ class WebhookStore:
             await self._publish(conn, row)
         return _webhook(row)
 
+    @translated
     async def delete(self, webhook_id: str, org: str | None) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._fetch(conn, webhook_id, org, lock=True)
@@ -248,6 +255,7 @@ class WebhookStore:
             await conn.execute("DELETE FROM webhook_health WHERE webhook_id = $1", row["id"])
             await enqueue(conn, topic=WEBHOOKS, key=str(row["id"]), value=None)  # tombstone
 
+    @translated
     async def rotate(
         self, webhook_id: str, org: str | None, *, now: datetime | None = None
     ) -> Rotation:
@@ -267,6 +275,7 @@ class WebhookStore:
             await self._publish(conn, row)
         return Rotation(secret=secret, previous_expires_at=expires)
 
+    @translated
     async def disable(self, webhook_id: str, reason: str) -> bool:
         """Turns a webhook off (sender: too many failures, or 410); False if already off."""
         async with self._pool.acquire() as conn, conn.transaction():

@@ -1,16 +1,14 @@
-"""The API's app factory, its error middleware, its lifecycle and `main()`."""
+"""The API's app factory, its middlewares, its lifecycle and `main()`."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
-import asyncpg
 import structlog
 from aiohttp import web
 
 from services.api.auth import PRINCIPAL, Handler, auth_middleware
-from services.api.bodies import json_response
 from services.api.console import PREFIX as CONSOLE
 from services.api.console import create_console
 from services.api.health import KafkaProbe
@@ -22,6 +20,7 @@ from services.api.keys import (
     LIMITS,
     POOL,
     RATES,
+    REDELIVERY,
     SETTINGS,
     TOKENS,
     WAKER,
@@ -29,76 +28,26 @@ from services.api.keys import (
 )
 from services.api.views import catalog, deliveries, events, inbound, limits, tokens, webhooks
 from shared.config import Settings
-from shared.core.errors import HooklineError, RateLimited
+from shared.core.errors import RateLimited
 from shared.crypto import SecretBox
 from shared.db import create_pool
-from shared.deliveries import DeliveryQueries
 from shared.inbound import InboundStore
 from shared.inbound_calls import InvocationLog
 from shared.limits import LimitStore, OrgLimits
+from shared.log.queries import DeliveryQueries
+from shared.log.redelivery import Redelivery
 from shared.logging import configure_logging
 from shared.outbox import OutboxWaker
 from shared.ratelimit import SharedRateLimiter
 from shared.runtime import run
 from shared.tokens import TokenStore
+from shared.web import error_middleware_for
 from shared.webhooks import WebhookStore
 
 log = structlog.get_logger("services.api")
 # Above max_payload_bytes so that our own check (with its clear message) fires first for
 # bodies that declare their length; aiohttp's limit stops chunked bodies that do not.
 _BODY_SLACK = 64 * 1024
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
-
-
-def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    error = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    return json_response({"error": error}, status=status)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place errors become responses: `{"error":{"code","message","field"?}}`."""
-    try:
-        return await handler(request)
-    except HooklineError as exc:
-        response = json_response(exc.to_dict(), status=exc.http_status)
-        if isinstance(exc, RateLimited):
-            response.headers["Retry-After"] = str(exc.retry_after)
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if isinstance(exc, web.HTTPRequestEntityTooLarge):
-            return _error(413, "payload_too_large", "the body is over the size limit")
-        message = {404: "no such route", 405: f"method {request.method} not allowed here"}.get(
-            exc.status, exc.reason
-        )
-        response = _error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), message)
-        if isinstance(exc, web.HTTPMethodNotAllowed):
-            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
-        return response
-    except asyncpg.DataError as exc:
-        # A value PostgreSQL cannot store (e.g. a NUL character in a string) is bad input.
-        log.info("value refused by the database", error=type(exc).__name__, path=request.path)
-        return _error(422, "validation_error", "a value in the request cannot be stored", "body")
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        log.warning("dependency unavailable", error=type(exc).__name__, path=request.path)
-        return _error(503, "unavailable", "a dependency is unavailable; try again")
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled error", method=request.method, path=request.path)
-        return _error(500, "internal", "internal error")
 
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -145,7 +94,7 @@ def create_app(settings: Settings) -> web.Application:
     """The API application; its pool and probes open and close with it (cleanup_ctx)."""
     settings.require("secret_key")
     app = web.Application(
-        middlewares=[error_middleware, wake_relays, auth_middleware, manage_limit],
+        middlewares=[error_middleware_for("api"), wake_relays, auth_middleware, manage_limit],
         client_max_size=settings.max_payload_bytes + _BODY_SLACK,
     )
     app[SETTINGS] = settings
@@ -167,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
         )
         app[WAKER] = OutboxWaker(pool)
         app[INVOCATIONS] = InvocationLog(pool, app[WAKER])
+        app[REDELIVERY] = Redelivery(pool)
         app[WEBHOOKS] = WebhookStore(
             pool,
             SecretBox(settings.secret_key),

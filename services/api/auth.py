@@ -14,18 +14,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from services.api.keys import SETTINGS, TOKENS
-from shared.core.errors import HooklineError, NotFound, Unauthorized
+from shared.core.errors import Forbidden, NotFound, Unauthorized
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/event-types"})
 # The web console signs its users in with a cookie session of its own (services/api/console).
 CONSOLE_PREFIX = "/console"
-
-
-class Forbidden(HooklineError):
-    """An org token on a route that only the admin token may call."""
-
-    code = "forbidden"
-    http_status = 403
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ from aiohttp import web
 
 from services.api.health import KafkaProbe
 from shared.config import Settings
-from shared.deliveries import DeliveryQueries
 from shared.inbound import InboundStore
 from shared.inbound_calls import InvocationLog
 from shared.limits import LimitStore
+from shared.log.queries import DeliveryQueries
+from shared.log.redelivery import Redelivery
 from shared.outbox import OutboxWaker
 from shared.ratelimit import SharedRateLimiter
 from shared.tokens import TokenStore
@@ -21,6 +22,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 TOKENS = web.AppKey("tokens", TokenStore)
 DELIVERIES = web.AppKey("deliveries", DeliveryQueries)
+REDELIVERY = web.AppKey("redelivery", Redelivery)
 KAFKA_PROBE = web.AppKey("kafka_probe", KafkaProbe)
 INBOUND = web.AppKey("inbound", InboundStore)
 INVOCATIONS = web.AppKey("invocations", InvocationLog)

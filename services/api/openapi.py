@@ -16,7 +16,7 @@ from services.api.openapi_schemas import (
     ref,
 )
 from shared.core.inbound import RESULTS as INBOUND_RESULTS
-from shared.deliveries import MAX_LIMIT, STATUSES
+from shared.log.queries import MAX_LIMIT, STATUSES
 
 
 def _json(schema: str, description: str) -> Schema:

@@ -7,7 +7,7 @@ from typing import Any
 from shared.core.events import EVENT_TYPES
 from shared.core.inbound import RESULTS as INBOUND_RESULTS
 from shared.core.inbound import VERIFY_MODES
-from shared.deliveries import STATS_MAX_ATTEMPTS, STATS_WINDOW_DAYS, STATUSES
+from shared.log.queries import STATS_MAX_ATTEMPTS, STATS_WINDOW_DAYS, STATUSES
 
 Schema = dict[str, Any]
 

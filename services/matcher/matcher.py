@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Iterable, Mapping
-from datetime import datetime
 from typing import TypeAlias
 
 import structlog
@@ -22,6 +21,8 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.config import Settings
+from shared.core.errors import ProduceFailed
+from shared.core.events import parse_timestamp
 from shared.core.matching import matches
 from shared.core.messages import (
     DeliveryMessage,
@@ -41,7 +42,7 @@ from shared.kafka import (
     make_producer,
 )
 from shared.logging import configure_logging
-from shared.runtime import instance_name, run
+from shared.runtime import run, sleep_or_stop
 from shared.subscriptions import WebhookTable
 
 log = structlog.get_logger(service="matcher")
@@ -54,10 +55,6 @@ _REJECT_HEADERS = {REJECT_HEADER, "source-topic", "source-partition", "source-of
 # refusal an idempotent producer's sequence for the partition is broken for good. So a
 # message that would not fit is never sent: an event whose delivery would not fit is
 # rejected instead, and a rejected copy that would not fit goes without its value.
-
-
-class ProduceFailed(Exception):
-    """The broker did not acknowledge a batch's messages; its offsets were not committed."""
 
 
 def rejection_headers(msg: Message, reason: str) -> list[tuple[str, bytes]]:
@@ -73,8 +70,8 @@ def rejection_headers(msg: Message, reason: str) -> list[tuple[str, bytes]]:
 
 def _epoch(created_at: str, fallback_ms: int) -> float:
     try:
-        return datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        return parse_timestamp(created_at).timestamp()
+    except (ValueError, OverflowError):
         return fallback_ms / 1000
 
 
@@ -280,7 +277,7 @@ class Matcher:
 async def serve(settings: Settings, stop: asyncio.Event, *, group_id: str = GROUP_ID) -> None:
     """The composition root: table, producer, consumer, matcher; closed in reverse order."""
     configure_logging(settings.log_level, service="matcher")
-    name = instance_name("matcher")
+    name = settings.instance_name("matcher")
     table = WebhookTable(settings.kafka_bootstrap, client_id=f"{name}-webhooks")
     await table.start()  # complete before the first event is matched
     try:
@@ -308,7 +305,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, group_id: str = GROU
                         log.error(
                             "batch not produced; retrying from the last commit", error=repr(exc)
                         )
-                        await asyncio.sleep(delay)
+                        if await sleep_or_stop(stop, delay):
+                            break
                         delay = min(delay * 2, 30.0)
                         for tp in consumer.assignment():
                             committed = await consumer.committed(tp)

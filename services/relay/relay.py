@@ -25,11 +25,12 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from shared.config import Settings
-from shared.db import create_pool
+from shared.core.errors import ProducerBroken, is_retryable
+from shared.db import create_pool, db_errors
 from shared.kafka import MAX_MESSAGE_BYTES, WEBHOOKS, make_producer
 from shared.logging import configure_logging
 from shared.outbox import CHANNEL
-from shared.runtime import instance_name, run
+from shared.runtime import run
 
 log = structlog.get_logger(service="relay")
 
@@ -48,10 +49,6 @@ _PRUNE = (
 # such a refusal an idempotent producer's sequence for that partition is broken for good
 # (every later send fails with OutOfOrderSequenceNumber). So oversized rows never reach
 # the producer: they are set aside with a reason instead.
-
-
-class ProducerBroken(Exception):
-    """The producer hit a non-retriable error; it must be replaced before going on."""
 
 
 @dataclass(frozen=True)
@@ -182,21 +179,22 @@ class Relay:
             while not stop.is_set():
                 self._wake.clear()
                 try:
-                    n = await self.publish_batch()
-                    if loop.time() >= next_prune:
-                        next_prune = loop.time() + self.config.prune_interval_s
-                        pruned = await self.prune()
-                        if pruned:
-                            log.info("outbox pruned", rows=pruned)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("relay database error; retrying", error=str(exc))
-                    await _first(stop.wait(), asyncio.sleep(self.config.error_backoff_s))
-                    continue
+                    with db_errors():
+                        n = await self.publish_batch()
+                        if loop.time() >= next_prune:
+                            next_prune = loop.time() + self.config.prune_interval_s
+                            pruned = await self.prune()
+                            if pruned:
+                                log.info("outbox pruned", rows=pruned)
                 except ProducerBroken:
                     raise
-                except Exception:
-                    # Kafka errors (after the producer's own retries) roll the batch back.
-                    log.exception("relay publish failed; retrying")
+                except Exception as exc:
+                    # An outage of the database, or Kafka errors (after the producer's own
+                    # retries): the batch rolled back, it is published again.
+                    if is_retryable(exc):
+                        log.warning("relay database unavailable; retrying", error=repr(exc))
+                    else:
+                        log.exception("relay publish failed; retrying")
                     await _first(stop.wait(), asyncio.sleep(self.config.error_backoff_s))
                     continue
                 if n:
@@ -227,7 +225,7 @@ async def _first(*aws: Any) -> None:
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """The composition root: pool, producer, relay; closed in reverse order."""
     configure_logging(settings.log_level, service="relay")
-    name = instance_name("relay")
+    name = settings.instance_name("relay")
     pool = await create_pool(settings.database_url, min_size=1, max_size=4)
     try:
         while not stop.is_set():

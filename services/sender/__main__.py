@@ -1,3 +1,5 @@
-from services.sender.sender import main
+"""`python -m services.sender`."""
+
+from services.sender.main import main
 
 main()

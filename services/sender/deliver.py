@@ -1,32 +1,41 @@
-"""One delivery attempt end to end: look the webhook up, sign, POST, decide what follows
-(retry tier, dead-letter, disabling) and append the attempt to the delivery log."""
+"""One delivery attempt, in stages as Svix's worker has them: prepare (due? number it,
+look the webhook up), call (sign and POST, within one of the sender's global slots), and
+decide what follows (`decide`, `plan_follow_ups`). The result is an immutable `Outcome`:
+the row to log and its effects, which `effects.FollowUps` applies."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import random
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from shared.config import Settings
-from shared.core.attempts import AttemptResult, AttemptRow, build_request, clean_text, decide
-from shared.core.errors import ValidationError
-from shared.core.messages import NUMBERED, DeliveryMessage, WebhookRecord
-from shared.core.retry import RetryPolicy, RetryTier, tier_for
+from shared.core.attempts import (
+    AttemptRow,
+    DeadLetter,
+    Outcome,
+    Retry,
+    build_request,
+    clean_text,
+    decide,
+    plan_follow_ups,
+)
+from shared.core.errors import Undeliverable, ValidationError
+from shared.core.events import parse_timestamp
+from shared.core.messages import DeliveryMessage, WebhookRecord
+from shared.core.retry import RetryPolicy
 from shared.crypto import SecretBox
-from shared.deliverylog import DeliveryLog, Unhealthy
+from shared.log.numbering import AttemptNumbers
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
+from .effects import FollowUps
 from .http import WebhookClient
-from .retry_tiers import REJECT_HEADER, Topics
 
 log = structlog.get_logger(component="sender")
 
@@ -44,59 +53,16 @@ def _version() -> str:
         return "0.1.0"
 
 
-class Undeliverable(Exception):
-    """A message no retry can fix (its webhook's secret cannot be decrypted with this
-    HOOKLINE_SECRET_KEY): logged as dead and sent to the dead-letter topic with the
-    reason instead of blocking its partition's commits."""
+class Webhooks:
+    """A webhook by id: from the in-memory table, or on a miss (created a moment ago)
+    from the database, a miss being remembered for a while."""
 
-
-@dataclass
-class Attempt:
-    """An attempt that has run (or was skipped): the row to log and what follows it,
-    with what `Deliverer.follow_up` has done so far."""
-
-    row: AttemptRow
-    webhook_id: str | None = None
-    retry: DeliveryMessage | None = None
-    retry_topic: str | None = None
-    dead: DeliveryMessage | None = None
-    dead_reason: str | None = None  # the dead-letter header, when no attempt was made
-    disable_reason: str | None = None
-    retry_sent: bool = False
-    dead_sent: bool = False
-    disabled: bool = False
-    durable: asyncio.Future[None] | None = field(default=None, repr=False)
-
-
-class Deliverer:
-    """Performs attempts; shared by every in-flight delivery task of a sender process."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        table: WebhookTable,
-        store: WebhookStore,
-        client: WebhookClient,
-        delivery_log: DeliveryLog,
-        producer: AIOKafkaProducer,
-        topics: Topics,
-        stop: asyncio.Event,
-    ) -> None:
-        self._settings = settings
+    def __init__(self, table: WebhookTable, store: WebhookStore) -> None:
         self._table = table
         self._store = store
-        self._client = client
-        self._log = delivery_log
-        self._producer = producer
-        self._topics = topics
-        self._stop = stop
-        self._box = SecretBox(settings.secret_key)
-        self._secrets: dict[str, str] = {}
         self._misses: dict[str, float] = {}
-        self._user_agent = USER_AGENT.format(version=_version())
 
-    async def webhook(self, webhook_id: str) -> WebhookRecord | None:
+    async def get(self, webhook_id: str) -> WebhookRecord | None:
         """From the in-memory table; on a miss (created a moment ago) from the database."""
         record = self._table.get(webhook_id)
         if record is not None:
@@ -113,6 +79,128 @@ class Deliverer:
         self._table.put(found)
         return self._table.get(webhook_id)  # None if a tombstone got there first
 
+
+@dataclass(frozen=True)
+class Prepared:
+    """An attempt ready to be sent: `msg` as received (its `attempt` counts the retry
+    chain), `numbered` with the number it is sent and logged under, and its webhook."""
+
+    msg: DeliveryMessage
+    numbered: DeliveryMessage
+    webhook: WebhookRecord
+
+
+class Deliverer:
+    """Performs attempts; shared by every in-flight delivery task of a sender process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        webhooks: Webhooks,
+        client: WebhookClient,
+        numbers: AttemptNumbers,
+        follow_ups: FollowUps,
+    ) -> None:
+        self._prefix = settings.header_prefix
+        self._webhooks = webhooks
+        self._client = client
+        self._numbers = numbers
+        self._follow_ups = follow_ups
+        self._box = SecretBox(settings.secret_key)
+        self._secrets: dict[str, str] = {}
+        self._user_agent = USER_AGENT.format(version=_version())
+
+    async def prepare(self, msg: DeliveryMessage) -> Prepared | Outcome | None:
+        """Everything before the request that may need the database or the broker: None
+        if the message is not due (moved on to its retry tier), an `Outcome` if there is
+        nothing to send (the webhook is gone or off), else the attempt to `call`."""
+        wait = (msg.due_at or 0.0) - time.time()
+        if wait > 0:
+            await self._follow_ups.apply(Retry(msg, wait))
+            return None
+        numbered = await self._numbered(msg)
+        structlog.contextvars.bind_contextvars(
+            delivery_id=msg.delivery_id, webhook_id=msg.webhook_id, attempt=numbered.attempt
+        )
+        webhook = await self._webhooks.get(msg.webhook_id)
+        if webhook is None or not webhook.active:
+            reason = "webhook deleted" if webhook is None else "webhook inactive"
+            log.info("attempt", outcome="skipped", reason=reason, trigger=msg.trigger)
+            return Outcome(_unsent(numbered, datetime.now(UTC), "skipped"))
+        return Prepared(msg, numbered, webhook)
+
+    async def call(self, prepared: Prepared) -> Outcome:
+        """Signs and POSTs, then decides what follows; reads the clock once. Nothing in
+        here could fail for an outage after the POST, so a caller retrying the follow-ups
+        never POSTs twice."""
+        msg, numbered, webhook = prepared.msg, prepared.numbered, prepared.webhook
+        now = datetime.now(UTC)  # signed, and logged as the attempt's start
+        try:
+            secrets = self._signing_secrets(webhook, now)
+        except Undeliverable as exc:
+            # No retry can fix it: dead, with the reason in the dead-letter header.
+            log.error("attempt", outcome="dead", reason=str(exc), trigger=msg.trigger)
+            return Outcome(_unsent(numbered, now, "dead"), (DeadLetter(msg, reason=str(exc)),))
+        body, headers = build_request(
+            numbered,
+            content_type=webhook.content_type,
+            prefix=self._prefix,
+            user_agent=self._user_agent,
+            secrets=secrets,
+            timestamp=int(now.timestamp()),
+        )
+        result = await self._client.post(webhook.url, body, headers, timeout_s=webhook.timeout_s)
+        try:
+            policy = RetryPolicy.from_config(webhook.retry)
+        except ValidationError:
+            policy = RetryPolicy()
+        # What follows counts from the answer (a Retry-After is relative to it): the
+        # same reading of the clock plus the request's measured duration.
+        answered = now + timedelta(milliseconds=result.duration_ms)
+        # The retry policy counts this chain's attempts (msg.attempt), not the log's number.
+        decision = decide(
+            result,
+            attempt=msg.attempt,
+            single=msg.single,
+            policy=policy,
+            rand=random.random(),
+            now=answered,
+        )
+        delay = decision.next_delay_s
+        row = AttemptRow.of(
+            numbered,
+            outcome=decision.outcome,
+            started_at=now,
+            duration_ms=result.duration_ms,
+            request_headers=headers,
+            request_body=clean_text(body.decode("utf-8", errors="replace")),
+            response_status=result.status,
+            response_headers=result.headers or None,
+            response_body=result.body,
+            error=decision.error,
+            resolved_ip=result.resolved_ip,
+            next_attempt_at=None if delay is None else answered + timedelta(seconds=delay),
+        )
+        log.info(
+            "attempt",
+            outcome=decision.outcome,
+            status=result.status,
+            duration_ms=result.duration_ms,
+            error=decision.error,
+            trigger=msg.trigger,
+        )
+        return Outcome(row, plan_follow_ups(msg, decision, answered))
+
+    async def _numbered(self, msg: DeliveryMessage) -> DeliveryMessage:
+        """A repeat attempt (retry, redeliver, recover) takes the next number free in the
+        log, so that a redelivery racing an automatic retry, or two redeliveries, never
+        show the receiver and the log the same attempt number twice."""
+        if msg.attempt == 1 or msg.numbered:
+            return msg
+        number = await self._numbers.next(msg.delivery_id, msg.attempt)
+        return msg if number == msg.attempt else dataclasses.replace(msg, attempt=number)
+
     def _secret(self, sealed: str) -> str:
         secret = self._secrets.get(sealed)
         if secret is None:
@@ -128,222 +216,14 @@ class Deliverer:
     def _signing_secrets(self, record: WebhookRecord, now: datetime) -> list[str]:
         secrets = [self._secret(record.secret_enc)]
         if record.previous_secret_enc and record.previous_expires_at:
-            expires = datetime.fromisoformat(record.previous_expires_at.replace("Z", "+00:00"))
+            expires = parse_timestamp(record.previous_expires_at)
             if expires > now:
                 secrets.append(self._secret(record.previous_secret_enc))
         return secrets
 
-    async def attempt(self, msg: DeliveryMessage) -> Attempt | None:
-        """Runs the attempt `msg` asks for, up to and including the POST, and returns
-        what must follow it (`follow_up`); None if the message was only moved to a retry
-        tier. Nothing in here runs after the POST that could fail for an outage, so a
-        caller retrying `follow_up` never POSTs twice."""
-        now_s = time.time()
-        if msg.due_at is not None and msg.due_at > now_s:
-            await self.send(self._topics.tier_topic(_tier(msg.due_at - now_s)), msg)
-            return None
-        chain = msg.attempt  # the retry policy counts this chain's attempts
-        if chain > 1 and not msg.extra.get(NUMBERED):
-            # A repeat attempt (retry, redeliver, recover) takes the next number free in
-            # the log, so that a redelivery racing an automatic retry, or two redeliveries,
-            # never show the receiver and the log the same attempt number twice.
-            number = await self._log.number_attempt(msg.delivery_id, chain)
-            if number != chain:
-                msg = dataclasses.replace(msg, attempt=number)
-        structlog.contextvars.bind_contextvars(
-            delivery_id=msg.delivery_id, webhook_id=msg.webhook_id, attempt=msg.attempt
-        )
-        started = datetime.now(UTC)
-        record = await self.webhook(msg.webhook_id)
-        if record is None or not record.active:
-            # Logged with the body it would have sent, so a redelivery after the webhook
-            # is turned back on has something to send.
-            reason = "webhook deleted" if record is None else "webhook inactive"
-            log.info("attempt", outcome="skipped", reason=reason, trigger=msg.trigger)
-            return Attempt(self._row(msg, started, outcome="skipped", error=None))
-        try:
-            secrets = self._signing_secrets(record, started)
-        except Undeliverable as exc:
-            # No retry can fix it: dead, with the reason in the dead-letter header.
-            log.error("attempt", outcome="dead", reason=str(exc), trigger=msg.trigger)
-            row = self._row(msg, started, outcome="dead", error=None)
-            return Attempt(row, dead=msg, dead_reason=str(exc))
-        body, headers = build_request(
-            body=msg.body,
-            content_type=record.content_type,
-            prefix=self._settings.header_prefix,
-            user_agent=self._user_agent,
-            event_type=msg.event_type,
-            delivery_id=msg.delivery_id,
-            attempt=msg.attempt,
-            secrets=secrets,
-            timestamp=int(started.timestamp()),
-        )
-        result = await self._client.post(record.url, body, headers, timeout_s=record.timeout_s)
-        try:
-            policy = RetryPolicy.from_config(record.retry)
-        except ValidationError:
-            policy = RetryPolicy()
-        decision = decide(
-            result,
-            attempt=chain,
-            single=msg.single,
-            policy=policy,
-            rand=random.random(),
-            now=datetime.now(UTC),
-        )
-        next_at: datetime | None = None
-        if decision.next_delay_s is not None:
-            due = time.time() + decision.next_delay_s
-            next_at = datetime.fromtimestamp(due, UTC)
-        out = Attempt(
-            self._row(
-                msg,
-                started,
-                outcome=decision.outcome,
-                error=decision.error,
-                result=result,
-                request=(headers, body),
-                next_at=next_at,
-            ),
-            webhook_id=record.id,
-            disable_reason=decision.disable_reason,
-        )
-        if decision.next_delay_s is not None:
-            out.retry = dataclasses.replace(
-                msg,
-                attempt=chain + 1,
-                trigger="retry",
-                due_at=due,
-                last_error=decision.error,
-                extra={k: v for k, v in msg.extra.items() if k != NUMBERED},
-            )
-            out.retry_topic = self._topics.tier_topic(_tier(decision.next_delay_s))
-        if decision.to_dlq:
-            out.dead = dataclasses.replace(msg, last_error=_describe(result))
-        log.info(
-            "attempt",
-            outcome=decision.outcome,
-            status=result.status,
-            duration_ms=result.duration_ms,
-            error=decision.error,
-            trigger=msg.trigger,
-        )
-        return out
 
-    async def follow_up(self, step: Attempt) -> asyncio.Future[None]:
-        """What follows an attempt: the retry or dead-letter message, disabling, and the
-        log row; returns the row's future (resolved once durable). Safe to call again
-        after it raised: steps already done are not repeated."""
-        if step.retry is not None and not step.retry_sent:
-            assert step.retry_topic is not None
-            await self.send(step.retry_topic, step.retry)
-            step.retry_sent = True
-        if step.dead is not None and not step.dead_sent:
-            headers = None
-            if step.dead_reason is not None:
-                headers = [(REJECT_HEADER, step.dead_reason.encode())]
-            await self.send(self._topics.dlq, step.dead, headers=headers)
-            step.dead_sent = True
-        if step.disable_reason is not None and not step.disabled:
-            assert step.webhook_id is not None
-            await self.disable(step.webhook_id, step.disable_reason)
-            step.disabled = True
-        durable = step.durable
-        if durable is None or (durable.done() and durable.exception() is not None):
-            step.durable = durable = self._log.append(step.row)
-        return durable
-
-    def _row(
-        self,
-        msg: DeliveryMessage,
-        started: datetime,
-        *,
-        outcome: str,
-        error: str | None,
-        result: AttemptResult | None = None,
-        request: tuple[dict[str, str], bytes] | None = None,
-        next_at: datetime | None = None,
-    ) -> AttemptRow:
-        return AttemptRow(
-            delivery_id=msg.delivery_id,
-            webhook_id=msg.webhook_id,
-            org=msg.org,
-            event_id=msg.event_id,
-            event_type=msg.event_type,
-            attempt=msg.attempt,
-            trigger=msg.trigger,
-            outcome=outcome,
-            started_at=started,
-            duration_ms=result.duration_ms if result else 0.0,
-            request_headers=request[0] if request else None,
-            # Without a request (skipped, dead before sending) the body it would have
-            # sent, so that a redelivery has something to send.
-            request_body=clean_text(
-                request[1].decode("utf-8", errors="replace")
-                if request
-                else orjson.dumps(msg.body).decode()
-            ),
-            response_status=result.status if result else None,
-            response_headers=result.headers or None if result else None,
-            response_body=result.body if result else None,
-            error=error,
-            resolved_ip=result.resolved_ip if result else None,
-            next_attempt_at=next_at,
-        )
-
-    async def send(
-        self,
-        topic: str,
-        msg: DeliveryMessage,
-        *,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Produces until the broker acknowledged (retrying while the process runs)."""
-        delay = 0.2
-        while True:
-            try:
-                await self._producer.send_and_wait(
-                    topic, msg.encode(), key=msg.key, headers=headers
-                )
-                return
-            except KafkaError as exc:
-                if self._stop.is_set():
-                    raise
-                log.warning("produce failed; retrying", topic=topic, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def disable(self, webhook_id: str, reason: str) -> None:
-        """Turns the webhook off in the database (published through the outbox) and in the
-        local table at once, so the deliveries that follow are skipped."""
-        changed = await self._store.disable(webhook_id, reason)
-        held = self._table.get(webhook_id)
-        if held is not None and held.active:
-            self._table.put(dataclasses.replace(held, active=False, revision=held.revision + 1))
-        if changed:
-            log.warning("webhook disabled", webhook_id=webhook_id, reason=reason)
-
-    async def on_unhealthy(self, webhooks: list[Unhealthy]) -> None:
-        """Called by the delivery log when consecutive failures crossed the threshold."""
-        for item in webhooks:
-            reason = (
-                f"disabled after {item.failures} consecutive failed attempts since "
-                f"{item.first_failure_at.isoformat()}"
-            )
-            try:
-                await self.disable(item.webhook_id, reason)
-            except Exception:
-                log.exception("disabling webhook failed", webhook_id=item.webhook_id)
-
-
-def _tier(delay_s: float) -> RetryTier:
-    tier = tier_for(delay_s)
-    assert tier is not None  # delay_s > 0
-    return tier
-
-
-def _describe(result: AttemptResult) -> str:
-    if result.error == "http_status" or (result.error is None and result.status is not None):
-        return f"http_status {result.status}"
-    return result.error or "unknown"
+def _unsent(msg: DeliveryMessage, now: datetime, outcome: str) -> AttemptRow:
+    """The row of an attempt that made no request (skipped, dead before sending): with
+    the body it would have sent, so that a redelivery has something to send."""
+    body = clean_text(orjson.dumps(msg.body).decode())
+    return AttemptRow.of(msg, outcome=outcome, started_at=now, request_body=body)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -23,7 +24,7 @@ from aiokafka.structs import ConsumerRecord
 
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS, RetryTier, tier_for
-from shared.kafka import DELIVERIES, DLQ, IDLE_FETCH_WAIT_MS, REJECT_HEADER, make_consumer
+from shared.kafka import DELIVERIES, DLQ, REJECT_HEADER
 
 log = structlog.get_logger(component="retry_tiers")
 
@@ -86,20 +87,18 @@ class RetryTiers:
 
     def __init__(
         self,
-        bootstrap: str,
+        consumer: Callable[[], AIOKafkaConsumer],
         producer: AIOKafkaProducer,
         stop: asyncio.Event,
         *,
         topics: Topics,
-        group_id: str = RETRY_GROUP,
-        client_id: str,
     ) -> None:
-        self._bootstrap = bootstrap
+        """`consumer` makes a fresh consumer of the tier topics' group (after an error the
+        tiers restart with a new one)."""
+        self._make_consumer = consumer
         self._producer = producer
         self._stop = stop
         self._topics = topics
-        self._group_id = group_id
-        self._client_id = client_id
         self.lock = asyncio.Lock()
         self.held: dict[TopicPartition, deque[ConsumerRecord[bytes, bytes]]] = {}
         self._paused: set[TopicPartition] = set()
@@ -125,12 +124,7 @@ class RetryTiers:
                         await self._stop.wait()
 
     async def _run_once(self) -> None:
-        consumer = make_consumer(
-            self._bootstrap,
-            group_id=self._group_id,
-            client_id=self._client_id,
-            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
-        )
+        consumer = self._make_consumer()
         consumer.subscribe(self._topics.all_tiers(), listener=_Listener(self))
         await consumer.start()
         self._consumer = consumer

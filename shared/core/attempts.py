@@ -1,17 +1,19 @@
 """One delivery attempt, pure: the request a subscriber receives, how its result is
-classified, what happens next, and the row the delivery log keeps (DESIGN.md 4, 6, 7).
+classified, what follows it (`plan_follow_ups`: retry, dead-letter, disable), and the row
+the delivery log keeps (DESIGN.md 4, 6, 7).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 
+from .messages import DeliveryMessage
 from .retry import RetryPolicy, parse_retry_after
 from .signing import signature_headers
 
@@ -21,15 +23,19 @@ __all__ = [
     "OUTCOMES",
     "AttemptResult",
     "AttemptRow",
+    "DeadLetter",
     "Decision",
-    "HealthDelta",
+    "Disable",
+    "Effect",
+    "Outcome",
+    "Retry",
     "build_request",
     "clean_headers",
     "clean_text",
     "cut_text",
     "decide",
     "delivery_status",
-    "health_deltas",
+    "plan_follow_ups",
 ]
 
 ERROR_CLASSES = ("http_status", "timeout", "connect", "dns", "tls", "blocked", "too_large")
@@ -59,13 +65,15 @@ class AttemptResult:
 class Decision:
     """What follows an attempt: its outcome, the delay before the next one (if any),
     whether the delivery is copied to the dead-letter topic, and whether the webhook is
-    disabled at once (with the reason)."""
+    disabled at once (with the reason). `detail` describes a failure for the dead-letter
+    copy (`http_status 503`, `timeout`)."""
 
     outcome: str
     error: str | None
     next_delay_s: float | None = None
     to_dlq: bool = False
     disable_reason: str | None = None
+    detail: str | None = None
 
 
 def decide(
@@ -88,22 +96,90 @@ def decide(
     if result.ok:
         return Decision("succeeded", None)
     error = result.error or "http_status"
+    detail = f"http_status {result.status}" if error == "http_status" else error
     if result.status == 410:
         return Decision(
             "failed" if single else "dead",
             error,
             to_dlq=not single,
             disable_reason="endpoint answered 410 Gone",
+            detail=detail,
         )
     if single:
-        return Decision("failed", error)
+        return Decision("failed", error, detail=detail)
     retry_after = None
     if result.status in _RETRY_AFTER_STATUSES:
         retry_after = parse_retry_after(_header(result.headers, "retry-after"), now=now)
     delay = policy.delay_after(attempt, rand=rand, retry_after=retry_after)
     if delay is None:
-        return Decision("dead", error, to_dlq=True)
-    return Decision("failed", error, next_delay_s=delay)
+        return Decision("dead", error, to_dlq=True, detail=detail)
+    return Decision("failed", error, next_delay_s=delay, detail=detail)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Send `msg` (the next attempt, due at its `due_at`) through the retry tier that
+    holds `delay_s`."""
+
+    msg: DeliveryMessage
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Copy `msg` to the dead-letter topic; `reason` is the header, when no attempt was
+    made to say why (a secret that cannot be decrypted)."""
+
+    msg: DeliveryMessage
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Disable:
+    """Turn the webhook off at once."""
+
+    webhook_id: str
+    reason: str
+
+
+Effect = Retry | DeadLetter | Disable
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An attempt that ran (or was skipped): the row the log keeps and what follows it,
+    in order. The sender applies each effect once, then logs the row."""
+
+    row: AttemptRow
+    effects: tuple[Effect, ...] = ()
+
+    def handed_off(self) -> Outcome:
+        """The same attempt when its delivery was handed off meanwhile: its copy carries
+        the delivery on, so no retry or dead letter of its own (disabling still holds)."""
+        kept = tuple(e for e in self.effects if isinstance(e, Disable))
+        return Outcome(self.row, kept)
+
+
+def plan_follow_ups(msg: DeliveryMessage, decision: Decision, now: datetime) -> tuple[Effect, ...]:
+    """What follows an attempt of `msg` (as received: its `attempt` counts the retry
+    chain) that `decide` judged, made at `now`: a retry due `next_delay_s` later, a
+    dead-letter copy with the failure described, disabling; in that order."""
+    effects: list[Effect] = []
+    if decision.next_delay_s is not None:
+        retry = replace(
+            msg,
+            attempt=msg.attempt + 1,
+            trigger="retry",
+            due_at=now.timestamp() + decision.next_delay_s,
+            last_error=decision.error,
+            numbered=False,
+        )
+        effects.append(Retry(retry, decision.next_delay_s))
+    if decision.to_dlq:
+        effects.append(DeadLetter(replace(msg, last_error=decision.detail or decision.error)))
+    if decision.disable_reason is not None:
+        effects.append(Disable(msg.webhook_id, decision.disable_reason))
+    return tuple(effects)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -127,20 +203,19 @@ def delivery_status(outcome: str, next_attempt_at: datetime | None) -> str:
 
 
 def build_request(
+    msg: DeliveryMessage,
     *,
-    body: Mapping[str, Any],
     content_type: str,
     prefix: str,
     user_agent: str,
-    event_type: str,
-    delivery_id: str,
-    attempt: int,
     secrets: Sequence[str],
     timestamp: int,
 ) -> tuple[bytes, dict[str, str]]:
-    """The exact bytes and headers of one POST (DESIGN.md section 4), signed over the
-    bytes sent: the JSON body, or `payload=<url-encoded JSON>` for form webhooks."""
-    raw = orjson.dumps(body)
+    """The exact bytes and headers of the POST of the attempt `msg` asks for (DESIGN.md
+    section 4), signed over the bytes sent: the JSON body, or `payload=<url-encoded
+    JSON>` for form webhooks."""
+    delivery_id = msg.delivery_id
+    raw = orjson.dumps(msg.body)
     if content_type == "form":
         raw = urlencode({"payload": raw.decode()}).encode()
         mime = "application/x-www-form-urlencoded"
@@ -149,9 +224,9 @@ def build_request(
     headers = {
         "Content-Type": mime,
         "User-Agent": user_agent,
-        f"{prefix}-Event": event_type,
+        f"{prefix}-Event": msg.event_type,
         f"{prefix}-Delivery": delivery_id,
-        f"{prefix}-Attempt": str(attempt),
+        f"{prefix}-Attempt": str(msg.attempt),
     }
     headers.update(
         signature_headers(
@@ -210,6 +285,24 @@ class AttemptRow:
     resolved_ip: str | None = None
     next_attempt_at: datetime | None = None
 
+    @classmethod
+    def of(
+        cls, msg: DeliveryMessage, *, outcome: str, started_at: datetime, **fields: Any
+    ) -> AttemptRow:
+        """The row of the attempt `msg` asks for (its delivery, event, number, trigger)."""
+        return cls(
+            delivery_id=msg.delivery_id,
+            webhook_id=msg.webhook_id,
+            org=msg.org,
+            event_id=msg.event_id,
+            event_type=msg.event_type,
+            attempt=msg.attempt,
+            trigger=msg.trigger,
+            outcome=outcome,
+            started_at=started_at,
+            **fields,
+        )
+
     @property
     def status(self) -> str:
         return delivery_status(self.outcome, self.next_attempt_at)
@@ -223,26 +316,3 @@ class AttemptRow:
 
     def next_at(self, delay_s: float | None) -> datetime | None:
         return None if delay_s is None else self.started_at + timedelta(seconds=delay_s)
-
-
-@dataclass(frozen=True)
-class HealthDelta:
-    """A batch's effect on a webhook's consecutive-failure count: `reset` when a success
-    was seen (the count restarts at `failures`, those after the last success)."""
-
-    reset: bool
-    failures: int
-    first_failure_at: datetime | None
-
-
-def health_deltas(rows: Iterable[AttemptRow]) -> dict[str, HealthDelta]:
-    """Folds attempts, in order, into per-webhook changes; skipped attempts do not count."""
-    out: dict[str, HealthDelta] = {}
-    for row in rows:
-        held = out.get(row.webhook_id, HealthDelta(False, 0, None))
-        if row.outcome == "succeeded":
-            out[row.webhook_id] = HealthDelta(True, 0, None)
-        elif row.counts_as_failure:
-            first = held.first_failure_at or row.started_at
-            out[row.webhook_id] = HealthDelta(held.reset, held.failures + 1, first)
-    return out

@@ -1,7 +1,9 @@
 """Hookline's single error tree: every failure the API or a worker reports is one of these.
 
 Each class carries its HTTP status, a stable machine-readable ``code`` and whether the
-operation that raised it may succeed if retried (aiokafka's ``retryable`` convention).
+operation that raised it may succeed if retried (aiokafka's ``retryable`` convention; an
+instance may say otherwise, e.g. a Kafka error carrying aiokafka's ``retriable``).
+Adapters translate driver errors into these (``shared.db``, ``shared.kafka``).
 """
 
 from __future__ import annotations
@@ -10,14 +12,26 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BadRequest",
+    "BlockedTarget",
+    "ConfigError",
     "Conflict",
+    "Forbidden",
     "HooklineError",
+    "LogClosed",
+    "MessageError",
     "NotFound",
     "PayloadTooLarge",
+    "ProduceFailed",
+    "ProducerBroken",
     "RateLimited",
+    "ResolveFailed",
+    "RowRejected",
     "Unauthorized",
     "Unavailable",
+    "Undeliverable",
+    "Unstorable",
     "ValidationError",
+    "is_retryable",
 ]
 
 
@@ -26,12 +40,16 @@ class HooklineError(Exception):
 
     code: ClassVar[str] = "internal"
     http_status: ClassVar[int] = 500
-    retryable: ClassVar[bool] = False
+    retryable: bool = False
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, retryable: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        if retryable is not None:
+            self.retryable = retryable
 
     def to_dict(self) -> dict[str, Any]:
         """Return the response body ``{"error": {"code", "message", "field"?}}``."""
@@ -51,6 +69,13 @@ class BadRequest(HooklineError):
 
     code = "bad_request"
     http_status = 400
+
+
+class Forbidden(HooklineError):
+    """An org token on a route that only the admin token may call."""
+
+    code = "forbidden"
+    http_status = 403
 
 
 class Unauthorized(HooklineError):
@@ -101,8 +126,88 @@ class RateLimited(HooklineError):
 
 
 class Unavailable(HooklineError):
-    """A dependency (database, broker) is unavailable; the operation may be retried."""
+    """A dependency (database, broker) is unavailable; the operation may be retried,
+    after about ``retry_after`` seconds."""
 
     code = "unavailable"
     http_status = 503
     retryable = True
+    retry_after = 5
+
+
+class Unstorable(ValidationError):
+    """A value the database refuses to store (a NUL in a string, a number out of range):
+    bad input, which no retry fixes."""
+
+    code = "validation_error"
+
+
+class ConfigError(HooklineError, ValueError):
+    """A HOOKLINE_* variable holds a value that cannot be used; the message names it."""
+
+    code = "config_error"
+
+
+class MessageError(HooklineError, ValueError):
+    """A message that cannot be decoded; `reason` says why (goes into a header)."""
+
+    code = "invalid_message"
+
+    @property
+    def reason(self) -> str:
+        return self.message
+
+
+class RowRejected(HooklineError):
+    """A row (and its sanitised copy) the delivery log refused: it is not in the log."""
+
+    code = "row_rejected"
+
+
+class LogClosed(HooklineError):
+    """The delivery log stopped before the row was written (shutdown): try again
+    elsewhere."""
+
+    code = "log_closed"
+    retryable = True
+
+
+class BlockedTarget(HooklineError):
+    """The target resolves to an address Hookline refuses to call (error class `blocked`)."""
+
+    code = "blocked"
+
+
+class ResolveFailed(HooklineError):
+    """The host name does not resolve (error class `dns`)."""
+
+    code = "dns"
+    retryable = True
+
+
+class Undeliverable(HooklineError):
+    """A message no retry can fix (its webhook's secret cannot be decrypted with this
+    HOOKLINE_SECRET_KEY): logged as dead and sent to the dead-letter topic with the
+    reason instead of blocking its partition's commits."""
+
+    code = "undeliverable"
+
+
+class ProduceFailed(HooklineError):
+    """The broker did not acknowledge a message; ``retryable`` is aiokafka's
+    ``retriable`` of the error it gave."""
+
+    code = "produce_failed"
+    retryable = True
+
+
+class ProducerBroken(HooklineError):
+    """The producer hit a non-retriable error; it must be replaced before going on."""
+
+    code = "producer_broken"
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether the operation that raised `exc` may succeed if tried again: only errors of
+    the tree say so (an untranslated error is a bug or bad data)."""
+    return isinstance(exc, HooklineError) and exc.retryable

@@ -116,6 +116,16 @@ def parse_event_type(event: object, action: object = None) -> str:
     return _check_action(family, action)
 
 
+def parse_timestamp(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``Z`` or an offset; none is taken as UTC) into an
+    aware UTC datetime; ValueError (or OverflowError at the ends of time) if it is not one.
+    """
+    moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def format_timestamp(moment: datetime) -> str:
     """Format ``moment`` as RFC 3339 UTC with millisecond precision and a ``Z`` suffix.
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .errors import ValidationError
+from .errors import MessageError, ValidationError
 from .events import build_body, format_timestamp, parse_event_type
 from .matching import validate_filters
 
@@ -34,14 +34,6 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 def has_control(text: str) -> bool:
     """True if `text` holds a control character or a lone surrogate."""
     return _CONTROL.search(text) is not None
-
-
-class MessageError(ValueError):
-    """A message that cannot be decoded; `reason` says why (goes into a header)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 _NAMESPACE_BYTES = DELIVERY_NAMESPACE.bytes
@@ -286,18 +278,15 @@ class WebhookRecord:
             raise MessageError(f"bad webhook record: {exc}") from None
 
 
-# DeliveryMessage.extra flag: `attempt` was reserved in the delivery log when the message
-# was written (redeliver, recover), so the sender does not number it again.
-NUMBERED = "numbered"
-
-
 @dataclass(frozen=True)
 class DeliveryMessage:
     """`hookline.deliveries`, the retry tiers and `hookline.dlq`, key webhook id.
 
     `attempt` is the number of the attempt this message asks for (1-based); `due_at` is
     when (epoch seconds; None = now); `enqueued_at` is when the event entered Hookline,
-    for latency measurement.
+    for latency measurement. `numbered`: `attempt` was reserved in the delivery log when
+    the message was written (redeliver, recover), so the sender does not number it again.
+    `parked`: deferred behind a slow webhook, not attempted, on its way back.
     """
 
     delivery_id: str
@@ -312,6 +301,8 @@ class DeliveryMessage:
     enqueued_at: float | None = None
     last_error: str | None = None
     single: bool = False  # manual, recover and ping attempts are not retried automatically
+    numbered: bool = False
+    parked: bool = False
     version: int = VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -337,6 +328,8 @@ class DeliveryMessage:
             extra = obj.get("extra") or {}
             if not isinstance(extra, dict):
                 raise MessageError("field 'extra' must be a JSON object")
+            # Written before they were fields, the flags travelled in `extra`.
+            flags = {k: bool(extra.pop(k, 0)) or bool(obj.get(k)) for k in ("numbered", "parked")}
             last_error = obj.get("last_error")
             if last_error is not None and not isinstance(last_error, str):
                 raise MessageError("field 'last_error' must be a string")
@@ -355,6 +348,7 @@ class DeliveryMessage:
                 single=bool(obj.get("single", False)),
                 version=int(obj.get("version") or VERSION),
                 extra=extra,
+                **flags,
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, MessageError):

@@ -5,9 +5,9 @@
 In a scratch database (`hookline_explain`) on the test PostgreSQL it generates, set-based,
 ~2M attempts / ~1.45M deliveries across 1,000 webhooks in 5 orgs over the last 10 days
 (4 hot webhooks with ~260k attempts each), runs EXPLAIN of exactly the statements
-`shared/deliveries.py` issues (its SQL constants and `page_query`), then times the real
-`DeliveryQueries` calls. Prints each plan's top lines; writes everything to
-`.hookline/bench/explain-<timestamp>.txt`. Drops the database unless `--keep`.
+`shared/log/queries.py` and `shared/log/redelivery.py` issue (their SQL constants and
+`page_query`), then times the real `DeliveryQueries` calls. Prints each plan's top lines;
+writes everything to `.hookline/bench/explain-<timestamp>.txt`. Drops the database unless `--keep`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from typing import Any
 
 import asyncpg
 
-from shared import deliveries as dl
 from shared.db import connect, create_pool, migrate
+from shared.log import queries as dl
+from shared.log import redelivery
 from tests.infra import ROOT, TEST_PG_PORT, _script_env
 
 SCRATCH = "hookline_explain"
@@ -177,15 +178,15 @@ async def targets(conn: asyncpg.Connection) -> dict[str, Any]:
     return {
         "wid": wid,
         "now": now,
-        "cursor": dl.encode_cursor(rows[-2]["first_at"], rows[-2]["id"]),
-        "deep": dl.encode_cursor(deep["first_at"], deep["id"]),
+        "cursor": (rows[-2]["first_at"], rows[-2]["id"]),
+        "deep": (deep["first_at"], deep["id"]),
         "did": dead["id"],
         "did_first_at": dead["first_at"],
     }
 
 
 async def cases(conn: asyncpg.Connection, t: dict[str, Any]) -> list[Case]:
-    """Every read statement of shared/deliveries.py, with arguments for the hot webhook."""
+    """Every read statement of shared/log/, with arguments for the hot webhook."""
     wid, now = t["wid"], t["now"]
     since = now - timedelta(days=1)
     out: list[Case] = []
@@ -199,18 +200,17 @@ async def cases(conn: asyncpg.Connection, t: dict[str, Any]) -> list[Case]:
             "list since/until 1h",
             {"since": now - timedelta(days=3, hours=1), "until": now - timedelta(days=3)},
         ),
-        ("list page 2 (cursor)", {"cursor": t["cursor"]}),
-        ("list deep page (6 days back)", {"cursor": t["deep"]}),
+        ("list page 2 (cursor)", {"after": t["cursor"]}),
+        ("list deep page (6 days back)", {"after": t["deep"]}),
     ]:
         sql, args = dl.page_query(wid, **kw)
         out.append((name, sql, args))
     out += dl_get_cases(t["did"], t["did_first_at"])
     out += dl_stats_cases(wid)
-    ids = [r["id"] for r in await conn.fetch(dl.RECOVER_IDS, *recover_ids_args(wid, since))]
-    out.append(("recover: ids", dl.RECOVER_IDS, recover_ids_args(wid, since)))
-    out.append(
-        (f"recover: attempts ({len(ids)})", dl.RECOVER_ATTEMPTS, recover_attempts_args(ids, since))
-    )
+    ids = [r["id"] for r in await conn.fetch(redelivery.RECOVER_IDS, *recover_ids_args(wid, since))]
+    out.append(("recover: ids", redelivery.RECOVER_IDS, recover_ids_args(wid, since)))
+    attempts_args = recover_attempts_args(ids, since)
+    out.append((f"recover: attempts ({len(ids)})", redelivery.RECOVER_ATTEMPTS, attempts_args))
     return out
 
 
@@ -234,7 +234,7 @@ def dl_stats_cases(wid: uuid.UUID) -> list[Case]:
 
 
 def recover_ids_args(wid: uuid.UUID, since: datetime) -> list[Any]:
-    return [wid, ["failed", "dead"], since, dl.RECOVER_MAX]
+    return [wid, ["failed", "dead"], since, redelivery.RECOVER_MAX]
 
 
 def recover_attempts_args(ids: list[uuid.UUID], since: datetime) -> list[Any]:
@@ -354,7 +354,7 @@ async def time_calls(dsn: str, t: dict[str, Any]) -> list[str]:
             "page()": lambda: q.page(wid),
             "page(status=failed)": lambda: q.page(wid, status="failed"),
             "page(event=release)": lambda: q.page(wid, event="release"),
-            "page(cursor)": lambda: q.page(wid, cursor=cursor),
+            "page(cursor)": lambda: q.page(wid, after=cursor),
             "page(since/until)": lambda: q.page(
                 wid, since=t["now"] - timedelta(days=3, hours=1), until=t["now"] - timedelta(days=3)
             ),
@@ -367,7 +367,7 @@ async def time_calls(dsn: str, t: dict[str, Any]) -> list[str]:
             lines.append(f"{name:32} {med:8.2f} ms  max {worst:8.2f} ms")
         # Once, last: it writes (outbox rows, summaries marked pending).
         started = time.perf_counter()
-        count = await q.recover(wid, t["now"] - timedelta(days=1))
+        count = await redelivery.Redelivery(pool).recover(wid, t["now"] - timedelta(days=1))
         ms = (time.perf_counter() - started) * 1000
         lines.append(f"{f'recover(1 day) -> {count}':32} {ms:8.2f} ms  (once; it writes)")
         return lines

@@ -3,7 +3,8 @@
 A receiver in its own process (aiohttp on uvloop, answers 200 at once) and N POSTs of a
 ~1 KB body with ~12 headers at concurrency 64 through `WebhookClient`, on uvloop. Reports
 req/s and the client process's CPU seconds per 1,000 requests (`time.process_time()`,
-which the receiver's CPU is not part of).
+which the receiver's CPU is not part of). Then how long an attempt with a 1 s timeout
+against an endpoint that never answers took (the timing `test_sender` no longer asserts).
 
     .venv/bin/python -m tests.bench.http_client [--requests N] [--impl FILE.py] [--runs R]
 
@@ -122,6 +123,27 @@ async def _run(cls: Any, url: str, total: int) -> dict[str, float]:
     return {"rps": done / wall, "cpu_ms_per_req": cpu * 1000 / done, "wall_s": wall}
 
 
+async def timeout_accuracy(cls: Any, timeout_s: float = 1.0) -> float:
+    """The duration_ms of one attempt against a server that accepts and never answers;
+    ideally `timeout_s` (its result must be classed `timeout`)."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = cls(Allowlist.parse("127.0.0.0/8"), concurrency=1, max_request_bytes=1 << 20)
+    await client.start()
+    try:
+        result = await client.post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout_s=timeout_s)
+    finally:
+        await client.close()
+        server.close()
+    if result.error != "timeout":
+        raise SystemExit(f"expected a timeout, got {result}")
+    return float(result.duration_ms)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000)
@@ -160,6 +182,8 @@ def main() -> None:
             f"best: {best['rps']:.0f} req/s, {best['cpu_ms_per_req']:.3f} CPU s/1k; "
             f"median {med:.3f} CPU s/1k; load average {os.getloadavg()[0]:.2f}"
         )
+        took = uvloop.run(timeout_accuracy(cls))
+        print(f"a 1 s timeout took {took:.0f} ms (expected 1000 to 1100)", flush=True)
     finally:
         server.terminate()
         server.wait(10)

@@ -273,7 +273,7 @@ async def test_concurrent_redeliveries_never_share_an_attempt_number(
     assert numbers == [3, 4, 5, 6]
     msgs = [DeliveryMessage.decode(r) for r in await _delivery_messages(pool, wh["id"])]
     assert sorted(m.attempt for m in msgs) == numbers
-    assert all(m.extra.get("numbered") for m in msgs)  # the sender keeps these numbers
+    assert all(m.numbered for m in msgs)  # the sender keeps these numbers
     summary = await pool.fetchval("SELECT attempts FROM deliveries WHERE id = $1", uuid.UUID(did))
     assert summary == 6
 

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.sender import http as http_module
 from services.sender.http import WebhookClient
 from shared.core.attempts import BODY_CUT
 from shared.core.ssrf import Allowlist
@@ -222,7 +221,7 @@ async def test_an_idle_connection_the_server_closed_is_replaced_transparently(
     url = f"http://127.0.0.1:{srv.port}/"
     assert (await client.post(url, b"{}", {}, timeout_s=5)).ok
     deadline = time.monotonic() + 5
-    while client._idle and any(not c.closed for s in client._idle.values() for c in s):
+    while any(not c.closed for c in client.pool.idle()):
         assert time.monotonic() < deadline, "the client never saw the close"
         await asyncio.sleep(0.01)
     result = await client.post(url, b"{}", {}, timeout_s=5)
@@ -378,10 +377,23 @@ async def test_https_sends_the_host_name_as_sni_and_checks_the_certificate(
         untrusted = await client.post(url, b"{}", {}, timeout_s=5)
         assert (untrusted.status, untrusted.error) == (None, "tls")  # self-signed
         assert raw.requests == []
-        client._tls = ssl.create_default_context(cadata=cert.decode())
-        for _ in range(2):
-            result = await client.post(url, b"{}", {}, timeout_s=5)
-            assert (result.status, result.body, result.resolved_ip) == (200, "ok", "127.0.0.1")
+        trusting = WebhookClient(
+            ALLOW,
+            concurrency=8,
+            max_request_bytes=1 << 20,
+            tls=ssl.create_default_context(cadata=cert.decode()),
+        )
+        await trusting.start()
+        try:
+            for _ in range(2):
+                result = await trusting.post(url, b"{}", {}, timeout_s=5)
+                assert (result.status, result.body, result.resolved_ip) == (
+                    200,
+                    "ok",
+                    "127.0.0.1",
+                )
+        finally:
+            await trusting.close()
         assert names[-1] == "localhost"
         assert raw.requests[0].header("Host") == f"localhost:{port}"
         assert raw.connections == 1  # TLS connections are kept alive too
@@ -389,19 +401,16 @@ async def test_https_sends_the_host_name_as_sni_and_checks_the_certificate(
         server.close()
 
 
-async def test_idle_connections_are_closed_after_the_keepalive_time(
-    serve: Serve, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(http_module, "KEEPALIVE_S", 0.3)
-    client = WebhookClient(ALLOW, concurrency=8, max_request_bytes=1 << 20)
+async def test_idle_connections_are_closed_after_the_keepalive_time(serve: Serve) -> None:
+    client = WebhookClient(ALLOW, concurrency=8, max_request_bytes=1 << 20, keepalive_s=0.3)
     await client.start()
     try:
         srv = await serve(lambda c, n: OK)
         url = f"http://127.0.0.1:{srv.port}/"
         assert (await client.post(url, b"{}", {}, timeout_s=5)).ok
-        [conn] = client._idle[("http", "127.0.0.1", srv.port)]
+        [conn] = client.pool.idle()
         deadline = time.monotonic() + 5
-        while not conn.closed or client._idle:
+        while not conn.closed or client.pool.idle():
             assert time.monotonic() < deadline, "the idle connection was never closed"
             await asyncio.sleep(0.02)
         assert (await client.post(url, b"{}", {}, timeout_s=5)).ok

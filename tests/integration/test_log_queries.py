@@ -1,4 +1,4 @@
-"""The delivery log's read queries (shared/deliveries.py) on small data: keyset pages,
+"""The delivery log's read queries (shared/log/queries.py) on small data: keyset pages,
 filters, stats math, partition bounds, and that the list and stats plans use indexes."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared import deliveries as dl
-from shared.deliveries import DeliveryQueries
+from shared.core.events import format_timestamp
+from shared.log import queries as dl
+from shared.log.queries import DeliveryQueries
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -67,13 +68,14 @@ async def log(
 
 async def all_pages(q: DeliveryQueries, webhook_id: uuid.UUID, **kw: Any) -> list[str]:
     seen: list[str] = []
-    cursor = None
+    after = None
     for _ in range(100):
-        page, cursor = await q.page(str(webhook_id), cursor=cursor, **kw)
+        page, more = await q.page(str(webhook_id), after=after, **kw)
         assert len(page) <= kw.get("limit", dl.DEFAULT_LIMIT)
-        seen += [d["id"] for d in page]
-        if cursor is None:
+        seen += [d.id for d in page]
+        if not more:
             return seen
+        after = (page[-1].first_at, uuid.UUID(page[-1].id))
     raise AssertionError("pagination did not end")
 
 
@@ -114,14 +116,14 @@ async def test_filters_combine(pool: asyncpg.Pool, org: str) -> None:
         await log(pool, org, other, first_at=at, status=status, event=event)  # never listed
     q = DeliveryQueries(pool)
     since, until = NOW - timedelta(hours=9), NOW - timedelta(hours=2)
-    page, cursor = await q.page(
+    page, more = await q.page(
         str(wid), status="failed", event="pull_request", since=since, until=until
     )
     # i in 3..9 (first_at in [since, until)), odd (failed), multiple of 3 (pull_request): 3, 9
-    assert [d["id"] for d in page] == [str(made[3][1]), str(made[9][1])] and cursor is None
-    assert all(d["webhook_id"] == str(wid) for d in page)
+    assert [d.id for d in page] == [str(made[3][1]), str(made[9][1])] and not more
+    assert all(d.webhook_id == str(wid) for d in page)
     page, _ = await q.page(str(wid), event="pull_request.opened", until=until, limit=50)
-    assert [d["id"] for d in page] == [str(made[i][1]) for i in (3, 6, 9)]
+    assert [d.id for d in page] == [str(made[i][1]) for i in (3, 6, 9)]
     page, _ = await q.page(str(wid), since=since, until=until)
     assert len(page) == 7
 
@@ -151,11 +153,12 @@ async def test_stats_math(pool: asyncpg.Pool, org: str) -> None:
     # A skipped delivery counts as a delivery but its attempt has no duration to measure.
     await log(pool, org, wid, first_at=NOW - timedelta(days=1), status="skipped", durations=[0.0])
     stats = await DeliveryQueries(pool).stats(str(wid))
-    assert (stats["deliveries"], stats["succeeded"], stats["failed"]) == (8, 3, 3)
-    assert stats["success_rate"] == 0.5  # 3 / (3 + failed 1 + dead 2)
-    assert stats["p50_ms"] == pytest.approx(percentile_cont(durations, 0.5))
-    assert stats["p99_ms"] == pytest.approx(percentile_cont(durations, 0.99))
-    assert stats["last_delivery_at"] == dl.format_timestamp(NOW)
+    assert (stats.deliveries, stats.succeeded, stats.failed) == (8, 3, 3)
+    assert stats.success_rate == 0.5  # 3 / (3 + failed 1 + dead 2)
+    assert stats.p50_ms == pytest.approx(percentile_cont(durations, 0.5))
+    assert stats.p99_ms == pytest.approx(percentile_cont(durations, 0.99))
+    assert stats.last_delivery_at is not None
+    assert format_timestamp(stats.last_delivery_at) == format_timestamp(NOW)
 
 
 async def test_get_finds_attempts_around_the_summary_bound(pool: asyncpg.Pool, org: str) -> None:
@@ -175,10 +178,10 @@ async def test_get_finds_attempts_around_the_summary_bound(pool: asyncpg.Pool, o
         early,
     )
     found = await q.get(str(did), org)
-    assert [a["attempt"] for a in found["attempts"]] == [0, 1, 2] and found["status"] == "dead"
+    assert [a.attempt for a in found.attempts] == [0, 1, 2] and found.status == "dead"
     # No summary row at all: the attempts are read without a bound.
     lone = await log(pool, org, wid, first_at=NOW - timedelta(days=3), summary=False)
-    assert (await q.get(str(lone), None))["status"] == "succeeded"
+    assert (await q.get(str(lone), None)).status == "succeeded"
 
 
 async def test_list_and_stats_plans_use_indexes(pool: asyncpg.Pool, org: str) -> None:

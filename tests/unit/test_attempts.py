@@ -19,8 +19,9 @@ from shared.core.attempts import (
     cut_text,
     decide,
     delivery_status,
-    health_deltas,
 )
+from shared.core.health import FailureStreak, health_deltas, should_disable
+from shared.core.messages import DeliveryMessage
 from shared.core.retry import RetryPolicy
 from shared.core.signing import verify_github, verify_standard
 
@@ -90,14 +91,20 @@ def test_delivery_status_follows_the_outcome() -> None:
 
 
 def _request(content_type: str, secrets: list[str]) -> tuple[bytes, dict[str, str]]:
-    return build_request(
+    msg = DeliveryMessage(
+        delivery_id="d-1",
+        webhook_id="w",
+        org="o",
+        event_id="e",
+        event_type="push",
         body={"event": "push", "n": 1, "text": "héllo & more"},
+        attempt=3,
+    )
+    return build_request(
+        msg,
         content_type=content_type,
         prefix="X-Hook",
         user_agent="Hookline/1.0",
-        event_type="push",
-        delivery_id="d-1",
-        attempt=3,
         secrets=secrets,
         timestamp=1700000000,
     )
@@ -197,6 +204,22 @@ def test_health_failures_equal_the_trailing_failure_run(outcomes: list[str]) -> 
     else:
         assert delta.failures == trailing
         assert delta.reset == ("succeeded" in counted)
+
+
+@given(
+    failures=st.integers(min_value=0, max_value=50),
+    age_s=st.integers(min_value=0, max_value=10_000),
+    max_failures=st.integers(min_value=1, max_value=50),
+    span_s=st.integers(min_value=0, max_value=10_000),
+)
+def test_a_webhook_is_disabled_only_past_both_thresholds(
+    failures: int, age_s: int, max_failures: int, span_s: int
+) -> None:
+    streak = FailureStreak("w", failures, NOW - timedelta(seconds=age_s))
+    disabled = should_disable(
+        streak, now=NOW, max_failures=max_failures, max_span=timedelta(seconds=span_s)
+    )
+    assert disabled == (failures >= max_failures and age_s >= span_s)
 
 
 def test_clean_text_makes_hostile_text_storable() -> None:

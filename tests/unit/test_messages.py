@@ -142,6 +142,16 @@ def _delivery(**over: object) -> bytes:
     return orjson.dumps(obj)
 
 
+def test_the_numbered_and_parked_flags_are_fields_and_read_from_older_extras() -> None:
+    flagged = DeliveryMessage.decode(_delivery(numbered=True, parked=True))
+    assert (flagged.numbered, flagged.parked) == (True, True)
+    assert DeliveryMessage.decode(flagged.encode()) == flagged
+    older = DeliveryMessage.decode(_delivery(extra={"numbered": True, "parked": True, "x": 1}))
+    assert (older.numbered, older.parked, older.extra) == (True, True, {"x": 1})
+    plain = DeliveryMessage.decode(_delivery())
+    assert (plain.numbered, plain.parked) == (False, False)
+
+
 def test_delivery_ids_are_read_in_canonical_form() -> None:
     msg = DeliveryMessage.decode(_delivery(webhook_id=WEBHOOK.upper()))
     assert msg.webhook_id == WEBHOOK

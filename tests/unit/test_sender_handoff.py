@@ -8,16 +8,18 @@ interleavings that are hard to provoke there.)
 from __future__ import annotations
 
 import asyncio
-import types
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
-import pytest
 from aiokafka import TopicPartition
 
-from services.sender import sender as sender_module
-from services.sender.sender import Sender
-from shared.config import Settings
+from services.sender.consumer import Consuming, DeliveryConsumer
+from services.sender.deliver import Prepared
+from services.sender.offsets import Offsets
+from services.sender.scheduler import OnFinished, Scheduler
+from shared.core.attempts import AttemptRow, Effect, Outcome, Retry
 from shared.core.messages import DeliveryMessage
 
 TP = TopicPartition("hookline.deliveries", 0)
@@ -63,35 +65,76 @@ class Consumer:
 
 
 class Deliverer:
-    """Each attempt takes `seconds[event_id]` (0.05 by default) and fails with a retry."""
+    """Each attempt takes `seconds[event_id]` (0.05 by default) and fails with a retry;
+    it is also the follow-ups, recording what was retried and what was logged."""
 
     def __init__(self, seconds: dict[str, float]) -> None:
         self.seconds = seconds
         self.posted: list[str] = []
-        self.followed: list[tuple[str, Any]] = []
+        self.retried: list[str] = []
+        self.logged: list[str] = []
 
-    async def attempt(self, msg: DeliveryMessage) -> Any:
+    async def prepare(self, msg: DeliveryMessage) -> Prepared:
+        return Prepared(msg, msg, cast(Any, None))
+
+    async def call(self, prepared: Prepared) -> Outcome:
+        msg = prepared.msg
         self.posted.append(msg.event_id)
         await asyncio.sleep(self.seconds.get(msg.event_id, 0.05))
-        return types.SimpleNamespace(event_id=msg.event_id, retry=msg, dead=None)
+        row = AttemptRow.of(msg, outcome="failed", started_at=datetime.now(UTC))
+        return Outcome(row, (Retry(msg, 60.0),))
 
-    async def follow_up(self, step: Any) -> asyncio.Future[None]:
-        self.followed.append((step.event_id, step.retry))
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+    async def apply(self, effect: Effect) -> None:
+        assert isinstance(effect, Retry)
+        self.retried.append(effect.msg.event_id)
+
+    async def record(self, row: AttemptRow) -> None:
+        self.logged.append(row.event_id)
+
+    async def reject(self, value: bytes | None, key: bytes | None, reason: str | None) -> None:
+        raise AssertionError("nothing here is dead-lettered")
+
+
+@dataclass
+class Sender:
+    """A sender's consumer and scheduler, built through their constructors on fakes."""
+
+    consumer: DeliveryConsumer
+    producer: Producer
+    kafka: Consumer
+    deliverer: Deliverer
+    scheduler: Scheduler
 
 
 def make(concurrency: int, cap: int, seconds: dict[str, float]) -> Sender:
-    settings = types.SimpleNamespace(
-        sender_concurrency=concurrency, sender_inflight_per_webhook=cap
+    producer, kafka, deliverer = Producer(), Consumer(), Deliverer(seconds)
+    offsets = Offsets()
+    built: list[Scheduler] = []
+
+    def scheduler(on_finished: OnFinished) -> Scheduler:
+        built.append(
+            Scheduler(
+                deliverer,
+                deliverer,
+                concurrency=concurrency,
+                per_webhook=cap,
+                owns=offsets.owns,
+                on_finished=on_finished,
+                stop=asyncio.Event(),
+            )
+        )
+        return built[-1]
+
+    consumer = DeliveryConsumer(
+        cast(Any, kafka),
+        cast(Any, producer),
+        scheduler,
+        config=Consuming(TP.topic, max_pending=100, revoke_wait=0.2),
+        offsets=offsets,
+        stop=asyncio.Event(),
     )
-    s = Sender(cast(Settings, settings), asyncio.Event(), client_id="unit")
-    s._producer = cast(Any, Producer())
-    s._consumer = cast(Any, Consumer())
-    s._deliverer = cast(Any, Deliverer(seconds))
-    s.assign({TP})
-    part = s._offsets.parts[TP]
+    consumer.assign({TP})
+    part = offsets.parts[TP]
     for n in range(3):
         msg = DeliveryMessage(
             delivery_id=str(uuid.uuid4()),
@@ -101,38 +144,32 @@ def make(concurrency: int, cap: int, seconds: dict[str, float]) -> Sender:
             event_type="push",
             body={},
         )
-        s._dispatch(TP, part, cast(Any, Record(n, msg)))
-    return s
-
-
-@pytest.fixture(autouse=True)
-def short_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sender_module, "REVOKE_WAIT_S", 0.2)
+        built[0].dispatch(TP, part, cast(Any, Record(n, msg)))
+    return Sender(consumer, producer, kafka, deliverer, built[0])
 
 
 async def test_jobs_waiting_for_a_global_slot_are_handed_off_not_sent() -> None:
     s = make(concurrency=1, cap=5, seconds={"e0": 0.6})  # e1, e2 wait for the one slot
-    await s.revoke({TP})
-    assert sorted(cast(Producer, s._producer).sent) == ["e0", "e1", "e2"]
+    await s.consumer.revoke({TP})
+    assert sorted(s.producer.sent) == ["e0", "e1", "e2"]
     await asyncio.sleep(0.8)
-    assert cast(Deliverer, s._deliverer).posted == ["e0"]
-    assert s._pending == 0
+    assert s.deliverer.posted == ["e0"]
+    assert s.scheduler.pending == 0
 
 
 async def test_jobs_queued_behind_the_webhook_cap_are_not_started_meanwhile() -> None:
     # Cap 2: e0 hangs, e1 ends while the hand-off waits for its acks, e2 is queued.
     s = make(concurrency=10, cap=2, seconds={"e0": 1.0, "e1": 0.22})
-    await s.revoke({TP})
+    await s.consumer.revoke({TP})
     await asyncio.sleep(0.2)
-    assert "e2" not in cast(Deliverer, s._deliverer).posted
-    assert "e2" in cast(Producer, s._producer).sent
+    assert "e2" not in s.deliverer.posted
+    assert "e2" in s.producer.sent
 
 
 async def test_a_handed_off_request_that_fails_schedules_no_retry_of_its_own() -> None:
     s = make(concurrency=10, cap=5, seconds={"e0": 0.5})
-    await s.revoke({TP})  # e1, e2 failed (with retries) within the wait; e0 is handed off
+    await s.consumer.revoke({TP})  # e1, e2 failed (with retries) within the wait; e0 is handed off
     await asyncio.sleep(0.6)
-    followed = dict(cast(Deliverer, s._deliverer).followed)
-    assert followed["e1"] is not None and followed["e2"] is not None
-    assert followed["e0"] is None  # its copy carries the delivery on
-    assert cast(Consumer, s._consumer).committed == {TP: 3}
+    assert sorted(s.deliverer.logged) == ["e0", "e1", "e2"]
+    assert sorted(s.deliverer.retried) == ["e1", "e2"]  # e0's copy carries it on
+    assert s.kafka.committed == {TP: 3}

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-# The summary's first_at may trail an attempt by this much (see shared/deliveries.py).
+# The summary's first_at may trail an attempt by this much (see shared/log/queries.py).
 _SLACK = timedelta(days=1)
 DAY = timedelta(hours=24)
 

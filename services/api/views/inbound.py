@@ -12,10 +12,10 @@ from aiohttp import web
 from services.api.auth import principal
 from services.api.bodies import API, json_response, path_name, query_int, read_json
 from services.api.keys import INBOUND, INVOCATIONS, SETTINGS
+from services.api.paging import decode_cursor, encode_cursor, parse_time
 from shared.core.errors import ValidationError
 from shared.core.events import format_timestamp
 from shared.core.inbound import RESULTS, Disabled, logged_body, redact_headers
-from shared.deliveries import decode_cursor, encode_cursor, parse_time
 from shared.inbound import InboundWebhook, Invocation
 from shared.inbound_calls import Call, call_event
 

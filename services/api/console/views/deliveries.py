@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.api.console.views import me, notice, page, read_form, see_other
-from services.api.keys import DELIVERIES, WEBHOOKS
+from services.api.keys import DELIVERIES, REDELIVERY, WEBHOOKS
+from services.api.views.deliveries import delivery_json
 from shared.core.errors import Conflict, NotFound
 from shared.core.webhooks import Webhook
 
@@ -14,7 +15,8 @@ routes = web.RouteTableDef()
 
 @routes.get("/deliveries/{id}")
 async def show(request: web.Request) -> web.Response:
-    delivery = await request.config_dict[DELIVERIES].get(request.match_info["id"], me(request).org)
+    found = await request.config_dict[DELIVERIES].get(request.match_info["id"], me(request).org)
+    delivery = delivery_json(found)
     webhook: Webhook | None
     try:
         webhook = await request.config_dict[WEBHOOKS].get(delivery["webhook_id"], me(request).org)
@@ -28,7 +30,7 @@ async def redeliver(request: web.Request) -> web.Response:
     await read_form(request)
     delivery_id = request.match_info["id"]
     try:
-        msg = await request.config_dict[DELIVERIES].redeliver(delivery_id, me(request).org)
+        msg = await request.config_dict[REDELIVERY].redeliver(delivery_id, me(request).org)
     except Conflict as exc:
         await notice(request, error=exc.message)
     else:

@@ -15,12 +15,14 @@ from services.api.bodies import path_name
 from services.api.console import forms, queries
 from services.api.console.render import event_groups
 from services.api.console.views import me, notice, page, read_form, see_other
-from services.api.keys import DELIVERIES, POOL, WEBHOOKS
+from services.api.keys import DELIVERIES, POOL, REDELIVERY, WEBHOOKS
+from services.api.paging import parse_time
+from services.api.views.deliveries import deliveries_page, delivery_json
 from services.api.views.webhooks import enqueue_ping
 from shared.core.errors import Conflict, NotFound, ValidationError
 from shared.core.events import EVENT_TYPES, FAMILIES
 from shared.core.webhooks import Webhook
-from shared.deliveries import STATUSES, parse_time
+from shared.log.queries import STATUSES
 
 routes = web.RouteTableDef()
 PAGE_SIZE = 25
@@ -47,7 +49,9 @@ async def _ping_result(request: web.Request, webhook: Webhook) -> dict[str, Any]
     if not delivery_id:
         return None
     try:
-        found = await request.config_dict[DELIVERIES].get(delivery_id, me(request).org)
+        found = delivery_json(
+            await request.config_dict[DELIVERIES].get(delivery_id, me(request).org)
+        )
     except NotFound:
         try:
             waited = time.time() - float(request.query.get("sent", ""))
@@ -70,8 +74,8 @@ async def show(request: web.Request) -> web.Response:
     deliveries: list[dict[str, Any]] = []
     next_cursor = None
     try:
-        deliveries, next_cursor = await log.page(
-            webhook.id, status=status, event=event, limit=PAGE_SIZE, cursor=q.get("cursor")
+        deliveries, next_cursor = await deliveries_page(
+            log, webhook.id, status=status, event=event, limit=PAGE_SIZE, cursor=q.get("cursor")
         )
     except ValidationError as exc:
         errors[exc.field or "status"] = exc.message
@@ -235,7 +239,7 @@ async def recover(request: web.Request) -> web.Response:
     except ValidationError as exc:
         await notice(request, error=f"Recover: {exc.message}.")
         see_other(f"/webhooks/{webhook.id}#recover")
-    count = await request.config_dict[DELIVERIES].recover(webhook.id, since)
+    count = await request.config_dict[REDELIVERY].recover(webhook.id, since)
     plural = "delivery" if count == 1 else "deliveries"
     text = f"Redelivering {count} failed {plural} since {since:%Y-%m-%d %H:%M} UTC."
     await notice(request, text=text)

@@ -1,13 +1,14 @@
-"""The delivery log writer: buffers attempt rows and appends them in batches, with
-the `deliveries` summary and the webhooks' failure counts, in one transaction.
+"""The delivery log's writer: buffers attempt rows and appends them in batches, with
+the `deliveries` summary and the webhooks' failure counts (`health`), in one transaction.
 
 An attempt counts as done (its Kafka offset may be committed) only once `append`'s
 future resolved, i.e. its row is durably written: a kill -9 loses nothing.
 
 An outage (connection lost, server down) is retried with backoff for as long as it lasts.
-A row the database can never store (a data error) must not block the rows behind it: the
-batch is retried row by row, a refused row is stored as a sanitised copy, and a row even
-that fails has its future failed with `RowRejected` (the sender dead-letters it).
+A row the database can never store (`Unstorable`: a data error) must not block the rows
+behind it: the batch is retried row by row, a refused row is stored as a sanitised copy,
+and a row even that fails has its future failed with `RowRejected` (the sender
+dead-letters it).
 """
 
 from __future__ import annotations
@@ -15,24 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import re
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 import structlog
 
-from shared.core.attempts import ERROR_CLASSES, AttemptRow, clean_text, health_deltas
+from shared.core.attempts import ERROR_CLASSES, AttemptRow, clean_text
+from shared.core.errors import LogClosed, RowRejected, Unstorable
+from shared.core.health import FailureStreak
+from shared.db import db_errors
+
+from .health import count_failures
 
 log = structlog.get_logger(component="delivery_log")
-
-_PARTITION = re.compile(r"^delivery_attempts_(\d{8})$")
-# Any fixed number: one replica at a time creates or drops partitions.
-_MAINTENANCE_LOCK = 0x686C6F67
 
 # INSERT ... SELECT unnest rather than COPY: asyncpg's COPY is binary and the shared pool
 # has only text codecs for jsonb; unnest measured ~150k rows/s (NOTES.md), an order of
@@ -68,61 +68,7 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE EXCLUDED.last_at >= deliveries.last_at
 """
 
-# The number of a repeat attempt: one more than any given out or logged (the summary's
-# `attempts` is the highest of them), at least what the message asked for.
-_NUMBER_ATTEMPT = (
-    "UPDATE deliveries SET attempts = GREATEST(attempts + 1, $2) WHERE id = $1 RETURNING attempts"
-)
-
-_HEALTH_RESET = """
-INSERT INTO webhook_health (webhook_id, consecutive_failures, first_failure_at, updated_at)
-SELECT w, n, f, now() FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS v(w, n, f)
-ON CONFLICT (webhook_id) DO UPDATE SET
-    consecutive_failures = EXCLUDED.consecutive_failures,
-    first_failure_at = EXCLUDED.first_failure_at,
-    updated_at = now()
-RETURNING webhook_id, consecutive_failures, first_failure_at
-"""
-
-_HEALTH_ADD = """
-INSERT INTO webhook_health (webhook_id, consecutive_failures, first_failure_at, updated_at)
-SELECT w, n, f, now() FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS v(w, n, f)
-ON CONFLICT (webhook_id) DO UPDATE SET
-    consecutive_failures = webhook_health.consecutive_failures + EXCLUDED.consecutive_failures,
-    first_failure_at = COALESCE(webhook_health.first_failure_at, EXCLUDED.first_failure_at),
-    updated_at = now()
-RETURNING webhook_id, consecutive_failures, first_failure_at
-"""
-
-
-# Errors a retry cannot fix: the row itself is unstorable (bad UUID, NUL, surrogates,
-# out-of-range integer). Everything else is treated as an outage and retried.
-DATA_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,
-    ValueError,
-    TypeError,
-    orjson.JSONEncodeError,
-)
-
-
-class RowRejected(Exception):
-    """A row (and its sanitised copy) the database refused: it is not in the log."""
-
-
-class LogClosed(RuntimeError):
-    """The writer stopped before the row was written (shutdown): try again elsewhere."""
-
-
-@dataclass(frozen=True)
-class Unhealthy:
-    """A webhook whose consecutive failures crossed the disabling threshold."""
-
-    webhook_id: str
-    failures: int
-    first_failure_at: datetime
-
-
-OnUnhealthy = Callable[[list[Unhealthy]], Coroutine[Any, Any, None]]
+OnFailures = Callable[[list[FailureStreak]], Coroutine[Any, Any, None]]
 
 
 class DeliveryLog:
@@ -134,16 +80,14 @@ class DeliveryLog:
         *,
         flush_interval: float = 0.05,
         batch_size: int = 500,
-        disable_after_failures: int = 10,
-        disable_after_seconds: float = 3600,
-        on_unhealthy: OnUnhealthy | None = None,
+        on_failures: OnFailures | None = None,
     ) -> None:
+        """`on_failures` hears the failure streaks of the webhooks that failed in each
+        batch written (their counts are in the same transaction)."""
         self._pool = pool
         self._interval = flush_interval
         self._batch_size = batch_size
-        self._threshold = disable_after_failures
-        self._span = timedelta(seconds=disable_after_seconds)
-        self._on_unhealthy = on_unhealthy
+        self._on_failures = on_failures
         self._buffer: list[tuple[AttemptRow, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -165,13 +109,6 @@ class DeliveryLog:
         if len(self._buffer) == 1 or len(self._buffer) >= self._batch_size:
             self._wake.set()
         return fut
-
-    async def number_attempt(self, delivery_id: str, at_least: int) -> int:
-        """The number for a repeat attempt of a delivery (see `_NUMBER_ATTEMPT`); two
-        attempts of one delivery never get the same. `at_least` when the delivery has no
-        summary row yet."""
-        number = await self._pool.fetchval(_NUMBER_ATTEMPT, uuid.UUID(delivery_id), at_least)
-        return at_least if number is None else int(number)
 
     async def flush(self) -> None:
         """Returns once every row appended so far is written."""
@@ -215,18 +152,18 @@ class DeliveryLog:
                 self._wake.clear()
             batch = self._buffer[: self._batch_size]
             try:
-                unhealthy = await self._write([row for row, _ in batch])
+                failing = await self._write([row for row, _ in batch])
                 handled, outage = len(batch), None
-            except DATA_ERRORS as exc:
+            except Unstorable as exc:
                 log.warning("delivery log batch refused; writing row by row", error=repr(exc))
-                handled, unhealthy, outage = await self._write_each(batch)
-            except Exception as exc:
-                handled, unhealthy, outage = 0, [], exc
+                handled, failing, outage = await self._write_each(batch)
+            except Exception as exc:  # an outage, or a bug: keep the rows either way
+                handled, failing, outage = 0, [], exc
             del self._buffer[:handled]
             for _row, fut in batch[:handled]:
                 if not fut.done():
                     fut.set_result(None)
-            self._report(unhealthy)
+            self._report(failing)
             if outage is not None:
                 # An outage: keep the rows and try again; their offsets stay uncommitted
                 # meanwhile, so nothing is lost.
@@ -240,34 +177,34 @@ class DeliveryLog:
                 continue
             backoff = 0.1
 
-    def _report(self, unhealthy: list[Unhealthy]) -> None:
-        if unhealthy and self._on_unhealthy is not None:
-            task: asyncio.Task[None] = asyncio.create_task(self._on_unhealthy(unhealthy))
+    def _report(self, failing: list[FailureStreak]) -> None:
+        if failing and self._on_failures is not None:
+            task: asyncio.Task[None] = asyncio.create_task(self._on_failures(failing))
             self._callbacks.add(task)
             task.add_done_callback(self._callbacks.discard)
 
     async def _write_each(
         self, batch: list[tuple[AttemptRow, asyncio.Future[None]]]
-    ) -> tuple[int, list[Unhealthy], Exception | None]:
+    ) -> tuple[int, list[FailureStreak], Exception | None]:
         """Writes `batch` one row at a time; a row refused for its data is replaced by
         sanitised copies, and if those are refused too its future fails with RowRejected.
 
-        Returns how many rows (from the start) are settled, what became unhealthy, and the
+        Returns how many rows (from the start) are settled, the failure streaks, and the
         outage that stopped it early, if any. A settled row's future is resolved by the
         caller unless it was failed here.
         """
-        unhealthy: list[Unhealthy] = []
+        failing: list[FailureStreak] = []
         for i, (row, fut) in enumerate(batch):
             candidates = [row, *_fallbacks(row)]
             error: BaseException | None = None
             for n, candidate in enumerate(candidates):
                 try:
-                    unhealthy += await self._write([candidate])
-                except DATA_ERRORS as exc:
+                    failing += await self._write([candidate])
+                except Unstorable as exc:
                     error = exc
                     continue
                 except Exception as exc:
-                    return i, unhealthy, exc
+                    return i, failing, exc
                 if n:
                     log.error(
                         "delivery log row refused; stored a sanitised copy",
@@ -286,10 +223,13 @@ class DeliveryLog:
                 )
                 if not fut.done():
                     fut.set_exception(RowRejected(f"delivery log refused the row: {error!r}"))
-        return len(batch), unhealthy, None
+        return len(batch), failing, None
 
-    async def _write(self, rows: Sequence[AttemptRow]) -> list[Unhealthy]:
-        columns = _attempt_columns(rows)
+    async def _write(self, rows: Sequence[AttemptRow]) -> list[FailureStreak]:
+        try:
+            columns = _attempt_columns(rows)
+        except (ValueError, TypeError) as exc:  # not a UUID; text orjson cannot encode
+            raise Unstorable(f"a value cannot be stored: {exc!r}") from exc
         # Rows of one delivery in one batch: the summary takes the latest, since one
         # INSERT ... ON CONFLICT cannot touch a row twice.
         latest: dict[str, AttemptRow] = {}
@@ -300,86 +240,21 @@ class DeliveryLog:
                 latest[r.delivery_id] = r
             first[r.delivery_id] = min(first.get(r.delivery_id, r.started_at), r.started_at)
         summary = list(latest.values())
-        deltas = health_deltas(rows)
-        reset = {w: d for w, d in deltas.items() if d.reset}
-        added = {w: d for w, d in deltas.items() if not d.reset and d.failures}
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_INSERT_ATTEMPTS, *columns)
-            await conn.execute(
-                _UPSERT_DELIVERIES,
-                [uuid.UUID(r.delivery_id) for r in summary],
-                [uuid.UUID(r.webhook_id) for r in summary],
-                [r.org for r in summary],
-                [r.event_id for r in summary],
-                [r.event_type for r in summary],
-                [r.status for r in summary],
-                [r.attempt for r in summary],
-                [first[r.delivery_id] for r in summary],
-                [r.started_at for r in summary],
-                [r.error for r in summary],
-                [r.response_status for r in summary],
-                [r.next_attempt_at for r in summary],
-            )
-            counts: list[asyncpg.Record] = []
-            for sql, part in ((_HEALTH_RESET, reset), (_HEALTH_ADD, added)):
-                if part:
-                    ids = sorted(part)  # a fixed order: no deadlock between replicas
-                    counts += await conn.fetch(
-                        sql,
-                        [uuid.UUID(w) for w in ids],
-                        [part[w].failures for w in ids],
-                        [part[w].first_failure_at for w in ids],
-                    )
-        now = datetime.now(UTC)
-        return [
-            Unhealthy(str(c["webhook_id"]), c["consecutive_failures"], c["first_failure_at"])
-            for c in counts
-            if c["consecutive_failures"] >= self._threshold
-            and c["first_failure_at"] is not None
-            and now - c["first_failure_at"] >= self._span
-        ]
-
-    async def maintain(self, retention_days: int, *, now: datetime | None = None) -> list[str]:
-        """Creates the coming days' partitions and drops those older than the retention;
-        returns the dropped partitions' names. One replica at a time does it."""
-        today = (now or datetime.now(UTC)).date()
-        cutoff = today - timedelta(days=retention_days)
-        dropped: list[str] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _MAINTENANCE_LOCK):
-                return dropped
-            await conn.execute("SELECT hookline_ensure_partitions(1, 7)")
-            names = await conn.fetch(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                " WHERE i.inhparent = 'delivery_attempts'::regclass"
-            )
-            for rec in names:
-                match = _PARTITION.match(rec["relname"])
-                if match is None:
-                    continue
-                day = datetime.strptime(match.group(1), "%Y%m%d").date()
-                if day < cutoff:
-                    await conn.execute(f'DROP TABLE "{rec["relname"]}"')
-                    dropped.append(rec["relname"])
-            # The summary rows of deliveries whose attempts are gone go with them.
-            await conn.execute(
-                "DELETE FROM deliveries WHERE last_at < $1",
-                datetime.combine(cutoff, datetime.min.time(), UTC),
-            )
-        if dropped:
-            log.info("delivery log partitions dropped", partitions=dropped)
-        return dropped
-
-    async def maintain_forever(self, retention_days: int, stop: asyncio.Event) -> None:
-        """`maintain` now and then hourly until `stop` is set; failures are logged."""
-        while not stop.is_set():
-            try:
-                await self.maintain(retention_days)
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("delivery log maintenance failed", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(3600):
-                    await stop.wait()
+        with db_errors():
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_INSERT_ATTEMPTS, *columns)
+                await conn.execute(
+                    _UPSERT_DELIVERIES,
+                    *delivery_columns(summary),
+                    [r.status for r in summary],
+                    [r.attempt for r in summary],
+                    [first[r.delivery_id] for r in summary],
+                    [r.started_at for r in summary],
+                    [r.error for r in summary],
+                    [r.response_status for r in summary],
+                    [r.next_attempt_at for r in summary],
+                )
+                return await count_failures(conn, rows)
 
 
 def _fallbacks(row: AttemptRow) -> list[AttemptRow]:
@@ -408,14 +283,23 @@ def _json(value: dict[str, str] | None) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _attempt_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
-    """The batch as one array per column, in `_INSERT_ATTEMPTS`'s order."""
+def delivery_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
+    """The columns that name each row's delivery, one array each, in the order every
+    batched statement of the log takes them first: delivery id, webhook id, org, event
+    id, event type."""
     return [
         [uuid.UUID(r.delivery_id) for r in rows],
         [uuid.UUID(r.webhook_id) for r in rows],
         [r.org for r in rows],
         [r.event_id for r in rows],
         [r.event_type for r in rows],
+    ]
+
+
+def _attempt_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
+    """The batch as one array per column, in `_INSERT_ATTEMPTS`'s order."""
+    return [
+        *delivery_columns(rows),
         [r.attempt for r in rows],
         [r.trigger for r in rows],
         [r.outcome for r in rows],

@@ -1,0 +1,190 @@
+"""The sender's consumer of `hookline.deliveries`: fetches with many deliveries in flight
+per partition, pauses when its buffer is full, commits each partition only up to its
+contiguous completed watermark, and on a rebalance or a stop hands off what is still
+unfinished (DESIGN.md section 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from .offsets import Offsets, Part
+from .scheduler import OnFinished, Scheduler
+
+log = structlog.get_logger(component="sender")
+
+COMMIT_INTERVAL_S = 0.2
+# On a rebalance or a stop, the deliveries of the partitions given up that are still
+# unfinished after this long are handed off (see `DeliveryConsumer._hand_off`).
+REVOKE_WAIT_S = 3.0
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: DeliveryConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._owner.revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._owner.assign(assigned)
+
+
+@dataclass(frozen=True)
+class Consuming:
+    """What a sender consumes, how much it buffers, and how it gives partitions up."""
+
+    topic: str
+    max_pending: int  # fetched and not finished: above it, fetching pauses
+    drain_timeout: float = 10.0
+    revoke_wait: float = REVOKE_WAIT_S
+
+
+class DeliveryConsumer:
+    """Feeds fetched records to the scheduler and accounts for them once finished
+    (`finished`, the callback the scheduler is made with: it never imports this module);
+    `run()` until `stop`, then drains."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        scheduler: Callable[[OnFinished], Scheduler],
+        *,
+        config: Consuming,
+        offsets: Offsets,
+        stop: asyncio.Event,
+        ready: asyncio.Event | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._config = config
+        self._offsets = offsets
+        self._stop = stop
+        self._ready = ready or asyncio.Event()  # set once partitions were assigned
+        self._paused = False
+        self._progress = asyncio.Event()
+        self.listener = _Listener(self)
+        # The scheduler reports each finished job back here.
+        self._scheduler = scheduler(self.finished)
+
+    async def run(self) -> None:
+        """Fetches and dispatches until `stop`; then drains: waits briefly for in-flight
+        work, hands off what is unfinished, commits, and lets requests still running end
+        within the drain time."""
+        committer = asyncio.create_task(self._commit_forever(), name="sender-commits")
+        consumer, scheduler = self._consumer, self._scheduler
+        try:
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100, max_records=1000)
+                for tp, records in batch.items():
+                    part = self._offsets.parts.get(tp)
+                    if part is None:
+                        continue  # revoked while fetched: the new owner gets these
+                    for record in records:
+                        scheduler.dispatch(tp, part, record)
+                self._backpressure()
+            log.info("sender draining", in_flight=scheduler.pending)
+            consumer.pause(*consumer.assignment())
+            started = time.monotonic()
+            await self._wait_until(
+                lambda: scheduler.pending == 0,
+                min(self._config.revoke_wait, self._config.drain_timeout),
+            )
+            await self._hand_off(list(self._offsets.parts.values()))
+            await self._commit()
+            # Requests still in flight get the rest of the drain time to end and be logged.
+            await self._wait_until(
+                lambda: scheduler.pending == 0,
+                self._config.drain_timeout - (time.monotonic() - started),
+            )
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+
+    async def commit(self) -> None:
+        """Commits every owned partition up to its watermark (the last commit of a stop,
+        once the delivery log wrote what finished)."""
+        await self._commit()
+
+    def cancel(self) -> None:
+        """Cancels the jobs still running: their offsets stay uncommitted (replayed)."""
+        self._scheduler.cancel()
+
+    def finished(self, tp: TopicPartition, part: Part, offset: int, ok: bool) -> None:
+        """A job's work is over: its offset may complete, the buffer has room."""
+        self._offsets.finish(tp, part, offset, ok)
+        self._backpressure()
+        self._progress.set()
+
+    def _backpressure(self) -> None:
+        consumer, pending = self._consumer, self._scheduler.pending
+        if not self._paused and pending >= self._config.max_pending:
+            self._paused = True
+            consumer.pause(*consumer.assignment())
+            log.info("sender paused: buffer full", in_flight=pending)
+        elif self._paused and pending <= self._config.max_pending // 2 and not self._stop.is_set():
+            self._paused = False
+            consumer.resume(*consumer.assignment())
+
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """True once `predicate()` holds (checked after each finished job), False on timeout."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.1)):
+                    await self._progress.wait()
+        return True
+
+    async def _commit_forever(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL_S)
+            await self._commit()
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        await self._offsets.commit(self._consumer, only)
+
+    async def revoke(self, revoked: set[TopicPartition]) -> None:
+        """Waits briefly for the revoked partitions' in-flight work, hands off what is
+        still unfinished, commits, and forgets them."""
+        parts = self._offsets.parts
+        mine = {tp for tp in revoked if tp in parts}
+        try:
+            await self._wait_until(
+                lambda: all(not parts[tp].open for tp in mine), self._config.revoke_wait
+            )
+            await self._hand_off([parts[tp] for tp in mine])
+            await self._commit(mine)
+        finally:
+            # Always: a stale partition in the commit would make every commit fail.
+            self._offsets.forget(mine)
+
+    async def _hand_off(self, parts: list[Part]) -> None:
+        """Requeues what is unfinished in partitions being given up (`Offsets.hand_off`).
+        Their jobs queued behind a webhook's cap leave the queues first, so that none is
+        started meanwhile; those not handed off go back (or end if revoked)."""
+        if not parts:
+            return
+        given_up = {id(part) for part in parts}
+        queued = self._scheduler.withdraw(lambda j: id(j.part) in given_up)
+        await self._offsets.hand_off(self._producer, self._config.topic, parts)
+        for job in queued:
+            self._scheduler.resume(job)
+
+    def assign(self, assigned: set[TopicPartition]) -> None:
+        self._offsets.assign(assigned)
+        if self._paused:
+            self._consumer.pause(*assigned)
+        log.info("sender partitions assigned", partitions=len(assigned))
+        self._ready.set()

@@ -1,0 +1,266 @@
+"""A delivery job's life in a sender: dispatched from a fetched record, it is worked at
+once, queued behind its webhook's cap, or parked in a retry tier when that queue would
+wait too long; an attempt's follow-ups are retried through outages; what no attempt can
+complete goes to the dead-letter topic. A finished job is reported through `on_finished`
+(the consumer commits its offset)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from shared.core.attempts import AttemptRow, Effect, Outcome, Retry
+from shared.core.errors import HooklineError, ProduceFailed, is_retryable
+from shared.core.messages import DeliveryMessage, MessageError
+from shared.core.retry import RETRY_TIERS
+from shared.runtime import Backoff
+
+from .deliver import Prepared
+from .offsets import Job, Part
+from .slots import MAX_QUEUE_WAIT_S, Slots
+
+log = structlog.get_logger(component="sender")
+
+MAX_PARK_S = 3600.0
+
+# A job's work is over: (partition, its Part, offset, whether it completed).
+OnFinished = Callable[[TopicPartition, Part, int, bool], None]
+
+
+class Attempts(Protocol):
+    """What the scheduler needs of the `Deliverer`: an attempt's two stages."""
+
+    async def prepare(self, msg: DeliveryMessage) -> Prepared | Outcome | None: ...
+
+    async def call(self, prepared: Prepared) -> Outcome: ...
+
+
+class Effects(Protocol):
+    """What the scheduler needs of the `FollowUps`."""
+
+    async def apply(self, effect: Effect) -> None: ...
+
+    async def record(self, row: AttemptRow) -> None: ...
+
+    async def reject(self, value: bytes | None, key: bytes | None, reason: str | None) -> None: ...
+
+
+class Scheduler:
+    """Runs the jobs of one sender: at most `concurrency` requests in flight at once
+    (HOOKLINE_SENDER_CONCURRENCY), at most `per_webhook` of one webhook's."""
+
+    def __init__(
+        self,
+        deliverer: Attempts,
+        follow_ups: Effects,
+        *,
+        concurrency: int,
+        per_webhook: int,
+        owns: Callable[[Job], bool],
+        on_finished: OnFinished,
+        stop: asyncio.Event,
+    ) -> None:
+        self._deliverer = deliverer
+        self._follow_ups = follow_ups
+        self._requests = asyncio.Semaphore(concurrency)
+        self._slots: Slots[Job] = Slots(per_webhook)
+        self._owns = owns
+        self._on_finished = on_finished
+        self._stop = stop
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.pending = 0  # dispatched jobs not finished yet
+
+    def dispatch(self, tp: TopicPartition, part: Part, record: ConsumerRecord) -> None:
+        """Takes a fetched record on: works it, queues it or parks it."""
+        part.wm.dispatch(record.offset)
+        self.pending += 1
+        try:
+            msg = DeliveryMessage.decode(record.value)
+        except MessageError as exc:
+            self._spawn(self._reject(tp, part, record, exc.reason))
+            return
+        wid = msg.webhook_id
+        if msg.parked:  # back from being parked: no longer counted as such
+            self._slots.unpark(wid)
+            msg = dataclasses.replace(msg, parked=False)
+        job = Job(tp, part, record.offset, msg)
+        part.open[record.offset] = job
+        if self._slots.free(wid):
+            self._slots.take(wid)
+            self._spawn(self._work(job))
+            return
+        wait = self._slots.expected_wait(wid, self._slots.queued(wid) + 1)
+        if wait > MAX_QUEUE_WAIT_S and (msg.due_at or 0) <= time.time():
+            self._spawn(self._park(job, wait))
+        else:
+            self._slots.enqueue(wid, job)
+
+    def withdraw(self, which: Callable[[Job], bool]) -> list[Job]:
+        """Takes the queued jobs `which` selects out of the queues (none of them starts
+        until `resume`)."""
+        return self._slots.remove(which)
+
+    def resume(self, job: Job) -> None:
+        """A withdrawn job: finished unsent if it was handed off or its partition is
+        gone, else started or queued again."""
+        wid = job.msg.webhook_id
+        if job.offset in job.part.handed or not self._owns(job):
+            self._finish(job.tp, job.part, job.offset, False)
+        elif self._slots.free(wid):  # its webhook's requests ended meanwhile
+            self._slots.take(wid)
+            self._spawn(self._work(job))
+        else:
+            self._slots.enqueue(wid, job)
+
+    def cancel(self) -> None:
+        """Cancels every job still running (at the end of a drain)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        """Forgets a finished task, logging what it raised (never left unretrieved)."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("sender task failed", error=repr(exc), exc_info=exc)
+
+    def _release(self, done: Job) -> None:
+        """A webhook's slot is free: start its next queued job still owned by us."""
+        nxt = self._slots.release(
+            done.msg.webhook_id, id(done), usable=self._owns, dropped=self._dropped
+        )
+        if nxt is not None:
+            self._spawn(self._work(nxt))
+
+    def _dropped(self, job: Job) -> None:
+        self.pending -= 1  # revoked meanwhile: dropped, the new owner redelivers it
+
+    async def _work(self, job: Job) -> None:
+        ok = False
+        released = False
+        delay = Backoff(self._stop)
+        outcome: Outcome | None = None
+        applied: set[int] = set()  # the outcome's effects done, by identity
+        try:
+            while True:
+                try:
+                    if outcome is None:
+                        if self._given_up(job):
+                            return
+                        step = await self._deliverer.prepare(job.msg)
+                        if step is None:  # not due: moved to a retry tier
+                            ok = True
+                            return
+                        if isinstance(step, Prepared):
+                            # Only the request holds one of the global slots.
+                            async with self._requests:
+                                if self._given_up(job):
+                                    return
+                                # Its age tells a slow endpoint from a busy sender: the
+                                # time spent waiting for a global slot does not count.
+                                self._slots.began(job.msg.webhook_id, id(job))
+                                step = await self._deliverer.call(step)
+                        outcome = step
+                        released = True
+                        self._release(job)
+                    if job.offset in job.part.handed:
+                        # Handed off while its request ran: the copy carries the delivery
+                        # on, so this attempt is logged but schedules no retry of its own.
+                        outcome = outcome.handed_off()
+                    # Only what follows the POST is retried from here on: never the POST,
+                    # nor an effect already applied.
+                    for effect in outcome.effects:
+                        if id(effect) not in applied:
+                            await self._follow_ups.apply(effect)
+                            applied.add(id(effect))
+                    await self._follow_ups.record(outcome.row)
+                    ok = True
+                    return
+                except Exception as exc:
+                    if is_retryable(exc):
+                        # An outage of the database or the broker: wait and try again
+                        # rather than lose it or complete it; on shutdown it stays
+                        # uncommitted and is redelivered.
+                        if self._stop.is_set():
+                            return
+                        log.warning("delivery step failed; retrying", error=repr(exc))
+                        await delay.sleep()
+                        continue
+                    # Bad data (a row the log refused, a value the database cannot
+                    # store) or a bug: retrying would repeat it forever (and re-POST),
+                    # so the message goes to the dead-letter topic with the reason.
+                    if isinstance(exc, HooklineError):
+                        log.error("delivery failed; dead-lettered", error=repr(exc))
+                        ok = await self._dead_letter(job, str(exc))
+                    else:
+                        log.exception("delivery failed; dead-lettered")
+                        ok = await self._dead_letter(job, repr(exc))
+                    return
+        finally:
+            if not released:
+                self._release(job)
+            self._finish(job.tp, job.part, job.offset, ok)
+
+    def _given_up(self, job: Job) -> bool:
+        """Handed off or revoked while it waited: its copy or the new owner sends it."""
+        return job.offset in job.part.handed or not self._owns(job)
+
+    async def _dead_letter(self, job: Job, reason: str) -> bool:
+        """Moves a message no attempt can complete to the dead-letter topic; True once
+        acknowledged, False if stopped first."""
+        log.error("delivery to dead-letter", reason=reason, delivery_id=job.msg.delivery_id)
+        return await self._to_dlq(job.msg.encode(), job.msg.key, reason)
+
+    async def _to_dlq(self, value: bytes | None, key: bytes | None, reason: str) -> bool:
+        """Produces to the dead-letter topic with the reason header, retrying with backoff
+        until acknowledged (True) or the sender stops (False: left uncommitted)."""
+        try:
+            await self._follow_ups.reject(value, key, reason)
+        except ProduceFailed as exc:
+            log.warning("dead-letter not published; left uncommitted", error=repr(exc))
+            return False
+        return True
+
+    async def _park(self, job: Job, wait: float) -> None:
+        """Defers a message (no attempt made) until its webhook's backlog should have
+        drained: spread over time, a dead endpoint's overflow comes back about once each
+        rather than cycling through the shortest tier every second."""
+        self._slots.park(job.msg.webhook_id)
+        wait = min(max(wait, RETRY_TIERS[0].delay_s), MAX_PARK_S)
+        parked = dataclasses.replace(job.msg, due_at=time.time() + wait, parked=True)
+        ok = False
+        try:
+            await self._follow_ups.apply(Retry(parked, wait))
+            ok = True
+        except ProduceFailed as exc:
+            log.warning("parking not published; left uncommitted", error=repr(exc))
+        finally:
+            self._finish(job.tp, job.part, job.offset, ok)
+
+    async def _reject(
+        self, tp: TopicPartition, part: Part, record: ConsumerRecord, reason: str
+    ) -> None:
+        log.warning("undecodable delivery to dead-letter", reason=reason, partition=tp.partition)
+        ok = False
+        try:
+            ok = await self._to_dlq(record.value, record.key, reason)
+        finally:
+            self._finish(tp, part, record.offset, ok)
+
+    def _finish(self, tp: TopicPartition, part: Part, offset: int, ok: bool) -> None:
+        self.pending -= 1
+        self._on_finished(tp, part, offset, ok)
