@@ -113,6 +113,21 @@ def _hook(row: asyncpg.Record) -> InboundWebhook:
     )
 
 
+def call_target(row: asyncpg.Record, box: SecretBox) -> CallTarget:
+    """The hook a call names, its secret opened, from a row of its columns."""
+    return CallTarget(
+        id=row["id"],
+        org=row["org"],
+        repo=row["repo"],
+        name=row["name"],
+        target=row["target"],
+        event=row["event"],
+        verify=row["verify"],
+        active=row["active"],
+        secret=box.open(row["secret_enc"]),
+    )
+
+
 def _invocation(row: asyncpg.Record) -> Invocation:
     return Invocation(
         id=str(row["id"]),
@@ -246,19 +261,6 @@ class InboundStore:
         """Raises unless the database answers."""
         await self._pool.fetchval("SELECT 1")
 
-    def _target(self, row: asyncpg.Record) -> CallTarget:
-        return CallTarget(
-            id=row["id"],
-            org=row["org"],
-            repo=row["repo"],
-            name=row["name"],
-            target=row["target"],
-            event=row["event"],
-            verify=row["verify"],
-            active=row["active"],
-            secret=self._box.open(row["secret_enc"]),
-        )
-
     async def for_call(self, hook_id: str) -> CallTarget | None:
         """The hook a call names, secret opened; None if unknown or deleted."""
         if not is_inbound_id(hook_id):
@@ -268,7 +270,7 @@ class InboundStore:
             " FROM inbound_webhooks WHERE id = $1 AND deleted_at IS NULL",
             hook_id,
         )
-        return None if row is None else self._target(row)
+        return None if row is None else call_target(row, self._box)
 
     async def invocations(
         self,

@@ -24,7 +24,7 @@ from shared.batching import Batcher
 from shared.core.inbound import inbound_payload, is_inbound_id
 from shared.core.messages import EventMessage, make_event
 from shared.crypto import SecretBox
-from shared.inbound import CallTarget
+from shared.inbound import CallTarget, call_target
 from shared.kafka import EVENTS
 from shared.outbox import OutboxWaker
 from shared.ratelimit import Refusal, counted
@@ -127,7 +127,7 @@ class CallGate:
         hooks: dict[str, tuple[CallTarget, asyncpg.Record]] = {}
         org_allowed: Counter[str] = Counter()
         for row in rows:
-            hooks[row["id"]] = (self._target(row), row)
+            hooks[row["id"]] = (call_target(row, self._box), row)
             if row["hook_count"] is not None:
                 prev = row["hook_count"] - row["n"]
                 org_allowed[row["org"]] += max(0, min(row["n"], row["per_hook"] - prev))
@@ -154,19 +154,6 @@ class CallGate:
                     refusal = _refusal(f"inbound:org:{hook.org}", row["per_org"], row["org_wait"])
             out.append((hook, refusal))
         return out
-
-    def _target(self, row: asyncpg.Record) -> CallTarget:
-        return CallTarget(
-            id=row["id"],
-            org=row["org"],
-            repo=row["repo"],
-            name=row["name"],
-            target=row["target"],
-            event=row["event"],
-            verify=row["verify"],
-            active=row["active"],
-            secret=self._box.open(row["secret_enc"]),
-        )
 
 
 _INVOCATION = (

@@ -107,3 +107,20 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     if isinstance(exc, web.HTTPMethodNotAllowed):
         response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     return response
+
+
+async def serve_app(
+    app: web.Application, *, host: str, port: int, stop: asyncio.Event, name: str
+) -> None:
+    """Serves `app` on host:port until `stop` is set, then stops accepting and lets the
+    requests in hand finish (10 s at most)."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info(f"{name} listening", host=host, port=port)
+        await stop.wait()
+        log.info(f"{name} stopping")
+    finally:
+        await runner.cleanup()

@@ -41,7 +41,7 @@ from shared.outbox import OutboxWaker
 from shared.ratelimit import SharedRateLimiter
 from shared.runtime import run
 from shared.tokens import TokenStore
-from shared.web import error_middleware_for
+from shared.web import error_middleware_for, serve_app
 from shared.webhooks import WebhookStore
 
 log = structlog.get_logger("services.api")
@@ -137,17 +137,14 @@ def create_app(settings: Settings) -> web.Application:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serves until `stop` is set, then stops accepting and lets requests finish."""
-    log = configure_logging(settings.log_level, service="api")
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=10.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.api_host, settings.api_port)
-        await site.start()
-        log.info("api listening", host=settings.api_host, port=settings.api_port)
-        await stop.wait()
-        log.info("api stopping")
-    finally:
-        await runner.cleanup()
+    configure_logging(settings.log_level, service="api")
+    await serve_app(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        stop=stop,
+        name="api",
+    )
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from shared.core.events import EVENT_TYPES
 from shared.core.inbound import RESULTS as INBOUND_RESULTS
 from shared.core.inbound import VERIFY_MODES
+from shared.limits import RANGES as LIMIT_RANGES
 from shared.log.queries import STATS_MAX_ATTEMPTS, STATS_WINDOW_DAYS, STATUSES
 
 Schema = dict[str, Any]
@@ -341,14 +342,7 @@ SCHEMAS.update(
 )
 
 _LIMIT = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}
-_LIMIT_FIELDS = (
-    "max_webhooks_per_repo",
-    "max_org_webhooks",
-    "retention_days",
-    "ingest_rate_per_min",
-    "inbound_rate_per_hook",
-    "inbound_rate_per_org",
-)
+_LIMIT_FIELDS = tuple(LIMIT_RANGES)
 SCHEMAS.update(
     {
         "LimitsIn": _obj(

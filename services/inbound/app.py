@@ -20,7 +20,7 @@ from shared.logging import configure_logging
 from shared.outbox import OutboxWaker
 from shared.ratelimit import SharedRateLimiter
 from shared.runtime import run
-from shared.web import error_middleware_for, json_response
+from shared.web import error_middleware_for, json_response, serve_app
 
 # Above max_payload_bytes so that the handler's own check (with its clear 413) fires first.
 _BODY_SLACK = 64 * 1024
@@ -96,17 +96,14 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serves until `stop` is set, then stops accepting and lets calls finish."""
-    log = configure_logging(settings.log_level, service="inbound")
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=10.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.inbound_host, settings.inbound_port)
-        await site.start()
-        log.info("inbound listening", host=settings.inbound_host, port=settings.inbound_port)
-        await stop.wait()
-        log.info("inbound stopping")
-    finally:
-        await runner.cleanup()
+    configure_logging(settings.log_level, service="inbound")
+    await serve_app(
+        create_app(settings),
+        host=settings.inbound_host,
+        port=settings.inbound_port,
+        stop=stop,
+        name="inbound",
+    )
 
 
 def main() -> None:

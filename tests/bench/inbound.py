@@ -100,22 +100,6 @@ class Caller:
             await asyncio.gather(*tasks)
 
 
-async def _drain(b: Bench, phase: str, expected: int) -> float:
-    start = time.monotonic()
-    last, last_change = -1, start
-    while time.monotonic() - start < b.plan.drain_timeout:
-        b.log.poll()
-        got = b.log.phase(phase).unique
-        if got >= expected:
-            break
-        if got != last:
-            last, last_change = got, time.monotonic()
-        elif time.monotonic() - last_change > b.plan.stall_timeout:
-            break
-        await asyncio.sleep(0.2)
-    return round(time.monotonic() - start, 2)
-
-
 async def inbound(b: Bench) -> None:
     b.enter("inbound")
     url_base = b.cluster.inbound_url
@@ -141,7 +125,7 @@ async def inbound(b: Bench) -> None:
         counted = [t for t in times if t >= start + warmup]
         rate = len(counted) / max(end - (start + warmup), 0.001)
         accepted = caller.accepted.get("inbound", 0)
-        drained = await _drain(b, "inbound", accepted)
+        drained = await b.drain("inbound", accepted)
         b.mark("inbound", start, time.time())
         saturated = b.log.phase("inbound")
         say(
@@ -154,7 +138,7 @@ async def inbound(b: Bench) -> None:
         await caller.paced("inbound-latency", b.plan.inbound_rate, b.plan.inbound_latency)
         lat_end = time.time()
         expected = caller.accepted.get("inbound-latency", 0)
-        lat_drained = await _drain(b, "inbound-latency", expected)
+        lat_drained = await b.drain("inbound-latency", expected)
         b.mark("inbound-latency", lat_start, time.time())
     log = b.log.phase("inbound-latency")
     missing = max(0, expected - log.unique)

@@ -103,14 +103,15 @@ class Bench:
         rate = self.log.rate(time.time())
         return max(float(self.plan.backlog_min), rate * self.plan.backlog_seconds / len(self.hooks))
 
-    async def drain(self, phase: str) -> float:
+    async def drain(self, phase: str, expected: int | None = None) -> float:
         """Waits until every expected delivery of `phase` arrived or progress stalls."""
+        target = self.expected(phase) if expected is None else expected
         start = time.monotonic()
         last, last_change = -1, start
         while time.monotonic() - start < self.plan.drain_timeout:
             self.log.poll()
             got = self.log.phase(phase).unique
-            if got >= self.expected(phase):
+            if got >= target:
                 break
             if got != last:
                 last, last_change = got, time.monotonic()

@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.inbound.app import create_app as create_edge
 from shared.config import Settings
+from shared.limits import RANGES
 from tests.integration.api_support import (
     admin,
     api_client,
@@ -19,16 +20,7 @@ from tests.integration.api_support import (
 )
 
 api = api_fixture()
-NULLS = dict.fromkeys(
-    (
-        "max_webhooks_per_repo",
-        "max_org_webhooks",
-        "retention_days",
-        "ingest_rate_per_min",
-        "inbound_rate_per_hook",
-        "inbound_rate_per_org",
-    )
-)
+NULLS = dict.fromkeys(RANGES)
 
 
 async def test_limits_are_admin_only_and_validated(

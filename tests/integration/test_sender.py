@@ -671,9 +671,7 @@ async def test_a_repeat_attempt_takes_the_next_number_free_in_the_log(
         rows = await _attempts(pool, first.delivery_id, 2)
         # The automatic retry asked for 2 and got 4; a message numbered by the API keeps
         # its number.
-        manual = dataclasses.replace(
-            first, attempt=3, trigger="manual", single=True, numbered=True
-        )
+        manual = dataclasses.replace(first, attempt=3, trigger="manual", single=True, numbered=True)
         await producer.send_and_wait(topics.deliveries, manual.encode(), key=manual.key)
         rows = await _attempts(pool, first.delivery_id, 3)
     finally:
