@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -46,17 +48,25 @@ class AttemptNumbers:
         return at_least if number is None else int(number)
 
 
-async def reserve_resends(
-    conn: asyncpg.Connection, deliveries: Sequence[Sequence[AttemptRow]]
-) -> dict[str, int]:
-    """Marks each delivery (its attempts as logged, oldest first) pending and reserves the
-    number of its next attempt, in the caller's transaction; by delivery id."""
-    firsts, lasts = [a[0] for a in deliveries], [a[-1] for a in deliveries]
+@dataclass(frozen=True)
+class Resend:
+    """A logged delivery to send again: what names it, its highest logged attempt, and
+    when its first and last attempts started."""
+
+    delivery: AttemptRow  # any of its attempts: the naming columns are the same in all
+    logged: int
+    first_at: datetime
+    last_at: datetime
+
+
+async def reserve_resends(conn: asyncpg.Connection, resends: Sequence[Resend]) -> dict[str, int]:
+    """Marks each delivery pending and reserves the number of its next attempt, in the
+    caller's transaction; by delivery id."""
     reserved = await conn.fetch(
         _RESERVE_RESEND,
-        *delivery_columns(lasts),
-        [max(a.attempt for a in attempts) for attempts in deliveries],
-        [r.started_at for r in firsts],
-        [r.started_at for r in lasts],
+        *delivery_columns([r.delivery for r in resends]),
+        [r.logged for r in resends],
+        [r.first_at for r in resends],
+        [r.last_at for r in resends],
     )
     return {str(r["id"]): r["attempts"] for r in reserved}

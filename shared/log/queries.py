@@ -31,7 +31,7 @@ STATS_MAX_ATTEMPTS = 10_000
 # first_at can miss an attempt whose batch was written after a later one (the upsert
 # keeps the newest), e.g. a slow replica racing a redelivery. A daily partition more.
 SUMMARY_SLACK = timedelta(days=1)
-_NO_BOUND = datetime(1970, 1, 1, tzinfo=UTC)
+NO_BOUND = datetime(1970, 1, 1, tzinfo=UTC)
 
 _SUMMARY = (
     "id, webhook_id, event_id, event_type, status, attempts, first_at, last_at,"
@@ -47,8 +47,14 @@ ATTEMPT_COLUMNS = (
 # EXPLAIN exactly what these queries issue. Every read of delivery_attempts carries a
 # lower bound on started_at, so that only the partitions that can hold rows are scanned.
 GET_SUMMARY = "SELECT status, first_at FROM deliveries WHERE id = $1"
+# What a reader is shown of a body: its first SHOWN_CHARS characters, enough for the API's
+# 16 KiB cut to see whether it was cut, never the whole megabyte per attempt.
+SHOWN_CHARS = 16 * 1024 + 1
+SHOWN_COLUMNS = ATTEMPT_COLUMNS.replace(
+    "request_body", f"left(request_body, {SHOWN_CHARS}) AS request_body"
+).replace("response_body", f"left(response_body, {SHOWN_CHARS}) AS response_body")
 GET_ATTEMPTS = (
-    f"SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE delivery_id = $1"
+    f"SELECT {SHOWN_COLUMNS} FROM delivery_attempts WHERE delivery_id = $1"
     " AND started_at >= $2 ORDER BY attempt, started_at"
 )
 # One index-only range count per status on deliveries_by_webhook_status.
@@ -267,12 +273,13 @@ class DeliveryQueries:
 async def load_attempts(
     conn: asyncpg.Connection, delivery_id: str, org: str | None
 ) -> tuple[list[LoggedAttempt], str | None]:
-    """A delivery's attempts (oldest first) and its summary status, if any; not found if
-    it has none, or belongs to another org than `org` (None: any)."""
+    """A delivery's attempts (oldest first, bodies cut at SHOWN_CHARS) and its summary
+    status, if any; not found if it has none, or belongs to another org than `org`
+    (None: any)."""
     did = parse_id(delivery_id, "delivery")
     summary = await conn.fetchrow(GET_SUMMARY, did)
     # The summary's first_at prunes the partitions older than the delivery.
-    since = _NO_BOUND if summary is None else summary["first_at"] - SUMMARY_SLACK
+    since = NO_BOUND if summary is None else summary["first_at"] - SUMMARY_SLACK
     rows = await conn.fetch(GET_ATTEMPTS, did, since)
     if not rows or (org is not None and rows[0]["org"] != org):
         raise NotFound("delivery not found")

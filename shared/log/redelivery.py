@@ -14,31 +14,38 @@ from urllib.parse import parse_qs
 import asyncpg
 import orjson
 
-from shared.core.errors import Conflict
+from shared.core.attempts import AttemptRow
+from shared.core.errors import Conflict, NotFound
 from shared.core.messages import DeliveryMessage
 from shared.db import translated
 from shared.kafka import DELIVERIES
 from shared.outbox import enqueue_many
 
-from .numbering import reserve_resends
-from .queries import (
-    ATTEMPT_COLUMNS,
-    SUMMARY_SLACK,
-    LoggedAttempt,
-    load_attempts,
-    parse_id,
-    to_attempt,
-)
+from .numbering import Resend, reserve_resends
+from .queries import NO_BOUND, SUMMARY_SLACK, parse_id
+
+GET_FIRST_AT = "SELECT first_at FROM deliveries WHERE id = $1"
 
 RECOVER_MAX = 10_000  # deliveries redelivered by one recover call, newest first
+RECOVER_PAGE = 10  # deliveries whose bodies are held in memory at once
 RECOVER_IDS = (
     "SELECT id FROM deliveries WHERE webhook_id = $1 AND status = ANY($2::text[])"
     " AND first_at >= $3 ORDER BY first_at DESC, id DESC LIMIT $4"
 )
-RECOVER_ATTEMPTS = (
-    f"SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE delivery_id = ANY($1::uuid[])"
-    " AND started_at >= $2"
-)  # unordered: sorting thousands of wide rows spilled to disk; recover orders them itself
+# What names each delivery and the range of its attempts: no bodies.
+RESEND_META = (
+    "SELECT delivery_id, webhook_id, org, event_id, event_type, max(attempt) AS logged,"
+    " min(started_at) AS first_at, max(started_at) AS last_at FROM delivery_attempts"
+    " WHERE delivery_id = ANY($1::uuid[]) AND started_at >= $2"
+    " GROUP BY delivery_id, webhook_id, org, event_id, event_type"
+)
+# The one body each delivery is sent again with: its newest attempt's that logged one.
+RESEND_BODIES = (
+    "SELECT DISTINCT ON (delivery_id) delivery_id, request_body FROM delivery_attempts"
+    " WHERE delivery_id = ANY($1::uuid[]) AND started_at >= $2 AND request_body <> ''"
+    " ORDER BY delivery_id, attempt DESC, started_at DESC"
+)
+RECOVER_ATTEMPTS = RESEND_META  # (the name tests/bench/explain_log.py plans)
 
 
 def request_payload(body: str | None) -> dict[str, Any]:
@@ -58,17 +65,44 @@ def request_payload(body: str | None) -> dict[str, Any]:
     raise Conflict("the delivery log holds no request body to send again")
 
 
-def payload_of(attempts: Sequence[LoggedAttempt]) -> dict[str, Any]:
-    """The body to send again: from the newest attempt that logged one (a skipped or
-    undecryptable attempt may have logged none)."""
-    for attempt in reversed(attempts):
-        if attempt.request_body:
-            return request_payload(attempt.request_body)
-    return request_payload(None)
+def _resends(rows: Sequence[asyncpg.Record]) -> list[Resend]:
+    return [
+        Resend(
+            delivery=AttemptRow(
+                delivery_id=str(r["delivery_id"]),
+                webhook_id=str(r["webhook_id"]),
+                org=r["org"],
+                event_id=r["event_id"],
+                event_type=r["event_type"],
+                attempt=r["logged"],
+                trigger="manual",
+                outcome="pending",
+                started_at=r["last_at"],
+            ),
+            logged=r["logged"],
+            first_at=r["first_at"],
+            last_at=r["last_at"],
+        )
+        for r in rows
+    ]
+
+
+async def _bodies(
+    conn: asyncpg.Connection, ids: Sequence[uuid.UUID], since: datetime
+) -> dict[str, dict[str, Any]]:
+    """Each delivery's payload to send again; one without a usable body is left out."""
+    payloads = {}
+    for row in await conn.fetch(RESEND_BODIES, ids, since):
+        try:
+            payloads[str(row["delivery_id"])] = request_payload(row["request_body"])
+        except Conflict:
+            continue
+    return payloads
 
 
 class Redelivery:
-    """Tenant-scoped redelivery; `org=None` is the admin's view."""
+    """Tenant-scoped redelivery; `org=None` is the admin's view. Only the one body each
+    delivery is sent again with is read, never every attempt's."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -76,60 +110,66 @@ class Redelivery:
     @translated
     async def redeliver(self, delivery_id: str, org: str | None) -> DeliveryMessage:
         """Sends a delivery again: same id, the next attempt number, trigger `manual`."""
+        did = parse_id(delivery_id, "delivery")
         async with self._pool.acquire() as conn, conn.transaction():
-            attempts, _ = await load_attempts(conn, delivery_id, org)
+            first_at = await conn.fetchval(GET_FIRST_AT, did)
+            since = NO_BOUND if first_at is None else first_at - SUMMARY_SLACK
+            resends = _resends(await conn.fetch(RESEND_META, [did], since))
+            if not resends or (org is not None and resends[0].delivery.org != org):
+                raise NotFound("delivery not found")
             exists = await conn.fetchval(
-                "SELECT 1 FROM webhooks WHERE id = $1", uuid.UUID(attempts[-1].webhook_id)
+                "SELECT 1 FROM webhooks WHERE id = $1", uuid.UUID(resends[0].delivery.webhook_id)
             )
             if not exists:
                 raise Conflict("the webhook of this delivery has been deleted")
-            (msg,) = await _resend(conn, [attempts], "manual")
+            payloads = await _bodies(conn, [did], since)
+            if not payloads:
+                request_payload(None)  # Conflict: nothing to send again
+            (msg,) = await _resend(conn, resends, payloads, "manual")
         return msg
 
     @translated
     async def recover(self, webhook_id: str, since: datetime) -> int:
         """Redelivers (trigger `recover`) every failed or dead delivery of a webhook first
-        attempted at or after `since`, newest first, at most RECOVER_MAX per call."""
+        attempted at or after `since`, newest first, at most RECOVER_MAX per call; the
+        bodies are read RECOVER_PAGE deliveries at a time."""
         wid = parse_id(webhook_id, "webhook")
+        # Attempts start at or after their delivery's first_at: older partitions pruned.
+        bound = since - SUMMARY_SLACK
+        count = 0
         async with self._pool.acquire() as conn, conn.transaction():
-            ids = await conn.fetch(RECOVER_IDS, wid, ["failed", "dead"], since, RECOVER_MAX)
-            if not ids:
-                return 0
-            # Attempts start at or after their delivery's first_at: older partitions pruned.
-            rows = await conn.fetch(RECOVER_ATTEMPTS, [r["id"] for r in ids], since - SUMMARY_SLACK)
-            grouped: dict[str, list[LoggedAttempt]] = {}
-            for r in rows:
-                attempt = to_attempt(r)
-                grouped.setdefault(attempt.delivery_id, []).append(attempt)
-            # A delivery whose log rows are gone (retention) or hold no body is skipped.
-            usable = []
-            for found in ids:
-                attempts = sorted(
-                    grouped.get(str(found["id"]), ()), key=lambda a: (a.attempt, a.started_at)
-                )
-                if not attempts:
-                    continue
-                try:
-                    payload_of(attempts)
-                except Conflict:
-                    continue
-                usable.append(attempts)
-            if usable:
-                await _resend(conn, usable, "recover")
-        return len(usable)
+            ids = [
+                r["id"]
+                for r in await conn.fetch(RECOVER_IDS, wid, ["failed", "dead"], since, RECOVER_MAX)
+            ]
+            for start in range(0, len(ids), RECOVER_PAGE):
+                page = ids[start : start + RECOVER_PAGE]
+                # A delivery whose log rows are gone (retention) or hold no body is skipped.
+                payloads = await _bodies(conn, page, bound)
+                resends = [
+                    r
+                    for r in _resends(await conn.fetch(RESEND_META, page, bound))
+                    if r.delivery.delivery_id in payloads
+                ]
+                if resends:
+                    count += len(await _resend(conn, resends, payloads, "recover"))
+        return count
 
 
 async def _resend(
-    conn: asyncpg.Connection, deliveries: list[list[LoggedAttempt]], trigger: str
+    conn: asyncpg.Connection,
+    resends: list[Resend],
+    payloads: dict[str, dict[str, Any]],
+    trigger: str,
 ) -> list[DeliveryMessage]:
-    """Writes one single-shot message per delivery (attempts as logged, oldest first)
-    with its reserved attempt number, in the caller's transaction: two redeliveries of
-    one delivery, or one racing its automatic retry, never share a number."""
+    """Writes one single-shot message per delivery with its reserved attempt number, in
+    the caller's transaction: two redeliveries of one delivery, or one racing its
+    automatic retry, never share a number."""
     now = time.time()
-    number = await reserve_resends(conn, deliveries)
+    number = await reserve_resends(conn, resends)
     messages = []
-    for attempts in deliveries:
-        last = attempts[-1]
+    for resend in resends:
+        last = resend.delivery
         messages.append(
             DeliveryMessage(
                 delivery_id=last.delivery_id,
@@ -137,7 +177,7 @@ async def _resend(
                 org=last.org,
                 event_id=last.event_id,
                 event_type=last.event_type,
-                body=payload_of(attempts),
+                body=payloads[last.delivery_id],
                 attempt=number[last.delivery_id],
                 trigger=trigger,
                 enqueued_at=now,
