@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import TypeAlias
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -49,6 +50,8 @@ log = structlog.get_logger(service="matcher")
 
 GROUP_ID = "hookline-matcher"
 PING_REASON = "ping is sent per webhook via the API"
+# A fan-out's messages produced before their acks are awaited (and their bytes let go).
+FANOUT_CHUNK_BYTES = 16 * 1024 * 1024
 Message: TypeAlias = "ConsumerRecord[bytes, bytes]"
 _REJECT_HEADERS = {REJECT_HEADER, "source-topic", "source-partition", "source-offset"}
 # The broker refuses a batch over `message.max.bytes` (default 1048588), and after such a
@@ -103,6 +106,14 @@ def deliveries_for(
     return out
 
 
+async def _settle(futures: list[Awaitable[object]]) -> None:
+    """Waits for every send; ProduceFailed if any failed."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise ProduceFailed(f"{len(errors)} of {len(results)} sends failed: {errors[0]!r}")
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Lets the batch in hand finish and commit before its partitions are given away."""
 
@@ -153,9 +164,12 @@ class Matcher:
     async def handle(self, batch: Mapping[TopicPartition, list[Message]]) -> tuple[int, int]:
         """Produces every batch message's deliveries (or rejection) and awaits every ack.
 
-        Returns (deliveries, rejected). Raises ProduceFailed if any send failed."""
+        A large fan-out is produced FANOUT_CHUNK_BYTES at a time, each part acknowledged
+        before the next is encoded: one event to thousands of webhooks never holds one
+        copy of its body per webhook. Returns (deliveries, rejected). Raises ProduceFailed
+        if any send failed."""
         futures: list[Awaitable[object]] = []
-        deliveries = rejected = 0
+        deliveries = rejected = pending = 0
         for messages in batch.values():
             for msg in messages:
                 routed, reason = self._route(msg)
@@ -170,29 +184,35 @@ class Matcher:
                             self._deliveries_topic, key=delivery.key, value=value
                         )
                     )
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise ProduceFailed(f"{len(errors)} of {len(results)} sends failed: {errors[0]!r}")
+                    pending += len(value)
+                    if pending >= FANOUT_CHUNK_BYTES:
+                        await _settle(futures)
+                        futures, pending = [], 0
+        await _settle(futures)
         return deliveries, rejected
 
-    def _route(self, msg: Message) -> tuple[list[tuple[DeliveryMessage, bytes]], str | None]:
-        """The encoded deliveries of one event, or the reason it is rejected."""
+    def _route(self, msg: Message) -> tuple[Iterator[tuple[DeliveryMessage, bytes]], str | None]:
+        """The encoded deliveries of one event (made as they are taken), or the reason it
+        is rejected. The body is encoded once for all of them."""
         try:
             event = decode_event(msg.value, timestamp_ms=msg.timestamp)
             if event.type == "ping":
-                return [], PING_REASON
+                return iter(()), PING_REASON
             enqueued_at = _epoch(event.created_at, msg.timestamp)
-            routed = [(d, d.encode()) for d in deliveries_for(event, self._table, enqueued_at)]
+            matched = deliveries_for(event, self._table, enqueued_at)
+            if not matched:
+                return iter(()), None
+            body_json = orjson.dumps(matched[0].body)
+            first = matched[0].encode_with(body_json)
         except MessageError as exc:
-            return [], exc.reason
+            return iter(()), exc.reason
         except Exception as exc:  # never let one message stop the stream
             log.exception("event could not be routed", offset=msg.offset)
-            return [], f"cannot route event: {type(exc).__name__}"
-        for delivery, value in routed:
-            if len(value) + len(delivery.key) > MAX_MESSAGE_BYTES:
-                return [], f"delivery message of {len(value)} bytes exceeds {MAX_MESSAGE_BYTES}"
-        return routed, None
+            return iter(()), f"cannot route event: {type(exc).__name__}"
+        # Every delivery of the event carries the same body: the first tells the size.
+        if len(first) + len(matched[0].key) > MAX_MESSAGE_BYTES:
+            return iter(()), f"delivery message of {len(first)} bytes exceeds {MAX_MESSAGE_BYTES}"
+        return ((d, d.encode_with(body_json)) for d in matched), None
 
     async def _reject(self, msg: Message, reason: str) -> Awaitable[object]:
         value = msg.value

@@ -375,3 +375,34 @@ async def test_an_event_whose_delivery_would_not_fit_is_rejected(
     assert "exceeds" in dict(rejected[0].headers)["reason"].decode()
     out = await pipeline.deliveries_out()
     assert [d.event_id for d in out] == [orjson.loads(small)["id"]]
+
+
+async def test_a_fan_out_to_5000_org_hooks_is_produced_in_bounded_parts(
+    pipeline: Pipeline, org: str
+) -> None:
+    """One event with a 20 KB body to 5,000 org-level webhooks: 100 MB of delivery
+    messages, which the matcher never holds at once (tracemalloc's peak during it)."""
+    import resource
+    import tracemalloc
+
+    hooks = [hook(org, None, ("*",)) for _ in range(5_000)]
+    for h in hooks:
+        pipeline.table.put(h)
+    before_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tracemalloc.start()
+    try:
+        await pipeline.publish(event(org, payload={"pad": "x" * 20_000}))
+        await pipeline.settled()  # every delivery produced and acknowledged
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    out = await pipeline.deliveries_out()
+    after_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"fan-out to 5,000: tracemalloc peak {peak / 2**20:.0f} MiB;"
+        f" peak RSS of the test process {before_rss:.0f} -> {after_rss:.0f} MiB"
+    )
+    assert sorted(d.webhook_id for d in out) == sorted(h.id for h in hooks)
+    assert all(len(d.body["pad"]) == 20_000 for d in out)
+    # The messages total 100 MB; the matcher holds about one 16 MiB part of them at a time.
+    assert peak / 2**20 < 48, f"held {peak / 2**20:.0f} MiB"

@@ -277,3 +277,25 @@ def test_a_direct_event_without_repo_is_rejected_unless_repo_is_null() -> None:
         orjson.dumps({"event": "push", "org": "acme", "repo": None, "payload": {}})
     )
     assert org_event.repo is None
+
+
+@given(
+    body=st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(st.text(max_size=30), st.integers(-(2**63), 2**63 - 1), st.booleans()),
+        max_size=6,
+    ),
+    org=st.text(min_size=1, max_size=20),
+)
+def test_encoding_with_a_shared_body_is_the_plain_encoding(
+    body: dict[str, object], org: str
+) -> None:
+    msg = DeliveryMessage(
+        delivery_id=str(uuid.uuid4()),
+        webhook_id=str(uuid.uuid4()),
+        org=org + ',"body":{}',  # the marker inside a string does not fool it
+        event_id="e",
+        event_type="push",
+        body=body,
+    )
+    assert msg.encode_with(orjson.dumps(body)) == msg.encode()
