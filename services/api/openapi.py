@@ -114,6 +114,39 @@ def _paths() -> dict[str, Schema]:
                 "Delete a webhook.", {204: NO_CONTENT}, (), params=[WID], tag="webhooks"
             ),
         },
+        "/api/v1/repos/{org}/{repo}/webhooks/{id}": {
+            "get": operation(
+                "Read a webhook by its repository's path (another repo's: 404).",
+                {200: json_content("Webhook", "The webhook.")},
+                (),
+                params=[ORG, REPO, WID],
+                tag="webhooks",
+            ),
+            "patch": operation(
+                "Change a webhook by its repository's path.",
+                {200: json_content("Webhook", "Updated.")},
+                (),
+                body="WebhookPatch",
+                params=[ORG, REPO, WID],
+                tag="webhooks",
+            ),
+            "delete": operation(
+                "Delete a webhook by its repository's path.",
+                {204: NO_CONTENT},
+                (),
+                params=[ORG, REPO, WID],
+                tag="webhooks",
+            ),
+        },
+        "/api/v1/repos/{org}/{repo}/webhooks/{id}/ping": {
+            "post": operation(
+                "Ping a webhook by its repository's path.",
+                {202: json_content("DeliveryRef", "Queued.")},
+                (),
+                params=[ORG, REPO, WID],
+                tag="webhooks",
+            ),
+        },
         "/api/v1/webhooks/{id}/ping": {
             "post": operation(
                 "Send a `ping` event to this webhook alone, once.",

@@ -238,3 +238,24 @@ async def test_defaults_users_expect(api: TestClient, settings: Settings, org: s
         headers=h,
     )
     assert (await error_of(short, 422))["field"] == "secret"
+
+
+async def test_repo_scoped_paths_are_aliases(api: TestClient, settings: Settings, org: str) -> None:
+    h = await org_token(api, settings, org)
+    hook = await make_webhook(api, h, org, "widgets")
+    scoped = f"/api/v1/repos/{org}/widgets/webhooks/{hook['id']}"
+    got = await api.get(scoped, headers=h)
+    assert got.status == 200 and (await got.json())["id"] == hook["id"]
+    patched = await api.patch(scoped, json={"description": "via repo path"}, headers=h)
+    assert (await patched.json())["description"] == "via repo path"
+    assert (await api.post(scoped + "/ping", headers=h)).status == 202
+    # Another repo's (or org's) path does not reach it.
+    for wrong in (
+        f"/api/v1/repos/{org}/other/webhooks/{hook['id']}",
+        f"/api/v1/repos/{org}x/widgets/webhooks/{hook['id']}",
+    ):
+        await error_of(await api.get(wrong, headers=h), 404)
+        await error_of(await api.delete(wrong, headers=h), 404)
+        await error_of(await api.post(wrong + "/ping", headers=h), 404)
+    assert (await api.delete(scoped, headers=h)).status == 204
+    await error_of(await api.get(f"/api/v1/webhooks/{hook['id']}", headers=h), 404)

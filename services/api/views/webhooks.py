@@ -12,6 +12,7 @@ from aiohttp import web
 from services.api.auth import principal
 from services.api.bodies import API, json_response, path_name, read_json
 from services.api.keys import POOL, WEBHOOKS
+from shared.core.errors import NotFound
 from shared.core.events import format_timestamp
 from shared.core.messages import DeliveryMessage, delivery_id_for, ping_body
 from shared.core.webhooks import Webhook
@@ -54,24 +55,42 @@ async def list_org_webhooks(request: web.Request) -> web.Response:
     return await _list(request, path_name(request, "org"), None)
 
 
-@routes.get(API + "/webhooks/{id}")
-async def get_webhook(request: web.Request) -> web.Response:
+# Each route on one webhook is also served under its repository's path, as GitHub-style
+# clients call it: /repos/{org}/{repo}/webhooks/{id}; another repo's webhook is 404 there.
+REPO_SCOPED = API + "/repos/{org}/{repo}/webhooks/{id}"
+
+
+async def _webhook_of(request: web.Request) -> Webhook:
+    """The webhook the path names, as the caller may see it (404 otherwise)."""
     webhook = await request.app[WEBHOOKS].get(request.match_info["id"], principal(request).org)
-    return json_response(webhook.to_api())
+    info = request.match_info
+    if "repo" in info and (webhook.org, webhook.repo) != (info["org"], info["repo"]):
+        raise NotFound("webhook not found")
+    return webhook
+
+
+@routes.get(API + "/webhooks/{id}")
+@routes.get(REPO_SCOPED)
+async def get_webhook(request: web.Request) -> web.Response:
+    return json_response((await _webhook_of(request)).to_api())
 
 
 @routes.patch(API + "/webhooks/{id}")
+@routes.patch(REPO_SCOPED)
 async def patch_webhook(request: web.Request) -> web.Response:
-    store, org = request.app[WEBHOOKS], principal(request).org
     # Existence first: another org's webhook is 404 whatever the body says.
-    webhook = await store.get(request.match_info["id"], org)
-    updated = await store.update(webhook.id, org, await read_json(request))
+    webhook = await _webhook_of(request)
+    updated = await request.app[WEBHOOKS].update(
+        webhook.id, principal(request).org, await read_json(request)
+    )
     return json_response(updated.to_api())
 
 
 @routes.delete(API + "/webhooks/{id}")
+@routes.delete(REPO_SCOPED)
 async def delete_webhook(request: web.Request) -> web.Response:
-    await request.app[WEBHOOKS].delete(request.match_info["id"], principal(request).org)
+    webhook = await _webhook_of(request)
+    await request.app[WEBHOOKS].delete(webhook.id, principal(request).org)
     return web.Response(status=204)
 
 
@@ -109,8 +128,9 @@ async def enqueue_ping(pool: asyncpg.Pool, webhook: Webhook) -> str:
 
 
 @routes.post(API + "/webhooks/{id}/ping")
+@routes.post(REPO_SCOPED + "/ping")
 async def ping(request: web.Request) -> web.Response:
     """A `ping` event to this webhook alone, sent once (no automatic retries)."""
-    webhook = await request.app[WEBHOOKS].get(request.match_info["id"], principal(request).org)
+    webhook = await _webhook_of(request)
     delivery_id = await enqueue_ping(request.app[POOL], webhook)
     return json_response({"delivery_id": delivery_id}, status=202)
