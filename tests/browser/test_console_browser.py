@@ -272,3 +272,14 @@ def test_inbound_webhook_call_is_logged_then_refused_once_disabled(
         "invocation disabled",
         "invocation accepted",
     ]  # newest first
+
+    # Readable at phone width: the long URL and the curl example wrap.
+    browser.set_window_size(390, 844)
+    try:
+        browser.refresh()
+        wide = browser.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert wide <= 1
+    finally:
+        browser.set_window_size(1280, 900)
