@@ -4,7 +4,6 @@ invocation log) and one invocation's detail."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -15,11 +14,10 @@ from services.api.bodies import path_name
 from services.api.console import inbound_forms as forms
 from services.api.console.views import me, notice, page, read_form, see_other
 from services.api.keys import INBOUND, SETTINGS
-from services.api.paging import decode_cursor, encode_cursor
-from services.api.views.inbound import TEST_MESSAGE, send_test
+from services.api.views.inbound import TEST_MESSAGE, invocations_page, send_test
 from shared.core.errors import Conflict, NotFound, ValidationError
 from shared.core.inbound import RESULTS, Disabled
-from shared.inbound import InboundWebhook
+from shared.inbound import InboundWebhook, Invocation
 
 routes = web.RouteTableDef()
 PAGE_SIZE = 25
@@ -103,41 +101,35 @@ async def create(request: web.Request) -> web.Response:
     see_other(f"/inbound/{hook.id}")
 
 
-def _invocation_filters(request: web.Request) -> tuple[str | None, dict[str, str]]:
-    result = request.query.get("result") or None
-    if result is not None and result not in RESULTS:
-        return None, {"result": f"result must be one of {', '.join(RESULTS)}"}
-    return result, {}
-
-
 @routes.get("/inbound/{id}")
 async def show(request: web.Request) -> web.Response:
     hook = await _hook(request)
     q = request.query
-    result, errors = _invocation_filters(request)
-    after = None
-    if q.get("cursor"):
-        try:
-            moment, ident = decode_cursor(q["cursor"])
-            after = (moment, str(ident))
-        except ValidationError as exc:
-            errors["cursor"] = exc.message
-    rows = await request.config_dict[INBOUND].invocations(
-        hook.id, result=result, since=None, until=None, limit=PAGE_SIZE + 1, after=after
-    )
-    filters = {"result": result} if result else {}
+    result = q.get("result") or None
+    errors: dict[str, str] = {}
+    invocations: list[Invocation] = []
+    next_cursor = None
+    try:
+        invocations, next_cursor = await invocations_page(
+            request.config_dict[INBOUND],
+            hook.id,
+            limit=PAGE_SIZE,
+            cursor=q.get("cursor"),
+            result=result,
+        )
+    except ValidationError as exc:
+        errors[exc.field or "result"] = exc.message
+    filters = {"result": result} if result and "result" not in errors else {}
     older = None
-    if len(rows) > PAGE_SIZE:
-        last = rows[PAGE_SIZE - 1]
-        cursor = encode_cursor(last.received_at, uuid.UUID(last.id))
-        older = "?" + urlencode({**filters, "cursor": cursor}) + "#invocations"
+    if next_cursor:
+        older = "?" + urlencode({**filters, "cursor": next_cursor}) + "#invocations"
     url = _url(request, hook)
     context = {
         "hook": hook,
         "url": url,
         "curl": forms.curl_example(url, hook.verify),
         "scope_path": scope_path(hook.org, hook.repo),
-        "invocations": rows[:PAGE_SIZE],
+        "invocations": invocations,
         "results": RESULTS,
         "filters": filters,
         "filter_errors": errors,
