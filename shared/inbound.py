@@ -303,3 +303,17 @@ class InboundStore:
             *args,
         )
         return [_invocation(r) for r in rows]
+
+    async def invocation(self, hook_id: str, invocation_id: str) -> Invocation | None:
+        """One invocation of a hook, or None (an id that is not a UUID is none)."""
+        try:
+            ident = uuid.UUID(invocation_id)
+        except ValueError:
+            return None
+        row = await self._pool.fetchrow(
+            f"SELECT {_INVOCATION_COLUMNS} FROM inbound_invocations"
+            " WHERE inbound_webhook_id = $1 AND id = $2",
+            hook_id,
+            ident,
+        )
+        return None if row is None else _invocation(row)

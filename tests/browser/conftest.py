@@ -1,5 +1,6 @@
-"""The real stack for browser tests: relay, matcher, a sender and the API as processes,
-a receiver on its own thread (selenium blocks the test's loop), and a headless Chromium."""
+"""The real stack for browser tests: relay, matcher, a sender, the API and (for the inbound
+pages) the inbound edge as processes, a receiver on its own thread (selenium blocks the
+test's loop), and a headless Chromium."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import asyncio
 import threading
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -17,8 +20,8 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from shared.config import Settings
 from tests.browser.chrome import chrome
 from tests.conftest import TEST_ADMIN_TOKEN
-from tests.e2e.conftest import Pipeline, start_pipeline
-from tests.e2e.harness import Behaviour, Receiver
+from tests.e2e.conftest import Pipeline, free_port, start_pipeline
+from tests.e2e.harness import Behaviour, Receiver, eventually
 
 HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
@@ -57,10 +60,49 @@ class ThreadedReceiver:
 
 @pytest.fixture(scope="module")
 async def stack(provisioned: Settings, service_env: dict[str, str]) -> AsyncIterator[Pipeline]:
-    # One sender is plenty; failures must not disable a webhook mid-test.
-    p = await start_pipeline(service_env, senders=1, HOOKLINE_DISABLE_AFTER_FAILURES="1000")
+    # One sender is plenty; failures must not disable a webhook mid-test. The inbound edge's
+    # port is chosen now, so that the console shows the URLs it really answers on.
+    inbound = f"{free_port()}"
+    p = await start_pipeline(
+        service_env,
+        senders=1,
+        HOOKLINE_DISABLE_AFTER_FAILURES="1000",
+        HOOKLINE_INBOUND_PORT=inbound,
+        HOOKLINE_PUBLIC_URL=f"http://127.0.0.1:{inbound}",
+    )
     yield p
     p.stop()
+
+
+@pytest.fixture(scope="module")
+async def inbound_edge(stack: Pipeline) -> str:
+    """`python -m services.inbound` beside the stack (stopped with it); its base URL."""
+    proc = stack.start("inbound")
+    base = stack.env["HOOKLINE_PUBLIC_URL"]
+
+    async def ready() -> bool:
+        assert proc.alive, proc.tail()
+        try:
+            async with aiohttp.ClientSession() as s, s.get(base + "/readyz") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(ready, timeout=30, what="the inbound edge's /readyz")
+    return base
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    """An aiohttp POST from a synchronous test: on a thread of its own, with its own loop
+    (the test's loop is not running while selenium blocks)."""
+
+    async def call() -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as s, s.post(url, data=body, headers=headers) as r:
+            raw = await r.read()
+            return r.status, orjson.loads(raw) if raw else None
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, call()).result(30)
 
 
 @pytest.fixture(scope="module")

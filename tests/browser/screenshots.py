@@ -82,8 +82,40 @@ def _request(hook_id: str, delivery: uuid.UUID, n: int, event: str, body: str) -
     }
 
 
+@dataclass(frozen=True)
+class DemoInbound:
+    repo: str | None
+    name: str
+    target: str | None
+    event: str
+    verify: str
+    active: bool = True
+
+
+INBOUND = {
+    "ci": DemoInbound("widgets", "ci-failures", "triage-agent", "agent.action", "secret_header"),
+    "alerts": DemoInbound(None, "pagerduty-alerts", "on-call", "agent.action", "standard"),
+    "mirror": DemoInbound("widgets", "github-mirror", None, "pipeline.run_completed", "github"),
+    "deploys": DemoInbound("api", "deploys", "release-bot", "agent.action", "none", active=False),
+}
+# (minutes ago, result, status, error, source IP, message) of ci-failures' calls.
+CALLS = [
+    (3, "accepted", 202, None, "203.0.113.40", "Build 4711 failed on main"),
+    (9, "duplicate", 200, None, "203.0.113.40", "Build 4711 failed on main"),
+    (26, "unauthorized", 401, "the X-Webhook-Secret header is wrong", "198.51.100.9", None),
+    (48, "accepted", 202, None, "203.0.113.41", "Build 4709 failed on release/2.3"),
+    (95, "invalid_payload", 422, "the body must be a JSON object", "203.0.113.41", None),
+    (130, "accepted", 202, None, None, "A test call from Hookline"),
+    (260, "accepted", 202, None, "203.0.113.40", "Build 4702 failed on main"),
+    (410, "rate_limited", 429, "over the inbound webhook's limit of 100 calls a minute",
+     "203.0.113.40", None),
+    (720, "accepted", 202, None, "203.0.113.42", "Nightly build failed: 3 tests"),
+]  # fmt: skip
+
+
 class Seeder:
-    """Writes the demo org: webhooks, health, and a day of deliveries with their attempts."""
+    """Writes the demo org: webhooks, health, and a day of deliveries with their attempts;
+    inbound webhooks and their calls."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -120,6 +152,52 @@ class Seeder:
                     h.failing or 10,
                     self.now - timedelta(hours=3),
                 )
+        return ids
+
+    async def inbound(self) -> dict[str, str]:
+        await self.conn.execute("DELETE FROM inbound_webhooks WHERE org = $1", ORG)
+        ids = {}
+        for name, h in INBOUND.items():
+            ids[name] = "ih_" + secrets.token_urlsafe(24)
+            await self.conn.execute(
+                "INSERT INTO inbound_webhooks (id, org, repo, name, target, event, verify,"
+                " secret_enc, active, created_at, updated_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+                ids[name], ORG, h.repo, h.name, h.target, h.event, h.verify,
+                self.box.seal("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()),
+                h.active, self.now - timedelta(days=5),
+            )  # fmt: skip
+        rows: list[tuple[Any, ...]] = []
+        for minutes, result, status, error, ip, message in CALLS:
+            at = self.now - timedelta(minutes=minutes, seconds=self.rand.randint(0, 50))
+            test = ip is None
+            headers = {"Content-Type": "application/json", "User-Agent": "curl/8.5.0",
+                       "X-Webhook-Secret": "[redacted]"}  # fmt: skip
+            if test:
+                headers = {"Content-Type": "application/x-www-form-urlencoded",
+                           "User-Agent": "Mozilla/5.0", "Cookie": "[redacted]"}  # fmt: skip
+            elif result in ("accepted", "duplicate"):
+                headers["Idempotency-Key"] = f"run-{8800 + minutes}-1"
+            if message is not None:
+                body = orjson.dumps({"message": message, "data": {"pipeline": 4711}}).decode()
+            elif result == "invalid_payload":
+                body = '["not", "an", "object"]'
+            elif result == "unauthorized":
+                body = '{"message":"<script>alert(1)</script>"}'
+            else:  # rate limited: refused before its body was read
+                body = None
+            event_id = str(uuid.uuid4()) if result in ("accepted", "duplicate") else None
+            rows.append((
+                uuid.uuid4(), ids["ci"], ORG, at, ip or "127.0.0.1", headers, body, result,
+                status, event_id, error, test,
+            ))  # fmt: skip
+        await self.conn.executemany(
+            "INSERT INTO inbound_invocations (id, inbound_webhook_id, org, received_at,"
+            " source_ip, headers, body, result, status, event_id, error, test)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            rows,
+        )
+        ids["refused-call"] = str(next(r[0] for r in rows if r[7] == "unauthorized"))
         return ids
 
     def delivery(
@@ -252,6 +330,7 @@ async def seed(database_url: str) -> tuple[str, dict[str, str], str]:
         ids = await seeder.webhooks()
         failing = seeder.day(ids)
         await seeder.write()
+        ids.update({f"inbound-{k}": v for k, v in (await seeder.inbound()).items()})
     finally:
         await conn.close()
     pool = await create_pool(database_url, min_size=1, max_size=2)
@@ -314,14 +393,33 @@ def shoot(
             ("06-webhook-disabled", f"/console/webhooks/{ids['docs']}"),
             ("07-delivery", f"/console/deliveries/{failing}"),
             ("08-add-webhook", f"/console/orgs/{ORG}/webhooks/new?repo=widgets"),
+            ("11-inbound-list", f"/console/repos/{ORG}/widgets/inbound"),
+            ("12-inbound", f"/console/inbound/{ids['inbound-ci']}"),
+            ("13-inbound-disabled", f"/console/inbound/{ids['inbound-deploys']}"),
+            (
+                "16-invocation",
+                f"/console/inbound/{ids['inbound-ci']}/invocations/{ids['inbound-refused-call']}",
+            ),
         ]
         for name, path in pages:
             driver.set_window_size(1280, 900)
             driver.get(base + path)
             saved.append(capture(driver, name))
+        # A new inbound webhook: its URL and, this once, its secret.
+        driver.set_window_size(1280, 900)
+        driver.get(base + f"/console/orgs/{ORG}/inbound/new?repo=widgets")
+        saved.append(capture(driver, "14-add-inbound"))
+        driver.set_window_size(1280, 900)
+        driver.find_element("id", "name").send_keys("sentry-issues")
+        driver.find_element("id", "target").send_keys("bug-triage")
+        driver.find_element("xpath", "//button[normalize-space()='Add inbound webhook']").click()
+        saved.append(capture(driver, "15-inbound-created"))
         driver.set_window_size(390, 844)
         driver.get(base + f"/console/webhooks/{ids['chat']}")
         saved.append(capture(driver, "09-phone-webhook"))
+        driver.set_window_size(390, 844)
+        driver.get(base + f"/console/inbound/{ids['inbound-ci']}")
+        saved.append(capture(driver, "17-phone-inbound"))
         driver.set_window_size(1280, 900)
         driver.find_element("xpath", "//button[normalize-space()='Sign out']").click()
         driver.find_element("id", "token").send_keys(admin_token)
@@ -344,6 +442,7 @@ def main() -> None:
             "HOOKLINE_SECRET_KEY": SECRET_KEY,
             "HOOKLINE_ADMIN_TOKEN": admin_token,
             "HOOKLINE_API_PORT": str(port),
+            "HOOKLINE_PUBLIC_URL": "https://hooks.acme.example",
             "HOOKLINE_LOG_LEVEL": "WARNING",
         }
         api = ServiceProcess("api", env, instance="screenshots-api").start()

@@ -18,9 +18,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.browser.conftest import HOSTILE, ThreadedReceiver, api
+from tests.browser.conftest import HOSTILE, ThreadedReceiver, api, post
 from tests.e2e.conftest import Pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -225,3 +225,61 @@ def test_a_form_without_its_csrf_token_is_refused(browser: WebDriver, stack: Pip
     assert "Refused" in browser.find_element(By.TAG_NAME, "h1").text
     got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
     assert got["active"] is True
+
+
+def test_inbound_webhook_call_is_logged_then_refused_once_disabled(
+    browser: WebDriver, stack: Pipeline, inbound_edge: str
+) -> None:
+    browser.get(f"{stack.api_url}/console/orgs/{ORG}")
+    go(browser, browser.find_element(By.LINK_TEXT, "Add inbound webhook"))
+    assert browser.execute_script(UNLABELLED) == []
+    browser.find_element(By.ID, "repo").send_keys("app")
+    browser.find_element(By.ID, "name").send_keys("ci-failures")
+    browser.find_element(By.ID, "target").send_keys("triage-agent")
+    verify = Select(browser.find_element(By.ID, "verify"))
+    assert verify.first_selected_option.get_attribute("value") == "secret_header"
+    go(browser, button(browser, "Add inbound webhook"))
+
+    secret = browser.find_element(By.CSS_SELECTOR, "[data-secret]").text
+    assert secret.startswith("whsec_")
+    url = browser.find_element(By.ID, "hook-url").text
+    assert url.startswith(inbound_edge + "/hooks/in/ih_")
+    assert button(browser, "Copy", within=browser.find_element(By.ID, "call")).is_displayed()
+    curl = browser.find_element(By.ID, "curl").text
+    assert url in curl and "$SECRET" in curl and secret not in curl
+
+    # A real call, as a CI job would make it, to the URL the page shows.
+    body = b'{"message":"Build 812 failed on main"}'
+    proof = {"X-Webhook-Secret": secret, "Content-Type": "application/json"}
+    status, answer = post(url, body, proof)
+    assert status == 202, answer
+    browser.refresh()
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-secret]")  # shown once
+    row = browser.find_element(By.CSS_SELECTOR, "tr.invocation.accepted")
+    assert "✓" in row.text and answer["event_id"] in row.text
+    assert row.find_element(By.CSS_SELECTOR, "td.http").text == "202"
+
+    go(browser, button(browser, "Disable"))
+    banner = browser.find_element(By.CSS_SELECTOR, ".banner")
+    assert "This inbound webhook is disabled" in banner.text
+    status, answer = post(url, body, proof)
+    assert status == 403 and answer["error"]["code"] == "disabled"
+    browser.refresh()
+    refused = browser.find_element(By.CSS_SELECTOR, "tr.invocation.disabled")
+    assert "✗" in refused.text and refused.find_element(By.CSS_SELECTOR, "td.http").text == "403"
+    rows = browser.find_elements(By.CSS_SELECTOR, "tr.invocation")
+    assert [r.get_attribute("class") for r in rows] == [
+        "invocation disabled",
+        "invocation accepted",
+    ]  # newest first
+
+    # Readable at phone width: the long URL and the curl example wrap.
+    browser.set_window_size(390, 844)
+    try:
+        browser.refresh()
+        wide = browser.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert wide <= 1
+    finally:
+        browser.set_window_size(1280, 900)

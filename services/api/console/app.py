@@ -2,7 +2,7 @@
 
 Mounted by the API app under `/console`; its views reach the API's stores through
 `request.config_dict` (the same WebhookStore, DeliveryQueries and TokenStore the REST API
-uses), never over HTTP.
+uses, and the InboundStore and InvocationLog of inbound webhooks), never over HTTP.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 def create_console() -> web.Application:
     """The console; mount it with `app.add_subapp(PREFIX, create_console())`."""
-    from services.api.console.views import admin, deliveries, pages, signin, webhooks
+    from services.api.console.views import admin, deliveries, inbound, pages, signin, webhooks
 
     console = web.Application(middlewares=[page_middleware, session_middleware])
     env = aiohttp_jinja2.setup(
@@ -131,7 +131,6 @@ def create_console() -> web.Application:
     render.install(env)
     env.globals["static"] = PREFIX + "/static"
     console.router.add_static("/static/", HERE / "static")
-    # Inbound webhooks' pages (DESIGN.md section 9) go in views/inbound.py, added here.
-    for module in (signin, pages, webhooks, deliveries, admin):
+    for module in (signin, pages, webhooks, deliveries, inbound, admin):
         console.add_routes(module.routes)
     return console

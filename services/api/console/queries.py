@@ -1,5 +1,6 @@
-"""Read queries only the console needs: scope summaries, webhook health at a glance, the
-24 h chart, last-attempt durations, and the admin's lists of orgs and tokens.
+"""Read queries only the console needs: scope summaries (of inbound webhooks too), webhook
+health at a glance, the 24 h chart, last-attempt durations, and the admin's lists of orgs
+and tokens.
 
 Everything else (webhooks, deliveries, stats, redelivery) goes through the same stores
 as the REST API. These read the tables those stores write, on their existing indexes.
@@ -102,6 +103,12 @@ WHERE delivery_id = ANY($1::uuid[]) AND started_at >= $2
 ORDER BY delivery_id, attempt DESC, started_at DESC
 """
 
+_INBOUND_SCOPES = """
+SELECT repo, count(*) AS hooks, count(*) FILTER (WHERE NOT active) AS disabled
+FROM inbound_webhooks WHERE org = $1 AND deleted_at IS NULL
+GROUP BY repo ORDER BY repo NULLS FIRST
+"""
+
 _ORGS = """
 SELECT org, sum(tokens) AS tokens, sum(webhooks) AS webhooks FROM (
     SELECT org, count(*) FILTER (WHERE revoked_at IS NULL) AS tokens, 0 AS webhooks
@@ -115,6 +122,19 @@ _TOKENS = """
 SELECT id, org, name, created_at, revoked_at FROM tokens
 ORDER BY revoked_at IS NOT NULL, created_at DESC LIMIT $1
 """
+
+
+@dataclass(frozen=True)
+class InboundLine:
+    repo: str | None  # None: the org-level ones
+    hooks: int
+    disabled: int
+
+
+async def inbound_scopes(pool: asyncpg.Pool, org: str) -> list[InboundLine]:
+    """How many inbound webhooks each scope of an org has, and how many are disabled."""
+    rows = await pool.fetch(_INBOUND_SCOPES, org)
+    return [InboundLine(r["repo"], r["hooks"], r["disabled"]) for r in rows]
 
 
 async def org_summary(pool: asyncpg.Pool, org: str) -> OrgSummary:

@@ -83,6 +83,11 @@ def mark(status: str | None) -> str:
     return {"succeeded": "✓", "failed": "✗", "dead": "✗", "pending": "…"}.get(status or "", NONE)
 
 
+def call_mark(result: str | None) -> str:
+    """An inbound call's result: ✓ accepted (a duplicate was accepted before), ✗ refused."""
+    return "✓" if result in ("accepted", "duplicate") else "✗"
+
+
 @dataclass(frozen=True)
 class Bar:
     x: int
@@ -135,6 +140,7 @@ def install(env: jinja2.Environment) -> None:
         pct=pct,
         pretty=pretty,
         mark=mark,
+        call_mark=call_mark,
         chart_bars=chart_bars,
     )
     env.globals.update(chart_w=CHART_W, chart_h=CHART_H, bar_w=BAR_W)

@@ -13,10 +13,10 @@ from services.api.auth import principal
 from services.api.bodies import API, json_response, path_name, query_int, read_json
 from services.api.keys import INBOUND, INVOCATIONS, SETTINGS
 from services.api.paging import decode_cursor, encode_cursor, parse_time
-from shared.core.errors import ValidationError
+from shared.core.errors import NotFound, ValidationError
 from shared.core.events import format_timestamp
 from shared.core.inbound import RESULTS, Disabled, logged_body, redact_headers
-from shared.inbound import InboundWebhook, Invocation
+from shared.inbound import InboundStore, InboundWebhook, Invocation
 from shared.inbound_calls import Call, call_event
 
 routes = web.RouteTableDef()
@@ -104,16 +104,16 @@ async def _test_payload(request: web.Request) -> tuple[dict[str, Any], bytes]:
     return payload, raw
 
 
-@routes.post(API + "/inbound-webhooks/{id}/test")
-async def test_inbound(request: web.Request) -> web.Response:
-    """A call through the same path as a real one (minus the caller's proof, which the
-    bearer token replaces), logged with `"test": true`."""
-    store, org = request.app[INBOUND], principal(request).org
-    hook = await store.get(request.match_info["id"], org)
-    data, raw = await _test_payload(request)
-    target = await store.for_call(hook.id)
-    if target is None:  # deleted between the two reads
-        return web.Response(status=404)
+async def send_test(
+    request: web.Request, hook: InboundWebhook, data: dict[str, Any], raw: bytes
+) -> tuple[str, str]:
+    """A test call to `hook` through the same path as a real one (minus the caller's proof,
+    which the signed-in token replaces), logged with `"test": true`. The REST route's test
+    and the console's Send test both come here. Returns (event id, invocation id); a
+    disabled hook's test is logged as refused and raises Disabled."""
+    target = await request.config_dict[INBOUND].for_call(hook.id)
+    if target is None:  # deleted since it was read
+        raise NotFound("inbound webhook not found")
     call = Call(
         id=str(uuid.uuid4()),
         received_at=datetime.now(UTC),
@@ -122,13 +122,21 @@ async def test_inbound(request: web.Request) -> web.Response:
         body=logged_body(raw),
         test=True,
     )
-    log = request.app[INVOCATIONS]
+    log = request.config_dict[INVOCATIONS]
     if not target.active:
         error = Disabled("this inbound webhook is disabled; enable it to test it")
         await log.refuse(target, call, result="disabled", status=403, error=error.message)
         raise error
     event_id, _ = await log.accept(target, call, call_event(target, call, data), None)
-    return json_response({"event_id": event_id, "invocation_id": call.id}, status=202)
+    return event_id, call.id
+
+
+@routes.post(API + "/inbound-webhooks/{id}/test")
+async def test_inbound(request: web.Request) -> web.Response:
+    hook = await request.app[INBOUND].get(request.match_info["id"], principal(request).org)
+    data, raw = await _test_payload(request)
+    event_id, invocation_id = await send_test(request, hook, data, raw)
+    return json_response({"event_id": event_id, "invocation_id": invocation_id}, status=202)
 
 
 def _invocation_api(inv: Invocation) -> dict[str, Any]:
@@ -146,32 +154,46 @@ def _invocation_api(inv: Invocation) -> dict[str, Any]:
     }
 
 
+async def invocations_page(
+    store: InboundStore,
+    hook_id: str,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    result: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[list[Invocation], str | None]:
+    """A page of a hook's invocations, newest first, and the cursor of the next page (None
+    after the last), for the API's list and the console's log; 422 naming a bad `result`
+    or `cursor`."""
+    if result is not None and result not in RESULTS:
+        raise ValidationError(f"result must be one of {', '.join(RESULTS)}", field="result")
+    after = None
+    if cursor:
+        moment, ident = decode_cursor(cursor)
+        after = (moment, str(ident))
+    rows = await store.invocations(
+        hook_id, result=result, since=since, until=until, limit=limit + 1, after=after
+    )
+    last = rows[limit - 1] if len(rows) > limit else None
+    return rows[:limit], None if last is None else encode_cursor(last.received_at, last.id)
+
+
 @routes.get(API + "/inbound-webhooks/{id}/invocations")
 async def list_invocations(request: web.Request) -> web.Response:
     store = request.app[INBOUND]
     hook = await store.get(request.match_info["id"], principal(request).org)
     q = request.query
-    result = q.get("result")
-    if result is not None and result not in RESULTS:
-        raise ValidationError(f"result must be one of {', '.join(RESULTS)}", field="result")
-    limit = query_int(request, "limit", default=DEFAULT_LIMIT, lo=1, hi=MAX_LIMIT)
-    after = None
-    if q.get("cursor"):
-        moment, ident = decode_cursor(q["cursor"])
-        after = (moment, str(ident))
-    rows = await store.invocations(
+    rows, next_cursor = await invocations_page(
+        store,
         hook.id,
-        result=result,
+        limit=query_int(request, "limit", default=DEFAULT_LIMIT, lo=1, hi=MAX_LIMIT),
+        cursor=q.get("cursor"),
+        result=q.get("result"),
         since=parse_time(q["since"], "since") if "since" in q else None,
         until=parse_time(q["until"], "until") if "until" in q else None,
-        limit=limit + 1,
-        after=after,
-    )
-    next_cursor = (
-        encode_cursor(rows[limit - 1].received_at, uuid.UUID(rows[limit - 1].id))
-        if len(rows) > limit
-        else None
     )
     return json_response(
-        {"invocations": [_invocation_api(r) for r in rows[:limit]], "next_cursor": next_cursor}
+        {"invocations": [_invocation_api(r) for r in rows], "next_cursor": next_cursor}
     )

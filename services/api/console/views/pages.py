@@ -24,8 +24,12 @@ async def home(request: web.Request) -> web.Response:
 async def overview(request: web.Request) -> web.Response:
     org = path_name(request, "org")
     me(request).check_org(org)
-    summary = await queries.org_summary(request.config_dict[POOL], org)
-    return await page(request, "overview.html", {"org": org, "summary": summary})
+    pool = request.config_dict[POOL]
+    summary = await queries.org_summary(pool, org)
+    inbound = await queries.inbound_scopes(pool, org)
+    return await page(
+        request, "overview.html", {"org": org, "summary": summary, "inbound": inbound}
+    )
 
 
 async def _listing(request: web.Request, org: str, repo: str | None) -> web.Response:
