@@ -91,7 +91,11 @@ def test_profile_table_ranks_by_own_time(tmp_path: Path) -> None:
     profiler.dump_stats(path)
     lines = top_functions(str(path), limit=3)
     assert lines[0].split()[:2] == ["own", "s"]
-    assert len(lines) == 4 and "<genexpr>" in lines[1]  # the generator does the work
+    # The generator and sum() share the work (which leads depends on the machine's load);
+    # the table is ranked by own time, highest first, and shows no negative count.
+    assert len(lines) == 4 and any("<genexpr>" in line for line in lines[1:3])
+    own = [float(line.split()[0]) for line in lines[1:]]
+    assert own == sorted(own, reverse=True)
     assert all("-" not in line.split()[0] for line in lines[1:])
 
 
