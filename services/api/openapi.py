@@ -147,6 +147,17 @@ def _paths() -> dict[str, Schema]:
                 tag="webhooks",
             ),
         },
+        "/api/v1/webhooks/{id}/test": {
+            "post": operation(
+                "Send the catalog's example of `event` (default `push`) to this webhook"
+                " alone, trigger `test`, once. The body is optional.",
+                {202: json_content("DeliveryRef", "Queued.")},
+                (),
+                body="WebhookTest",
+                params=[WID],
+                tag="webhooks",
+            ),
+        },
         "/api/v1/webhooks/{id}/ping": {
             "post": operation(
                 "Send a `ping` event to this webhook alone, once.",

@@ -7,6 +7,7 @@ from typing import Any
 from shared.core.events import EVENT_TYPES
 from shared.core.inbound import RESULTS as INBOUND_RESULTS
 from shared.core.inbound import VERIFY_MODES
+from shared.core.messages import TRIGGERS
 from shared.limits import RANGES as LIMIT_RANGES
 from shared.log.queries import STATS_MAX_ATTEMPTS, STATS_WINDOW_DAYS, STATUSES
 
@@ -152,7 +153,7 @@ SCHEMAS: dict[str, Schema] = {
     "Attempt": _obj(
         {
             "attempt": {"type": "integer"},
-            "trigger": {"enum": ["auto", "retry", "manual", "recover", "ping"]},
+            "trigger": {"enum": list(TRIGGERS)},
             "outcome": STR,
             "started_at": TIME,
             "duration_ms": {"type": "number"},
@@ -225,8 +226,15 @@ SCHEMAS: dict[str, Schema] = {
             "event_types": {
                 "type": "array",
                 "items": _obj(
-                    {"type": {"enum": list(EVENT_TYPES)}, "family": STR, "action": _nullable(STR)},
-                    ["type", "family", "action"],
+                    {
+                        "type": {"enum": list(EVENT_TYPES)},
+                        "family": STR,
+                        "action": _nullable(STR),
+                        "description": STR,
+                        "example": {"type": "object", "description": "a realistic payload"},
+                        "schema": {"type": "object", "description": "JSON Schema of the payload"},
+                    },
+                    ["type", "family", "action", "description", "example", "schema"],
                 ),
             },
             "families": {"type": "object", "additionalProperties": {"type": "array", "items": STR}},
@@ -359,6 +367,15 @@ SCHEMAS.update(
                 ),
             },
             ["org", *_LIMIT_FIELDS, "effective"],
+        ),
+    }
+)
+
+SCHEMAS.update(
+    {
+        "WebhookTest": _obj(
+            {"event": {"enum": [t for t in EVENT_TYPES if t != "ping"], "default": "push"}},
+            additionalProperties=False,
         ),
     }
 )

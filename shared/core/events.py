@@ -41,11 +41,14 @@ CATALOG: dict[str, list[str]] = {
     ],
     "issue": ["opened", "closed", "reopened", "edited", "deleted", "commented"],
     "comment": ["created"],
+    "commit": ["comment"],
     "pipeline": ["run_started", "run_completed", "job_completed"],
     "star": ["added", "removed"],
     "fork": ["created"],
     "agent": ["action"],
     "ai_review": ["started", "completed", "suggestion_applied"],
+    # Hookline's own notifications about an org's webhooks (delivered to its org hooks).
+    "webhook": ["failing", "disabled", "enabled"],
 }
 
 FAMILIES: tuple[str, ...] = tuple(CATALOG)
@@ -178,11 +181,23 @@ def build_body(
 
 
 def catalog_document() -> dict[str, Any]:
-    """Return the ``GET /event-types`` document: every type and the families' actions."""
+    """Return the ``GET /event-types`` document: every type (with its description, an
+    example payload and the payload's JSON Schema) and the families' actions."""
+    from .samples import describe, example, schema  # samples build on this module
+
     event_types = []
     for full in EVENT_TYPES:
         family, action = split_type(full)
-        event_types.append({"type": full, "family": family, "action": action})
+        event_types.append(
+            {
+                "type": full,
+                "family": family,
+                "action": action,
+                "description": describe(full),
+                "example": example(full),
+                "schema": schema(full),
+            }
+        )
     return {
         "event_types": event_types,
         "families": {family: list(actions) for family, actions in CATALOG.items()},

@@ -23,7 +23,7 @@ from .matching import validate_filters
 VERSION = 1
 # uuid5 namespace for delivery ids: uuid5(NAMESPACE, f"{event_id}/{webhook_id}").
 DELIVERY_NAMESPACE = uuid.UUID("5b0c1d1e-6f6f-4b6c-8e69-6e65686f6f6b")
-TRIGGERS = ("auto", "retry", "manual", "recover", "ping")
+TRIGGERS = ("auto", "retry", "manual", "recover", "ping", "test")
 # The highest attempt number a delivery message may ask for (schedules allow 21).
 MAX_ATTEMPT = 10_000
 # C0/C1 control characters (NUL included, which PostgreSQL cannot store) and lone

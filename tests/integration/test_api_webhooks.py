@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import asyncpg
+import orjson
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
@@ -259,3 +260,32 @@ async def test_repo_scoped_paths_are_aliases(api: TestClient, settings: Settings
         await error_of(await api.post(wrong + "/ping", headers=h), 404)
     assert (await api.delete(scoped, headers=h)).status == 204
     await error_of(await api.get(f"/api/v1/webhooks/{hook['id']}", headers=h), 404)
+
+
+async def test_test_sends_the_catalog_example_to_this_webhook_alone(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    h = await org_token(api, settings, org)
+    hook = await make_webhook(api, h, org, "widgets")
+    resp = await api.post(
+        f"/api/v1/webhooks/{hook['id']}/test", json={"event": "pull_request.opened"}, headers=h
+    )
+    assert resp.status == 202, await resp.text()
+    delivery_id = (await resp.json())["delivery_id"]
+    [sent] = [
+        DeliveryMessage.decode(orjson.dumps(v))
+        for v in await outbox_rows(pool, DELIVERIES, hook["id"])
+    ]
+    assert sent.delivery_id == delivery_id and sent.trigger == "test" and sent.single
+    assert sent.event_type == "pull_request.opened"
+    assert sent.body["type"] == "pull_request.opened" and sent.body["number"] == 42
+    assert sent.body["repository"]["full_name"] == f"{org}/widgets"
+    plain = await api.post(f"/api/v1/webhooks/{hook['id']}/test", headers=h)
+    assert plain.status == 202
+    for body, field in (
+        ({"event": "nope"}, "event"),
+        ({"event": "ping"}, "event"),
+        ({"x": 1}, "x"),
+    ):
+        bad = await api.post(f"/api/v1/webhooks/{hook['id']}/test", json=body, headers=h)
+        assert (await error_of(bad, 422))["field"] == field

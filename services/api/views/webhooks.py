@@ -10,11 +10,12 @@ import asyncpg
 from aiohttp import web
 
 from services.api.auth import principal
-from services.api.bodies import API, json_response, path_name, read_json
+from services.api.bodies import API, json_response, path_name, read_json, read_object
 from services.api.keys import POOL, WEBHOOKS
-from shared.core.errors import NotFound
-from shared.core.events import format_timestamp
+from shared.core.errors import NotFound, ValidationError
+from shared.core.events import build_body, format_timestamp, parse_event_type
 from shared.core.messages import DeliveryMessage, delivery_id_for, ping_body
+from shared.core.samples import example
 from shared.core.webhooks import Webhook
 from shared.kafka import DELIVERIES
 from shared.outbox import enqueue
@@ -125,6 +126,40 @@ async def enqueue_ping(pool: asyncpg.Pool, webhook: Webhook) -> str:
     async with pool.acquire() as conn:
         await enqueue(conn, topic=DELIVERIES, key=message.key, value=message.encode())
     return message.delivery_id
+
+
+@routes.post(API + "/webhooks/{id}/test")
+async def test_webhook(request: web.Request) -> web.Response:
+    """The catalog's example of `event` (default `push`) to this webhook alone, as a real
+    event's body, trigger `test`, sent once."""
+    webhook = await _webhook_of(request)
+    raw = await request.read()
+    body = await read_object(request, ("event",)) if raw.strip() else {}
+    event_type = parse_event_type(body.get("event", "push"))
+    if event_type == "ping":
+        raise ValidationError("a ping is sent by POST /webhooks/{id}/ping", field="event")
+    event_id, now = str(uuid.uuid4()), datetime.now(UTC)
+    message = DeliveryMessage(
+        delivery_id=delivery_id_for(event_id, webhook.id),
+        webhook_id=webhook.id,
+        org=webhook.org,
+        event_id=event_id,
+        event_type=event_type,
+        body=build_body(
+            example(event_type),
+            full_type=event_type,
+            event_id=event_id,
+            created_at=now,
+            org=webhook.org,
+            repo=webhook.repo,
+        ),
+        trigger="test",
+        single=True,
+        enqueued_at=time.time(),
+    )
+    async with request.app[POOL].acquire() as conn:
+        await enqueue(conn, topic=DELIVERIES, key=message.key, value=message.encode())
+    return json_response({"delivery_id": message.delivery_id}, status=202)
 
 
 @routes.post(API + "/webhooks/{id}/ping")
