@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
+from shared.log.partitions import longest_retention, trim_per_org
 from shared.ratelimit import SharedRateLimiter
 
 log = structlog.get_logger(__name__)
@@ -25,12 +26,13 @@ async def maintain(
     """Makes the coming days' partitions, drops those past the retention and forgets old
     idempotency keys (in bounded batches); returns the dropped partitions' names."""
     moment = now or datetime.now(UTC)
-    cutoff = moment.date() - timedelta(days=retention_days)
     dropped: list[str] = []
     async with pool.acquire() as conn:
         async with conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
                 return dropped
+            longest = await longest_retention(conn, retention_days)
+            cutoff = moment.date() - timedelta(days=longest)
             await conn.execute(
                 "SELECT hookline_ensure_daily_partitions('inbound_invocations', 1, 7)"
             )
@@ -43,6 +45,14 @@ async def maintain(
                 if match and datetime.strptime(match.group(1), "%Y%m%d").date() < cutoff:
                     await conn.execute(f'DROP TABLE "{rec["relname"]}"')
                     dropped.append(rec["relname"])
+            await trim_per_org(
+                conn,
+                "inbound_invocations",
+                "received_at",
+                retention_days,
+                longest,
+                today=moment.date(),
+            )
         while True:
             done = await conn.execute(
                 "DELETE FROM inbound_idempotency WHERE ctid = ANY(ARRAY(SELECT ctid FROM"

@@ -1,12 +1,13 @@
 """Retention of the delivery log: daily partitions are created ahead and dropped once
-older than the retention, with the summary rows of the deliveries they held."""
+older than the longest retention in force, with the summary rows of the deliveries they
+held; an org with a shorter retention (org_limits) has its older rows deleted in batches."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import structlog
@@ -21,18 +22,63 @@ _PARTITION = re.compile(r"^delivery_attempts_(\d{8})$")
 _MAINTENANCE_LOCK = 0x686C6F67
 
 
+TRIM_BATCH = 10_000  # rows deleted per statement when an org's retention is shorter
+
+
+async def longest_retention(conn: asyncpg.Connection, retention_days: int) -> int:
+    """The longest retention in force: the default or an org's own (org_limits)."""
+    longest = await conn.fetchval("SELECT max(retention_days) FROM org_limits")
+    return max(retention_days, longest or 0)
+
+
+async def trim_per_org(
+    conn: asyncpg.Connection,
+    table: str,
+    column: str,
+    retention_days: int,
+    longest: int,
+    *,
+    today: date,
+) -> int:
+    """Deletes, in batches of TRIM_BATCH, the rows of `table` older (by `column`) than
+    their org's retention but younger than the partitions dropped at `longest` days:
+    what whole-partition drops cannot do when retentions differ. Returns the count."""
+    if longest == retention_days and not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM org_limits WHERE retention_days < $1)", retention_days
+    ):
+        return 0
+    oldest_kept = today - timedelta(days=longest)
+    statement = (
+        f"DELETE FROM {table} WHERE (tableoid, ctid) IN (SELECT t.tableoid, t.ctid"
+        f" FROM {table} t LEFT JOIN org_limits l ON l.org = t.org"
+        f" WHERE t.{column} >= $1 AND t.{column} < $2::timestamptz - make_interval(days =>"
+        f" coalesce(l.retention_days, $3)) LIMIT $4)"
+    )
+    start = datetime.combine(oldest_kept, datetime.min.time(), UTC)
+    midnight = datetime.combine(today, datetime.min.time(), UTC)
+    total = 0
+    while True:
+        done = await conn.execute(statement, start, midnight, retention_days, TRIM_BATCH)
+        deleted = int(done.split()[-1])
+        total += deleted
+        if deleted < TRIM_BATCH:
+            return total
+
+
 @translated
 async def maintain(
     pool: asyncpg.Pool, retention_days: int, *, now: datetime | None = None
 ) -> list[str]:
-    """Creates the coming days' partitions and drops those older than the retention;
-    returns the dropped partitions' names. One replica at a time does it."""
+    """Creates the coming days' partitions, drops those older than the longest retention
+    in force, and trims the rows of orgs whose retention is shorter (their own, else
+    `retention_days`); returns the dropped partitions' names. One replica at a time."""
     today = (now or datetime.now(UTC)).date()
-    cutoff = today - timedelta(days=retention_days)
     dropped: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _MAINTENANCE_LOCK):
             return dropped
+        longest = await longest_retention(conn, retention_days)
+        cutoff = today - timedelta(days=longest)
         await conn.execute("SELECT hookline_ensure_partitions(1, 7)")
         names = await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
@@ -46,13 +92,19 @@ async def maintain(
             if day < cutoff:
                 await conn.execute(f'DROP TABLE "{rec["relname"]}"')
                 dropped.append(rec["relname"])
+        trimmed = await trim_per_org(
+            conn, "delivery_attempts", "started_at", retention_days, longest, today=today
+        )
         # The summary rows of deliveries whose attempts are gone go with them.
         await conn.execute(
-            "DELETE FROM deliveries WHERE last_at < $1",
-            datetime.combine(cutoff, datetime.min.time(), UTC),
+            "DELETE FROM deliveries d USING (SELECT d2.id FROM deliveries d2"
+            " LEFT JOIN org_limits l ON l.org = d2.org WHERE d2.last_at < $1::timestamptz"
+            " - make_interval(days => coalesce(l.retention_days, $2))) old WHERE d.id = old.id",
+            datetime.combine(today, datetime.min.time(), UTC),
+            retention_days,
         )
-    if dropped:
-        log.info("delivery log partitions dropped", partitions=dropped)
+    if dropped or trimmed:
+        log.info("delivery log retention", partitions=dropped, rows_trimmed=trimmed)
     return dropped
 
 

@@ -1,0 +1,130 @@
+"""Retention per org: partitions drop at the longest retention in force, and an org with
+a shorter one loses its older rows (attempts, summaries, inbound calls) in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from shared.inbound_maintenance import maintain as maintain_inbound
+from shared.log.partitions import maintain
+
+
+async def _attempt(pool: asyncpg.Pool, org: str, days_ago: float) -> uuid.UUID:
+    delivery_id, at = uuid.uuid4(), datetime.now(UTC) - timedelta(days=days_ago)
+    await pool.execute(
+        "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type,"
+        " attempt, trigger, outcome, started_at) VALUES ($1, $2, $3, 'e', 'push', 1, 'auto',"
+        " 'succeeded', $4)",
+        delivery_id,
+        uuid.uuid4(),
+        org,
+        at,
+    )
+    await pool.execute(
+        "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status, attempts,"
+        " first_at, last_at) VALUES ($1, $2, $3, 'e', 'push', 'succeeded', 1, $4, $4)",
+        delivery_id,
+        uuid.uuid4(),
+        org,
+        at,
+    )
+    return delivery_id
+
+
+async def _kept(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    attempts = {
+        r["delivery_id"]
+        for r in await pool.fetch(
+            "SELECT delivery_id FROM delivery_attempts WHERE delivery_id = ANY($1)", ids
+        )
+    }
+    summaries = {
+        r["id"] for r in await pool.fetch("SELECT id FROM deliveries WHERE id = ANY($1)", ids)
+    }
+    assert attempts == summaries
+    return attempts
+
+
+async def _maintained(pool: asyncpg.Pool) -> None:
+    for _ in range(50):  # another replica (test) may hold the maintenance lock a moment
+        async with pool.acquire() as conn:
+            free = await conn.fetchval("SELECT pg_try_advisory_lock(x'686C6F67'::int)")
+            if free:
+                await conn.fetchval("SELECT pg_advisory_unlock(x'686C6F67'::int)")
+                break
+        await asyncio.sleep(0.1)
+    await maintain(pool, 30)
+
+
+@pytest.fixture
+async def limits(pool: asyncpg.Pool) -> AsyncIterator[list[str]]:
+    orgs: list[str] = []
+    yield orgs
+    await pool.execute("DELETE FROM org_limits WHERE org = ANY($1)", orgs)
+
+
+async def test_an_org_with_a_shorter_retention_loses_its_older_rows_only(
+    pool: asyncpg.Pool, org: str, limits: list[str]
+) -> None:
+    short, other = org + "-short", org + "-default"
+    limits.append(short)
+    await pool.execute("INSERT INTO org_limits (org, retention_days) VALUES ($1, 2)", short)
+    old_short = await _attempt(pool, short, 5)
+    new_short = await _attempt(pool, short, 1)
+    old_other = await _attempt(pool, other, 5)
+    await _maintained(pool)
+    assert await _kept(pool, [old_short, new_short, old_other]) == {new_short, old_other}
+
+
+async def test_a_longer_retention_keeps_its_partition_and_trims_the_others(
+    pool: asyncpg.Pool, org: str, limits: list[str]
+) -> None:
+    day = (datetime.now(UTC) - timedelta(days=45)).date()
+    name = f"delivery_attempts_{day:%Y%m%d}"
+    await pool.execute(
+        f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF delivery_attempts'
+        f" FOR VALUES FROM ('{day}') TO ('{day + timedelta(days=1)}')"
+    )
+    long, other = org + "-long", org + "-default"
+    limits.append(long)
+    await pool.execute("INSERT INTO org_limits (org, retention_days) VALUES ($1, 60)", long)
+    kept_long = await _attempt(pool, long, 44.5)
+    gone_other = await _attempt(pool, other, 44.5)
+    await _maintained(pool)
+    assert await pool.fetchval("SELECT to_regclass($1)", name) is not None
+    assert await _kept(pool, [kept_long, gone_other]) == {kept_long}
+    # With the longer retention gone, the partition goes at the default's 30 days.
+    await pool.execute("DELETE FROM org_limits WHERE org = $1", long)
+    await _maintained(pool)
+    assert await pool.fetchval("SELECT to_regclass($1)", name) is None
+
+
+async def test_inbound_calls_follow_their_orgs_retention(
+    pool: asyncpg.Pool, org: str, limits: list[str]
+) -> None:
+    short = org + "-short"
+    limits.append(short)
+    await pool.execute("INSERT INTO org_limits (org, retention_days) VALUES ($1, 2)", short)
+    ids = []
+    for who, days in ((short, 5), (short, 1), (org, 5)):
+        call_id = uuid.uuid4()
+        ids.append(call_id)
+        await pool.execute(
+            "INSERT INTO inbound_invocations (id, inbound_webhook_id, org, received_at, result,"
+            " status) VALUES ($1, 'ih_x', $2, $3, 'accepted', 202)",
+            call_id,
+            who,
+            datetime.now(UTC) - timedelta(days=days),
+        )
+    await maintain_inbound(pool, retention_days=30)
+    kept = {
+        r["id"]
+        for r in await pool.fetch("SELECT id FROM inbound_invocations WHERE id = ANY($1)", ids)
+    }
+    assert kept == {ids[1], ids[2]}
