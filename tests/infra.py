@@ -18,6 +18,13 @@ TEST_KAFKA_PORT = os.environ.get("HOOKLINE_TEST_KAFKA_PORT", "19092")
 TEST_KAFKA_CONTROLLER_PORT = str(int(TEST_KAFKA_PORT) + 1)
 
 
+def local_database_url(home: Path, port: str, database: str = "hookline") -> str:
+    """The URL of a cluster started by deploy/local/pg.sh with `home` as its state
+    directory (the role's password is kept there)."""
+    password = (home / "pg.password").read_text().strip()
+    return f"postgresql://hookline:{password}@127.0.0.1:{port}/{database}"
+
+
 @dataclass(frozen=True)
 class Infra:
     database_url: str
@@ -64,7 +71,7 @@ def _local() -> Iterator[Infra]:
                     lambda n=name: subprocess.run([scripts / n, "stop"], env=env, check=False)
                 )
         yield Infra(
-            database_url=f"postgresql://hookline@127.0.0.1:{TEST_PG_PORT}/hookline",
+            database_url=local_database_url(TEST_HOME, TEST_PG_PORT),
             kafka_bootstrap=f"127.0.0.1:{TEST_KAFKA_PORT}",
             source="local",
         )

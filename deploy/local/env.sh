@@ -1,7 +1,8 @@
 # Environment for `make run` / `make up` (sourced after common.sh). A variable already set
 # in the environment wins, even when empty.
 PY="$ROOT/.venv/bin/python"
-export HOOKLINE_DATABASE_URL="${HOOKLINE_DATABASE_URL-postgresql://hookline@127.0.0.1:$PG_PORT/hookline}"
+HOOKLINE_DATABASE_URL="${HOOKLINE_DATABASE_URL-$("$ROOT/deploy/local/pg.sh" url)}"
+export HOOKLINE_DATABASE_URL
 export HOOKLINE_KAFKA_BOOTSTRAP="${HOOKLINE_KAFKA_BOOTSTRAP-127.0.0.1:$KAFKA_PORT}"
 export HOOKLINE_ALLOWED_TARGETS="${HOOKLINE_ALLOWED_TARGETS-127.0.0.0/8,::1/128}"
 export HOOKLINE_SENDERS="${HOOKLINE_SENDERS-2}"

@@ -22,7 +22,7 @@ import aiohttp
 from cryptography.fernet import Fernet
 
 from tests.e2e.harness import ServiceProcess
-from tests.infra import ROOT
+from tests.infra import ROOT, local_database_url
 
 BENCH_HOME = ROOT / ".hookline" / "bench-infra"
 PG_PORT = os.environ.get("HOOKLINE_BENCH_PG_PORT", "54359")
@@ -49,8 +49,12 @@ class BenchInfra:
             "HOOKLINE_KAFKA_CONTROLLER_PORT": KAFKA_CONTROLLER_PORT,
         }
         self.started: list[str] = []
-        self.database_url = f"postgresql://hookline@127.0.0.1:{PG_PORT}/hookline"
         self.kafka_bootstrap = f"127.0.0.1:{KAFKA_PORT}"
+
+    @property
+    def database_url(self) -> str:
+        """Known once pg.sh has started the cluster (it keeps the role's password)."""
+        return local_database_url(BENCH_HOME, PG_PORT)
 
     def running(self, script: str) -> bool:
         status = subprocess.run([SCRIPTS / script, "status"], env=self.env, capture_output=True)

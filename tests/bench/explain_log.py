@@ -30,7 +30,7 @@ import asyncpg
 from shared.db import connect, create_pool, migrate
 from shared.log import queries as dl
 from shared.log import redelivery
-from tests.infra import ROOT, TEST_PG_PORT, _script_env
+from tests.infra import ROOT, TEST_HOME, TEST_PG_PORT, _script_env, local_database_url
 
 SCRATCH = "hookline_explain"
 OUT_DIR = ROOT / ".hookline" / "bench"
@@ -282,7 +282,7 @@ async def timed(call: Callable[[], Awaitable[object]]) -> tuple[float, float]:
 
 
 async def run(args: argparse.Namespace) -> int:
-    base = f"postgresql://hookline@127.0.0.1:{TEST_PG_PORT}"
+    base = local_database_url(TEST_HOME, TEST_PG_PORT).rsplit("/", 1)[0]
     admin = await connect(base + "/postgres")
     exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", SCRATCH)
     fresh = not (exists and args.reuse)

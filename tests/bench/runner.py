@@ -28,6 +28,7 @@ from shared.db import create_pool
 from tests.bench import report
 from tests.bench.cluster import (
     BENCH_HOME,
+    PG_PORT,
     BenchInfra,
     Cluster,
     free_port,
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     try:
         say(
-            f"starting PostgreSQL :{infra.database_url.rsplit(':', 1)[1].split('/')[0]} and "
+            f"starting PostgreSQL :{PG_PORT} and "
             f"Kafka {infra.kafka_bootstrap} under .hookline/bench-infra"
         )
         infra.start(fresh=not args.reuse_state)

@@ -109,13 +109,16 @@ FROM inbound_webhooks WHERE org = $1 AND deleted_at IS NULL
 GROUP BY repo ORDER BY repo NULLS FIRST
 """
 
+# The most recently active orgs first (a new org's first token puts it on top), so that
+# the admin's list stays useful past its limit.
 _ORGS = """
 SELECT org, sum(tokens) AS tokens, sum(webhooks) AS webhooks FROM (
-    SELECT org, count(*) FILTER (WHERE revoked_at IS NULL) AS tokens, 0 AS webhooks
+    SELECT org, count(*) FILTER (WHERE revoked_at IS NULL) AS tokens, 0 AS webhooks,
+           max(created_at) AS latest
     FROM tokens GROUP BY org
     UNION ALL
-    SELECT org, 0, count(*) FROM webhooks GROUP BY org
-) both_ GROUP BY org ORDER BY org LIMIT $1
+    SELECT org, 0, count(*), max(updated_at) FROM webhooks GROUP BY org
+) both_ GROUP BY org ORDER BY max(latest) DESC, org LIMIT $1
 """
 
 _TOKENS = """
