@@ -33,7 +33,7 @@ browser:
 	  (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
 test: deps browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 # PNGs of the console's main pages, from a seeded demo org, into .hookline/screenshots/.
 screenshots: deps browser
