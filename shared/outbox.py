@@ -92,7 +92,7 @@ class OutboxWaker:
     carries a NOTIFY (which would serialise their commits). A lost poke costs a relay poll
     interval, nothing more."""
 
-    def __init__(self, pool: asyncpg.Pool, *, every: float = 0.002) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, every: float = 0.005) -> None:
         self._pool = pool
         self._every = every
         self._pending = False

@@ -199,8 +199,7 @@ class Relay:
                     continue
                 if n:
                     log.debug("relay batch published", rows=n)
-                if n >= self.config.batch_size:
-                    continue  # more are probably waiting
+                    continue  # while rows keep coming, claim again at once (no wake-up needed)
                 await _first(
                     stop.wait(), self._wake.wait(), asyncio.sleep(self.config.poll_interval_s)
                 )
