@@ -26,7 +26,16 @@ from services.api.keys import (
     WAKER,
     WEBHOOKS,
 )
-from services.api.views import catalog, deliveries, events, inbound, limits, tokens, webhooks
+from services.api.views import (
+    batch,
+    catalog,
+    deliveries,
+    events,
+    inbound,
+    limits,
+    tokens,
+    webhooks,
+)
 from shared.config import Settings
 from shared.core.errors import RateLimited
 from shared.crypto import SecretBox
@@ -74,7 +83,7 @@ async def manage_limit(request: web.Request, handler: Handler) -> web.StreamResp
         request.method in _MUTATING
         and caller is not None
         and caller.org is not None
-        and not request.path.endswith("/events")
+        and not request.path.endswith(("/events", "/events/batch"))
     ):
         s, rates = request.app[SETTINGS], request.app[RATES]
         limits = [(f"manage:{caller.org}", s.manage_rate_per_org, "changes")]
@@ -129,7 +138,7 @@ def create_app(settings: Settings) -> web.Application:
         await pool.close()
 
     app.cleanup_ctx.append(resources)
-    for module in (tokens, webhooks, events, deliveries, catalog, inbound, limits):
+    for module in (tokens, webhooks, events, batch, deliveries, catalog, inbound, limits):
         app.add_routes(module.routes)
     app.add_subapp(CONSOLE, create_console())
     return app

@@ -26,6 +26,17 @@ def inbound_paths() -> dict[str, Schema]:
     }
     ih_list = {200: json_content("InboundList", "Inbound webhooks, never with secrets.")}
     return {
+        "/api/v1/events/batch": {
+            "post": operation(
+                "Ingest up to 1,000 events (every org the token's); each answered as the"
+                " single route would have (202, 200 duplicate, 404, 409, 422, 429), the"
+                " accepted ones written in one transaction.",
+                {200: json_content("BatchResults", "One result per event, in order.")},
+                (),
+                body="BatchIn",
+                tag="events",
+            ),
+        },
         "/api/v1/repos/{org}/{repo}/inbound-webhooks": {
             "post": operation(
                 "Create a repo inbound webhook: a URL external systems call to emit events.",

@@ -379,3 +379,48 @@ SCHEMAS.update(
         ),
     }
 )
+
+SCHEMAS.update(
+    {
+        "BatchIn": _obj(
+            {
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": _obj(
+                        {
+                            "org": STR,
+                            "repo": STR,
+                            "event": STR,
+                            "action": STR,
+                            "id": STR,
+                            "payload": {"type": "object"},
+                        },
+                        ["org", "repo", "event", "payload"],
+                    ),
+                }
+            },
+            ["events"],
+            additionalProperties=False,
+        ),
+        "BatchResults": _obj(
+            {
+                "results": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "index": {"type": "integer"},
+                            "status": {"type": "integer"},
+                            "event_id": STR,
+                            "duplicate": {"type": "boolean"},
+                            "error": {"type": "object"},
+                        },
+                        ["index", "status"],
+                    ),
+                }
+            },
+            ["results"],
+        ),
+    }
+)
