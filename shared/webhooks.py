@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -16,7 +15,7 @@ from shared.core.errors import BlockedTarget, Conflict, NotFound, ResolveFailed,
 from shared.core.events import format_timestamp
 from shared.core.messages import WebhookRecord
 from shared.core.signing import generate_secret
-from shared.core.ssrf import Allowlist
+from shared.core.ssrf import Allowlist, validate_url
 from shared.core.webhooks import Webhook, validate_fields
 from shared.crypto import SecretBox
 from shared.db import translated
@@ -128,10 +127,9 @@ class WebhookStore:
         self._max_org = max_org
 
     async def _check_target(self, url: str) -> None:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        target = validate_url(url)  # the host the sender will look up, normalised as it will
         try:
-            await checked_addresses(parts.hostname or "", port, self._allow)
+            await checked_addresses(target.host, target.port, self._allow)
         except BlockedTarget:
             # Not which address, nor its kind: that would map the internal network.
             raise ValidationError(

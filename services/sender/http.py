@@ -18,13 +18,17 @@ import ssl
 import time
 from typing import Any
 
+import structlog
+
 from shared.core.attempts import AttemptResult, clean_headers, clean_text, cut_text
-from shared.core.errors import BlockedTarget, HooklineError, ResolveFailed
+from shared.core.errors import BlockedTarget, HooklineError, ResolveFailed, ValidationError
 from shared.core.ssrf import Allowlist
 from shared.netguard import Pinned, PinnedResolver
 
 from .pool import KEEPALIVE_S, ConnectionPool
 from .wire import BadResponse, Disconnected, Target, encode, read_cut
+
+log = structlog.get_logger(component="sender")
 
 
 class ClientClosed(HooklineError):
@@ -83,14 +87,17 @@ class WebhookClient:
 
         if len(body) > self._max_request_bytes:
             return done("too_large", status=None)
-        target = self._target(url)
         resolved: str | None = None
+        try:
+            # Parsed as creation parsed it; a URL stored before that check tightened is
+            # a host that cannot be looked up.
+            target = self._target(url)
+        except ValidationError:
+            return done("dns", status=None)
         try:
             async with asyncio.timeout(timeout_s):
                 pinned = await self._resolver.check(target.host, target.port)
                 resolved = str(pinned.addresses[0])
-                if target.key[0] not in ("http", "https"):
-                    return done("connect", status=None, resolved_ip=resolved)
                 data = encode(target, headers, body)
                 async with self._slots:
                     status, rheaders, raw, resolved = await self._exchange(target, pinned, data)
@@ -103,6 +110,11 @@ class WebhookClient:
         except ssl.SSLError:
             return done("tls", status=None, resolved_ip=resolved)
         except (OSError, Disconnected, BadResponse):
+            return done("connect", status=None, resolved_ip=resolved)
+        except Exception:
+            # A bug or an input nothing above foresaw: still a failed attempt, logged
+            # and retried per the schedule, never a delivery lost or a partition stuck.
+            log.exception("attempt raised; counted as a connect failure")
             return done("connect", status=None, resolved_ip=resolved)
         ok = 200 <= status < 300
         return done(
