@@ -50,11 +50,13 @@ class WebhookClient:
         bounded: bool = True,
         keepalive_s: float = KEEPALIVE_S,
         tls: ssl.SSLContext | None = None,
+        resolver: PinnedResolver | None = None,
     ) -> None:
         """`concurrency` bounds the requests in flight (and the idle connections kept per
         host); `bounded=False` leaves the bound to a caller that already enforces it.
-        `tls` is the context HTTPS is verified with (the system's by default)."""
-        self._resolver = PinnedResolver(allow)
+        `tls` is the context HTTPS is verified with (the system's by default);
+        `resolver` looks hosts up and checks them (tests pass one with a fake lookup)."""
+        self._resolver = resolver if resolver is not None else PinnedResolver(allow)
         self._max_request_bytes = max_request_bytes
         self._slots: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Semaphore(concurrency) if bounded else contextlib.nullcontext()
@@ -94,10 +96,14 @@ class WebhookClient:
             target = self._target(url)
         except ValidationError:
             return done("dns", status=None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
-                pinned = await self._resolver.check(target.host, target.port)
-                resolved = str(pinned.addresses[0])
+            # The lookup has a bound of its own: a host that never answers is this
+            # webhook's `dns` failure, not a `timeout` (nor a wait for anyone else).
+            pinned = await self._resolver.check(target.host, target.port, timeout=timeout_s)
+            resolved = str(pinned.addresses[0])
+            async with asyncio.timeout_at(deadline):
                 data = encode(target, headers, body)
                 async with self._slots:
                     status, rheaders, raw, resolved = await self._exchange(target, pinned, data)

@@ -4,12 +4,19 @@ headers. Runs a sender of its own (the fixtures of test_sender.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import uuid
+from collections import Counter
 
 import asyncpg
+import pytest
 
 from services.sender.http import WebhookClient
+from shared import netguard
 from shared.config import Settings
+from shared.core.ssrf import Address
+from shared.netguard import PinnedResolver
 from shared.webhooks import WebhookStore
 from tests.integration import test_sender as base
 from tests.integration.test_sender import Produce, Receiver, Sender, _attempts, _hook
@@ -58,3 +65,81 @@ async def test_a_stored_url_that_no_longer_parses_is_logged_as_a_failed_attempt(
         (1, "failed", "dns"),
         (2, "dead", "dns"),
     ]
+
+
+class FakeDns:
+    """Resolves every host to 127.0.0.1, except those starting with "hang", which never
+    answer; counts the lookups per host."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    async def __call__(self, host: str, port: int) -> list[Address]:
+        self.calls[host] += 1
+        if host.startswith("hang"):
+            await asyncio.Event().wait()
+        return [ipaddress.IPv4Address("127.0.0.1")]
+
+
+async def test_a_host_that_never_answers_costs_its_webhook_a_dns_failure_and_no_one_else_a_wait(
+    receiver: Receiver, sender_settings: Settings
+) -> None:
+    dns = FakeDns()
+    allow = sender_settings.allowed_targets
+    client = WebhookClient(
+        allow,
+        concurrency=64,
+        max_request_bytes=1 << 20,
+        resolver=PinnedResolver(allow, lookup=dns),
+    )
+    await client.start()
+    port = receiver.base.rsplit(":", 1)[1]
+    tag = uuid.uuid4().hex[:8]
+    try:
+        hung = [
+            asyncio.create_task(
+                client.post(f"http://hang.example:{port}/ok/{tag}", b"{}", {}, timeout_s=2)
+            )
+            for _ in range(20)
+        ]
+        await asyncio.sleep(0.1)  # every one of them is waiting for the lookup
+        fine = await client.post(f"http://fine.example:{port}/ok/{tag}", b"{}", {}, timeout_s=2)
+        assert (fine.error, fine.status) == (None, 200)
+        results = await asyncio.gather(*hung)
+        assert {(r.error, r.status) for r in results} == {("dns", None)}
+        assert dns.calls["hang.example"] == 1  # one lookup for all twenty
+        again = await client.post(f"http://hang.example:{port}/", b"{}", {}, timeout_s=2)
+        assert again.error == "dns" and dns.calls["hang.example"] == 1  # remembered
+    finally:
+        await client.close()
+    assert len(receiver.requests(f"/ok/{tag}")) == 1
+
+
+async def test_through_the_sender_a_silent_dns_is_its_webhooks_dns_failure_only(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    org: str,
+) -> None:
+    monkeypatch.setattr(netguard, "resolve", FakeDns())
+    port = receiver.base.rsplit(":", 1)[1]
+    once = {"retry": {"max_retries": 0, "interval_s": 1}, "timeout_s": 2}
+    hang, _ = await _hook(store, org, receiver.base + "/ok/", **once)
+    fine, _ = await _hook(store, org, receiver.base + "/ok/", **once)
+    # Created with a literal address; moved to names only the fake resolver knows.
+    for wid, url in (
+        (hang, f"http://hang-{org}.example:{port}/ok/{org}/hang"),
+        (fine, f"http://fine-{org}.example:{port}/ok/{org}/fine"),
+    ):
+        await pool.execute("UPDATE webhooks SET url = $2 WHERE id = $1", uuid.UUID(wid), url)
+    stuck = [await produce(hang, org) for _ in range(5)]
+    sent = await produce(fine, org)
+    [ok] = await _attempts(pool, sent.delivery_id, 1)
+    assert (ok["outcome"], ok["error"], ok["response_status"]) == ("succeeded", None, 200)
+    for msg in stuck:
+        [row] = await _attempts(pool, msg.delivery_id, 1)
+        assert (row["outcome"], row["error"]) == ("dead", "dns")
+    assert receiver.requests(f"/ok/{org}/hang") == []
