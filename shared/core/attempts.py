@@ -210,10 +210,12 @@ def build_request(
     user_agent: str,
     secrets: Sequence[str],
     timestamp: int,
+    custom: Mapping[str, str] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The exact bytes and headers of the POST of the attempt `msg` asks for (DESIGN.md
     section 4), signed over the bytes sent: the JSON body, or `payload=<url-encoded
-    JSON>` for form webhooks."""
+    JSON>` for form webhooks. The webhook's `custom` headers come first; none of them
+    can replace one of Hookline's (creation refuses those names; this drops them too)."""
     delivery_id = msg.delivery_id
     raw = orjson.dumps(msg.body)
     if content_type == "form":
@@ -221,18 +223,26 @@ def build_request(
         mime = "application/x-www-form-urlencoded"
     else:
         mime = "application/json"
-    headers = {
+    own = {
         "Content-Type": mime,
         "User-Agent": user_agent,
         f"{prefix}-Event": msg.event_type,
         f"{prefix}-Delivery": delivery_id,
         f"{prefix}-Attempt": str(msg.attempt),
     }
-    headers.update(
+    own.update(
         signature_headers(
             prefix=prefix, secrets=secrets, delivery_id=delivery_id, timestamp=timestamp, body=raw
         )
     )
+    taken = {name.lower() for name in own}
+    mine = prefix.lower() + "-"
+    headers = {
+        name: value
+        for name, value in (custom or {}).items()
+        if name.lower() not in taken and not name.lower().startswith(mine)
+    }
+    headers.update(own)
     return raw, headers
 
 

@@ -143,3 +143,33 @@ async def test_through_the_sender_a_silent_dns_is_its_webhooks_dns_failure_only(
         [row] = await _attempts(pool, msg.delivery_id, 1)
         assert (row["outcome"], row["error"]) == ("dead", "dns")
     assert receiver.requests(f"/ok/{org}/hang") == []
+
+
+async def test_custom_headers_are_sent_on_every_attempt_and_logged_masked(
+    sender: Sender,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    token = "glpat-" + uuid.uuid4().hex
+    path = f"/flaky/{org}/headers"
+    receiver.fail_first[path] = 1
+    wid, _ = await _hook(
+        store,
+        org,
+        receiver.base + path,
+        retry={"schedule": [1]},
+        headers={"X-Gitlab-Token": token, "X-Team": "payments"},
+    )
+    msg = await produce(wid, org)
+    rows = await _attempts(pool, msg.delivery_id, 2)
+    assert [r["outcome"] for r in rows] == ["failed", "succeeded"]
+    sent = receiver.requests(path)
+    assert [h["X-Gitlab-Token"] for h, _ in sent] == [token, token]
+    assert [h["X-Team"] for h, _ in sent] == ["payments", "payments"]
+    assert all(h["Content-Type"] == "application/json" for h, _ in sent)
+    for row in rows:
+        assert row["request_headers"]["X-Gitlab-Token"] == "\u2022\u2022\u2022\u2022"
+        assert token not in str(row["request_headers"])
