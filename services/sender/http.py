@@ -20,12 +20,18 @@ from typing import Any
 
 import structlog
 
-from shared.core.attempts import AttemptResult, clean_headers, clean_text, cut_text
+from shared.core.attempts import (
+    AttemptResult,
+    clean_headers,
+    clean_text,
+    cut_headers,
+    cut_text,
+)
 from shared.core.errors import BlockedTarget, HooklineError, ResolveFailed, ValidationError
 from shared.core.ssrf import Allowlist
 from shared.netguard import Pinned, PinnedResolver
 
-from .pool import KEEPALIVE_S, ConnectionPool
+from .pool import KEEPALIVE_S, MAX_IDLE_TOTAL, ConnectionPool
 from .wire import BadResponse, Disconnected, Target, encode, read_cut
 
 log = structlog.get_logger(component="sender")
@@ -49,6 +55,7 @@ class WebhookClient:
         max_request_bytes: int,
         bounded: bool = True,
         keepalive_s: float = KEEPALIVE_S,
+        max_idle_total: int = MAX_IDLE_TOTAL,
         tls: ssl.SSLContext | None = None,
         resolver: PinnedResolver | None = None,
     ) -> None:
@@ -61,7 +68,9 @@ class WebhookClient:
         self._slots: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Semaphore(concurrency) if bounded else contextlib.nullcontext()
         )
-        self.pool = ConnectionPool(max_idle=concurrency, keepalive_s=keepalive_s, tls=tls)
+        self.pool = ConnectionPool(
+            max_idle=concurrency, max_idle_total=max_idle_total, keepalive_s=keepalive_s, tls=tls
+        )
         self._targets: dict[str, Target] = {}
         self._started = False
 
@@ -156,7 +165,7 @@ class WebhookClient:
             keep = payload.at_eof() and not msg.should_close and not msg.upgrade
             # Whatever the endpoint sent must stay storable (no NUL, no surrogate-escaped
             # bytes): the log writer cannot skip a row.
-            return msg.code, clean_headers(msg.headers), raw, conn.ip
+            return msg.code, cut_headers(clean_headers(msg.headers)), raw, conn.ip
         finally:
             self.pool.release(target.key, conn, keep=keep)
 

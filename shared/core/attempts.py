@@ -32,6 +32,7 @@ __all__ = [
     "build_request",
     "clean_headers",
     "clean_text",
+    "cut_headers",
     "cut_text",
     "decide",
     "delivery_status",
@@ -265,6 +266,19 @@ def clean_text(text: str) -> str:
     except UnicodeEncodeError:  # a lone surrogate outside the escape range
         raw = text.encode("utf-8", "replace")
     return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+def cut_headers(headers: Mapping[str, str], limit: int = BODY_CUT) -> dict[str, str]:
+    """The headers, in order, while they fit in `limit` bytes as sent (`name: value` and
+    a CRLF each); the first that does not fit ends the cut, as a body is cut."""
+    kept: dict[str, str] = {}
+    size = 0
+    for name, value in headers.items():
+        size += len(name.encode()) + len(value.encode()) + 4
+        if size > limit:
+            break
+        kept[name] = value
+    return kept
 
 
 def clean_headers(headers: Mapping[str, str]) -> dict[str, str]:

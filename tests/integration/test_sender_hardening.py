@@ -173,3 +173,76 @@ async def test_custom_headers_are_sent_on_every_attempt_and_logged_masked(
     for row in rows:
         assert row["request_headers"]["X-Gitlab-Token"] == "\u2022\u2022\u2022\u2022"
         assert token not in str(row["request_headers"])
+
+
+async def _answering(response: bytes) -> asyncio.Server:
+    """A local server that answers every request on a connection with `response`."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                writer.write(response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+async def test_response_headers_are_cut_at_16_kib_like_bodies(
+    sender_settings: Settings,
+) -> None:
+    many = b"".join(b"X-Filler-%03d: %s\r\n" % (n, b"f" * 1000) for n in range(60))
+    server = await _answering(
+        b"HTTP/1.1 500 Oops\r\nX-First: 1\r\n" + many + b"Content-Length: 0\r\n\r\n"
+    )
+    port = server.sockets[0].getsockname()[1]
+    client = WebhookClient(
+        sender_settings.allowed_targets, concurrency=4, max_request_bytes=1 << 20
+    )
+    await client.start()
+    try:
+        result = await client.post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout_s=5)
+    finally:
+        await client.close()
+        server.close()
+    assert result.status == 500
+    size = sum(len(k) + len(v) + 4 for k, v in result.headers.items())
+    assert size <= 16 * 1024
+    assert result.headers["X-First"] == "1" and "X-Filler-000" in result.headers
+    assert "X-Filler-059" not in result.headers
+
+
+async def test_idle_connections_are_capped_in_all_not_only_per_endpoint(
+    sender_settings: Settings,
+) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    servers = [await _answering(ok) for _ in range(5)]
+    client = WebhookClient(
+        sender_settings.allowed_targets,
+        concurrency=4,
+        max_request_bytes=1 << 20,
+        max_idle_total=3,
+    )
+    await client.start()
+    try:
+        for server in servers:
+            port = server.sockets[0].getsockname()[1]
+            result = await client.post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout_s=5)
+            assert result.status == 200
+        idle = client.pool.idle()
+        assert len(idle) == 3  # the two least recently used were closed
+        newest = servers[-1].sockets[0].getsockname()[1]
+        assert any(conn.transport is not None for conn in idle)
+        assert newest in {c.transport.get_extra_info("peername")[1] for c in idle if c.transport}
+    finally:
+        await client.close()
+        for server in servers:
+            server.close()
