@@ -156,6 +156,10 @@ class Settings:
     sender_inflight_per_webhook: int = _setting(
         "HOOKLINE_SENDER_INFLIGHT_PER_WEBHOOK", "32", _int(1, 10_000)
     )
+    sender_max_idle_connections: int = _setting(
+        "HOOKLINE_SENDER_MAX_IDLE_CONNECTIONS", "512", _int(0, 100_000)
+    )
+    sender_idle_timeout_s: int = _setting("HOOKLINE_SENDER_IDLE_TIMEOUT_S", "30", _int(1, 3600))
     log_level: str = _setting("HOOKLINE_LOG_LEVEL", "INFO", _log_level)
     inbound_host: str = _setting("HOOKLINE_INBOUND_HOST", "127.0.0.1", _nonempty)
     inbound_port: int = _setting("HOOKLINE_INBOUND_PORT", "8081", _int(0, 65535))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable
 
 import structlog
@@ -20,6 +21,8 @@ from shared.kafka import IDLE_FETCH_WAIT_MS, WEBHOOKS, make_consumer, partitions
 log = structlog.get_logger(component="webhook_table")
 
 _RepoKey = tuple[str, str]
+# Deleted ids remembered (so a late record cannot bring one back): the newest this many.
+MAX_DELETED = 100_000
 
 
 class WebhookTable:
@@ -42,7 +45,7 @@ class WebhookTable:
         self._by_id: dict[str, WebhookRecord] = {}
         self._by_repo: dict[_RepoKey, dict[str, WebhookRecord]] = {}
         self._by_org: dict[str, dict[str, WebhookRecord]] = {}
-        self._deleted: set[str] = set()
+        self._deleted: OrderedDict[str, None] = OrderedDict()
         self._changed = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._offsets: AIOKafkaConsumer | None = None
@@ -52,6 +55,10 @@ class WebhookTable:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def deleted(self) -> int:
+        """How many deleted ids are remembered."""
+        return len(self._deleted)
 
     def get(self, webhook_id: str) -> WebhookRecord | None:
         return self._by_id.get(webhook_id)
@@ -86,7 +93,10 @@ class WebhookTable:
 
     def remove(self, webhook_id: str) -> None:
         """Forgets a webhook for good (it was deleted)."""
-        self._deleted.add(webhook_id)
+        self._deleted[webhook_id] = None
+        self._deleted.move_to_end(webhook_id)
+        if len(self._deleted) > MAX_DELETED:
+            self._deleted.popitem(last=False)
         held = self._by_id.pop(webhook_id, None)
         if held is not None:
             self._unindex(held)

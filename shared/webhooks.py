@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -16,8 +15,8 @@ from shared.core.errors import BlockedTarget, Conflict, NotFound, ResolveFailed,
 from shared.core.events import format_timestamp
 from shared.core.messages import WebhookRecord
 from shared.core.signing import generate_secret
-from shared.core.ssrf import Allowlist
-from shared.core.webhooks import Webhook, validate_fields
+from shared.core.ssrf import Allowlist, validate_url
+from shared.core.webhooks import MASK, Webhook, validate_fields
 from shared.crypto import SecretBox
 from shared.db import translated
 from shared.kafka import WEBHOOKS
@@ -28,7 +27,7 @@ ROTATION_GRACE = timedelta(hours=24)
 _COLUMNS = (
     "id, org, repo, url, events, active, content_type, description, retry, timeout_s,"
     " secret_enc, previous_secret_enc, previous_expires_at, disabled_reason, version,"
-    " created_at, updated_at"
+    " created_at, updated_at, headers"
 )
 
 
@@ -47,6 +46,7 @@ def _webhook(row: asyncpg.Record) -> Webhook:
         disabled_reason=row["disabled_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        header_names=tuple(row["headers"] or {}),
     )
 
 
@@ -68,6 +68,7 @@ def _record(row: asyncpg.Record) -> WebhookRecord:
             format_timestamp(row["previous_expires_at"]) if row["previous_expires_at"] else None
         ),
         revision=row["version"],
+        headers=dict(row["headers"] or {}),
     )
 
 
@@ -120,18 +121,19 @@ class WebhookStore:
         allow: Allowlist,
         max_per_repo: int,
         max_org: int = 20,
+        header_prefix: str = "X-Hookline",
     ) -> None:
         self._pool = pool
         self._box = box
+        self._header_prefix = header_prefix  # custom headers may not replace its headers
         self._allow = allow
         self._max_per_repo = max_per_repo  # defaults; an org's own limits (org_limits) win
         self._max_org = max_org
 
     async def _check_target(self, url: str) -> None:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        target = validate_url(url)  # the host the sender will look up, normalised as it will
         try:
-            await checked_addresses(parts.hostname or "", port, self._allow)
+            await checked_addresses(target.host, target.port, self._allow)
         except BlockedTarget:
             # Not which address, nor its kind: that would map the internal network.
             raise ValidationError(
@@ -146,8 +148,9 @@ class WebhookStore:
     @translated
     async def create(self, org: str, repo: str | None, body: object) -> tuple[Webhook, str]:
         """Validates and stores a webhook; returns it with its secret (shown only now)."""
-        fields = validate_fields(body, partial=False)
+        fields = validate_fields(body, partial=False, header_prefix=self._header_prefix)
         await self._check_target(fields["url"])
+        headers = self._seal_headers(fields.get("headers") or {}, {})
         secret = fields.pop("secret", None) or generate_secret(_random.token_bytes(32))
         async with self._pool.acquire() as conn, conn.transaction():
             # Serialise creations in one scope so the limit holds under concurrency.
@@ -163,8 +166,8 @@ class WebhookStore:
             )
             row = await conn.fetchrow(
                 f"INSERT INTO webhooks (id, org, repo, url, events, active, content_type,"
-                f" description, retry, timeout_s, secret_enc) VALUES"
-                f" ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {_COLUMNS}",
+                f" description, retry, timeout_s, secret_enc, headers) VALUES"
+                f" ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {_COLUMNS}",
                 uuid.uuid4(),
                 org,
                 repo,
@@ -176,9 +179,25 @@ class WebhookStore:
                 fields.get("retry"),
                 fields.get("timeout_s", 10),
                 self._box.seal(secret),
+                headers,
             )
             await self._publish(conn, row)
         return _webhook(row), secret
+
+    def _seal_headers(self, given: dict[str, str], held: dict[str, str]) -> dict[str, str]:
+        """Each value sealed; a masked value (as a read shows it) keeps the one `held`."""
+        sealed: dict[str, str] = {}
+        for name, value in given.items():
+            if value == MASK:
+                kept = next((v for k, v in held.items() if k.lower() == name.lower()), None)
+                if kept is None:
+                    raise ValidationError(
+                        f"headers: {name} has no value to keep; give its value", field="headers"
+                    )
+                sealed[name] = kept
+            else:
+                sealed[name] = self._box.seal(value).decode()
+        return sealed
 
     async def _fetch(
         self, conn: asyncpg.Connection, webhook_id: str, org: str | None, *, lock: bool = False
@@ -221,11 +240,15 @@ class WebhookStore:
 
     @translated
     async def update(self, webhook_id: str, org: str | None, body: object) -> Webhook:
-        fields = validate_fields(body, partial=True)
+        fields = validate_fields(body, partial=True, header_prefix=self._header_prefix)
         if "url" in fields:
             await self._check_target(fields["url"])
         async with self._pool.acquire() as conn, conn.transaction():
-            await self._fetch(conn, webhook_id, org, lock=True)
+            current = await self._fetch(conn, webhook_id, org, lock=True)
+            if "headers" in fields:  # replaced whole; "••••" keeps a value held
+                fields["headers"] = self._seal_headers(
+                    fields["headers"], dict(current["headers"] or {})
+                )
             sets: list[str] = []
             args: list[Any] = []
             for name, value in fields.items():

@@ -132,6 +132,7 @@ def create_app(settings: Settings) -> web.Application:
             allow=settings.allowed_targets,
             max_per_repo=settings.max_webhooks_per_repo,
             max_org=settings.max_org_webhooks,
+            header_prefix=settings.header_prefix,
         )
         yield
         await probe.close()

@@ -42,6 +42,16 @@ ERROR_RESPONSES = {
     503: "A dependency is unavailable.",
 }
 FILTER_DOC = "an event type, a family (`pull_request`), `family.*`, or `*`"
+# A webhook's custom headers as given (DESIGN.md section 12).
+CUSTOM_HEADERS: Schema = {
+    "type": "object",
+    "maxProperties": 10,
+    "additionalProperties": {"type": "string", "maxLength": 4096},
+    "description": "at most 10; names are HTTP tokens and may not replace Content-Type, "
+    "Host, User-Agent, a signature header or a `<HOOKLINE_HEADER_PREFIX>-*` header; values "
+    "hold no CR, LF or other control character, are encrypted at rest and read back as "
+    '"••••" (sending "••••" back keeps the value held); replaced whole on PATCH',
+}
 
 SCHEMAS: dict[str, Schema] = {
     "Error": _obj(
@@ -75,6 +85,11 @@ SCHEMAS: dict[str, Schema] = {
             "description": STR,
             "retry": ref("Retry"),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30},
+            "headers": {
+                "type": "object",
+                "additionalProperties": STR,
+                "description": "custom headers sent on every attempt; values masked (••••)",
+            },
             "disabled_reason": _nullable(STR),
             "created_at": TIME,
             "updated_at": TIME,
@@ -93,6 +108,7 @@ SCHEMAS: dict[str, Schema] = {
             "description": {"type": "string", "maxLength": 1000},
             "retry": _nullable(ref("Retry")),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30, "default": 10},
+            "headers": _nullable(CUSTOM_HEADERS),
             "secret": {"type": "string", "minLength": 8, "maxLength": 256},
         },
         ["url"],
@@ -107,6 +123,7 @@ SCHEMAS: dict[str, Schema] = {
             "description": _nullable({"type": "string", "maxLength": 1000}),
             "retry": _nullable(ref("Retry")),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30},
+            "headers": _nullable(CUSTOM_HEADERS),
         },
         additionalProperties=False,
     ),

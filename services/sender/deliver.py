@@ -29,6 +29,7 @@ from shared.core.errors import Undeliverable, ValidationError
 from shared.core.events import parse_timestamp
 from shared.core.messages import DeliveryMessage, WebhookRecord
 from shared.core.retry import RetryPolicy
+from shared.core.webhooks import MASK
 from shared.crypto import SecretBox
 from shared.log.numbering import AttemptNumbers
 from shared.subscriptions import WebhookTable
@@ -138,6 +139,7 @@ class Deliverer:
         now = datetime.now(UTC)  # signed, and logged as the attempt's start
         try:
             secrets = self._signing_secrets(webhook, now)
+            custom = {name: self._secret(sealed) for name, sealed in webhook.headers.items()}
         except Undeliverable as exc:
             # No retry can fix it: dead, with the reason in the dead-letter header.
             log.error("attempt", outcome="dead", reason=str(exc), trigger=msg.trigger)
@@ -149,6 +151,7 @@ class Deliverer:
             user_agent=self._user_agent,
             secrets=secrets,
             timestamp=int(now.timestamp()),
+            custom=custom,
         )
         result = await self._client.post(webhook.url, body, headers, timeout_s=webhook.timeout_s)
         try:
@@ -173,7 +176,8 @@ class Deliverer:
             outcome=decision.outcome,
             started_at=now,
             duration_ms=result.duration_ms,
-            request_headers=headers,
+            # The custom headers' values are credentials: the log shows them masked.
+            request_headers={k: MASK if k in custom else v for k, v in headers.items()},
             request_body=clean_text(body.decode("utf-8", errors="replace")),
             response_status=result.status,
             response_headers=result.headers or None,

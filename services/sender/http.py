@@ -18,13 +18,23 @@ import ssl
 import time
 from typing import Any
 
-from shared.core.attempts import AttemptResult, clean_headers, clean_text, cut_text
-from shared.core.errors import BlockedTarget, HooklineError, ResolveFailed
+import structlog
+
+from shared.core.attempts import (
+    AttemptResult,
+    clean_headers,
+    clean_text,
+    cut_headers,
+    cut_text,
+)
+from shared.core.errors import BlockedTarget, HooklineError, ResolveFailed, ValidationError
 from shared.core.ssrf import Allowlist
 from shared.netguard import Pinned, PinnedResolver
 
-from .pool import KEEPALIVE_S, ConnectionPool
+from .pool import KEEPALIVE_S, MAX_IDLE_TOTAL, ConnectionPool
 from .wire import BadResponse, Disconnected, Target, encode, read_cut
+
+log = structlog.get_logger(component="sender")
 
 
 class ClientClosed(HooklineError):
@@ -45,17 +55,22 @@ class WebhookClient:
         max_request_bytes: int,
         bounded: bool = True,
         keepalive_s: float = KEEPALIVE_S,
+        max_idle_total: int = MAX_IDLE_TOTAL,
         tls: ssl.SSLContext | None = None,
+        resolver: PinnedResolver | None = None,
     ) -> None:
         """`concurrency` bounds the requests in flight (and the idle connections kept per
         host); `bounded=False` leaves the bound to a caller that already enforces it.
-        `tls` is the context HTTPS is verified with (the system's by default)."""
-        self._resolver = PinnedResolver(allow)
+        `tls` is the context HTTPS is verified with (the system's by default);
+        `resolver` looks hosts up and checks them (tests pass one with a fake lookup)."""
+        self._resolver = resolver if resolver is not None else PinnedResolver(allow)
         self._max_request_bytes = max_request_bytes
         self._slots: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Semaphore(concurrency) if bounded else contextlib.nullcontext()
         )
-        self.pool = ConnectionPool(max_idle=concurrency, keepalive_s=keepalive_s, tls=tls)
+        self.pool = ConnectionPool(
+            max_idle=concurrency, max_idle_total=max_idle_total, keepalive_s=keepalive_s, tls=tls
+        )
         self._targets: dict[str, Target] = {}
         self._started = False
 
@@ -83,14 +98,21 @@ class WebhookClient:
 
         if len(body) > self._max_request_bytes:
             return done("too_large", status=None)
-        target = self._target(url)
         resolved: str | None = None
         try:
-            async with asyncio.timeout(timeout_s):
-                pinned = await self._resolver.check(target.host, target.port)
-                resolved = str(pinned.addresses[0])
-                if target.key[0] not in ("http", "https"):
-                    return done("connect", status=None, resolved_ip=resolved)
+            # Parsed as creation parsed it; a URL stored before that check tightened is
+            # a host that cannot be looked up.
+            target = self._target(url)
+        except ValidationError:
+            return done("dns", status=None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            # The lookup has a bound of its own: a host that never answers is this
+            # webhook's `dns` failure, not a `timeout` (nor a wait for anyone else).
+            pinned = await self._resolver.check(target.host, target.port, timeout=timeout_s)
+            resolved = str(pinned.addresses[0])
+            async with asyncio.timeout_at(deadline):
                 data = encode(target, headers, body)
                 async with self._slots:
                     status, rheaders, raw, resolved = await self._exchange(target, pinned, data)
@@ -103,6 +125,11 @@ class WebhookClient:
         except ssl.SSLError:
             return done("tls", status=None, resolved_ip=resolved)
         except (OSError, Disconnected, BadResponse):
+            return done("connect", status=None, resolved_ip=resolved)
+        except Exception:
+            # A bug or an input nothing above foresaw: still a failed attempt, logged
+            # and retried per the schedule, never a delivery lost or a partition stuck.
+            log.exception("attempt raised; counted as a connect failure")
             return done("connect", status=None, resolved_ip=resolved)
         ok = 200 <= status < 300
         return done(
@@ -138,7 +165,7 @@ class WebhookClient:
             keep = payload.at_eof() and not msg.should_close and not msg.upgrade
             # Whatever the endpoint sent must stay storable (no NUL, no surrogate-escaped
             # bytes): the log writer cannot skip a row.
-            return msg.code, clean_headers(msg.headers), raw, conn.ip
+            return msg.code, cut_headers(clean_headers(msg.headers)), raw, conn.ip
         finally:
             self.pool.release(target.key, conn, keep=keep)
 

@@ -67,6 +67,8 @@ async def serve(
             concurrency=s.sender_concurrency,
             max_request_bytes=s.max_payload_bytes + 64 * 1024,
             bounded=False,  # every call already holds one of the sender's global slots
+            keepalive_s=s.sender_idle_timeout_s,
+            max_idle_total=s.sender_max_idle_connections,
         )
         await client.start()
         stack.push_async_callback(client.close)

@@ -1,5 +1,6 @@
 """The sender's idle keep-alive connections: one stack per (scheme, host, port), reused
-only to an address the resolver still vouches for, closed after KEEPALIVE_S idle."""
+only to an address the resolver still vouches for, closed after KEEPALIVE_S idle, at most
+`max_idle` per endpoint and `max_idle_total` in all (the least recently used go first)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import socket
 import ssl
 import time
+from collections import OrderedDict
 
 import aiohappyeyeballs
 
@@ -17,24 +19,29 @@ from .wire import Connection, Target
 
 # An idle keep-alive connection is closed after this long.
 KEEPALIVE_S = 30.0
+MAX_IDLE_TOTAL = 512
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
 
 class ConnectionPool:
     """Opens connections to checked addresses and keeps up to `max_idle` idle ones per
-    host for reuse."""
+    host, and `max_idle_total` in all, for reuse."""
 
     def __init__(
         self,
         *,
         max_idle: int,
+        max_idle_total: int = MAX_IDLE_TOTAL,
         keepalive_s: float = KEEPALIVE_S,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self._max_idle = max_idle
+        self._max_idle_total = max_idle_total
         self._keepalive_s = keepalive_s
         self._tls = tls
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        # Every idle connection, least recently used first (the global cap's order).
+        self._lru: OrderedDict[Connection, tuple[str, str, int]] = OrderedDict()
         self._busy: set[Connection] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._open = False
@@ -56,6 +63,7 @@ class ConnectionPool:
             for conn in stack:
                 conn.close()
         self._idle.clear()
+        self._lru.clear()
         for conn in list(self._busy):
             conn.close()
 
@@ -69,6 +77,7 @@ class ConnectionPool:
         deadline = time.monotonic() - self._keepalive_s
         while stack:
             conn = stack.pop()  # the most recently used is the least likely closed
+            self._lru.pop(conn, None)
             if not conn.closed and conn.idle_since > deadline and conn.ip in pinned.ips:
                 self._busy.add(conn)
                 return conn
@@ -113,8 +122,22 @@ class ConnectionPool:
         conn.idle_since = time.monotonic()
         stack = self._idle.setdefault(key, [])
         stack.append(conn)
+        self._lru[conn] = key
         if len(stack) > self._max_idle:
-            stack.pop(0).close()
+            self._drop(stack[0])
+        while len(self._lru) > self._max_idle_total:
+            self._drop(next(iter(self._lru)))
+
+    def _drop(self, conn: Connection) -> None:
+        """Closes an idle connection and forgets it."""
+        key = self._lru.pop(conn, None)
+        conn.close()
+        stack = self._idle.get(key) if key is not None else None
+        if stack is not None:
+            with contextlib.suppress(ValueError):
+                stack.remove(conn)
+            if not stack:
+                del self._idle[key]  # type: ignore[arg-type]
 
     async def _sweep_forever(self) -> None:
         """Closes keep-alive connections idle for longer than the keep-alive time."""
@@ -126,6 +149,9 @@ class ConnectionPool:
                     if conn.idle_since <= deadline:
                         conn.close()
                 fresh = [conn for conn in stack if not conn.closed]
+                for conn in stack:
+                    if conn.closed:
+                        self._lru.pop(conn, None)
                 if fresh:
                     self._idle[key] = fresh
                 else:

@@ -18,6 +18,9 @@ from typing import Generic, TypeVar
 
 MAX_QUEUE_WAIT_S = 2.0
 MAX_QUEUED_PER_WEBHOOK = 5000
+# Request times remembered at most: past it, those of webhooks with nothing in flight,
+# queued or parked are forgotten (a webhook seen once does not stay for good).
+MAX_REMEMBERED = 10_000
 
 J = TypeVar("J")
 
@@ -96,6 +99,8 @@ class Slots(Generic[J]):
                 # not drop to zero when a wave of its timed-out requests ends at once.
                 took = self._clock() - began
                 self._duration[wid] = 0.8 * self._duration.get(wid, took) + 0.2 * took
+                if len(self._duration) > MAX_REMEMBERED:
+                    self._forget_idle()
             if not started:
                 del self._started[wid]
         queue = self._queued.get(wid)
@@ -113,6 +118,14 @@ class Slots(Generic[J]):
         else:
             self._running.pop(wid, None)
         return None
+
+    def remembered(self) -> int:
+        """How many webhooks' request times are held."""
+        return len(self._duration)
+
+    def _forget_idle(self) -> None:
+        busy = self._running.keys() | self._queued.keys() | self._parked.keys()
+        self._duration = {w: d for w, d in self._duration.items() if w in busy}
 
     def remove(self, which: Callable[[J], bool]) -> list[J]:
         """Takes every queued job `which` selects out of the queues; returns them."""

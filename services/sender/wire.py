@@ -13,10 +13,10 @@ from typing import Any, cast
 
 from aiohttp import StreamReader
 from aiohttp.http import SERVER_SOFTWARE, HttpResponseParser
-from yarl import URL
 
 from shared.core.attempts import BODY_CUT
 from shared.core.errors import HooklineError
+from shared.core.ssrf import validate_url
 
 # Read-buffer limit of one response (flow control pauses the socket above twice this).
 READ_LIMIT = 2**16
@@ -48,20 +48,14 @@ class Target:
 
     @classmethod
     def of(cls, url: str) -> Target:
-        parsed = URL(url)
-        scheme = parsed.scheme
-        host = parsed.raw_host or ""
-        port = parsed.port or (443 if scheme == "https" else 80)
-        netloc = f"[{host}]" if ":" in host else host
-        if parsed.port is not None and not parsed.is_default_port():
-            netloc = f"{netloc}:{parsed.port}"
-        path = parsed.raw_path_qs or "/"
+        """Parsed as creation parsed it (`validate_url`); ValidationError if invalid."""
+        parsed = validate_url(url)
         return cls(
-            key=(scheme, host, port),
-            host=host,
-            port=port,
-            tls=scheme == "https",
-            head=f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\n",
+            key=(parsed.scheme, parsed.host, parsed.port),
+            host=parsed.host,
+            port=parsed.port,
+            tls=parsed.scheme == "https",
+            head=f"POST {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n",
         )
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "build_request",
     "clean_headers",
     "clean_text",
+    "cut_headers",
     "cut_text",
     "decide",
     "delivery_status",
@@ -210,10 +211,12 @@ def build_request(
     user_agent: str,
     secrets: Sequence[str],
     timestamp: int,
+    custom: Mapping[str, str] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The exact bytes and headers of the POST of the attempt `msg` asks for (DESIGN.md
     section 4), signed over the bytes sent: the JSON body, or `payload=<url-encoded
-    JSON>` for form webhooks."""
+    JSON>` for form webhooks. The webhook's `custom` headers come first; none of them
+    can replace one of Hookline's (creation refuses those names; this drops them too)."""
     delivery_id = msg.delivery_id
     raw = orjson.dumps(msg.body)
     if content_type == "form":
@@ -221,18 +224,26 @@ def build_request(
         mime = "application/x-www-form-urlencoded"
     else:
         mime = "application/json"
-    headers = {
+    own = {
         "Content-Type": mime,
         "User-Agent": user_agent,
         f"{prefix}-Event": msg.event_type,
         f"{prefix}-Delivery": delivery_id,
         f"{prefix}-Attempt": str(msg.attempt),
     }
-    headers.update(
+    own.update(
         signature_headers(
             prefix=prefix, secrets=secrets, delivery_id=delivery_id, timestamp=timestamp, body=raw
         )
     )
+    taken = {name.lower() for name in own}
+    mine = prefix.lower() + "-"
+    headers = {
+        name: value
+        for name, value in (custom or {}).items()
+        if name.lower() not in taken and not name.lower().startswith(mine)
+    }
+    headers.update(own)
     return raw, headers
 
 
@@ -255,6 +266,19 @@ def clean_text(text: str) -> str:
     except UnicodeEncodeError:  # a lone surrogate outside the escape range
         raw = text.encode("utf-8", "replace")
     return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+def cut_headers(headers: Mapping[str, str], limit: int = BODY_CUT) -> dict[str, str]:
+    """The headers, in order, while they fit in `limit` bytes as sent (`name: value` and
+    a CRLF each); the first that does not fit ends the cut, as a body is cut."""
+    kept: dict[str, str] = {}
+    size = 0
+    for name, value in headers.items():
+        size += len(name.encode()) + len(value.encode()) + 4
+        if size > limit:
+            break
+        kept[name] = value
+    return kept
 
 
 def clean_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -229,6 +229,16 @@ def decode_event(raw: bytes | None, *, timestamp_ms: int | None = None) -> Event
         raise MessageError(f"{exc.field or 'value'}: {exc.message}") from None
 
 
+def _sealed_headers(raw: object) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise ValueError("headers must map names to sealed values")
+    return dict(raw)
+
+
 @dataclass(frozen=True)
 class WebhookRecord:
     """`hookline.webhooks` (compacted), key webhook id; a tombstone (null) means deleted.
@@ -250,6 +260,8 @@ class WebhookRecord:
     previous_expires_at: str | None
     revision: int
     version: int = VERSION
+    # Custom headers: name -> value sealed like the secrets (Fernet token, as text).
+    headers: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return orjson.dumps(self)  # tuples encode as arrays
@@ -273,6 +285,7 @@ class WebhookRecord:
                 previous_expires_at=obj.get("previous_expires_at"),
                 revision=int(obj.get("revision") or 0),
                 version=int(obj.get("version") or VERSION),
+                headers=_sealed_headers(obj.get("headers")),
             )
         except (ValidationError, TypeError, ValueError) as exc:
             raise MessageError(f"bad webhook record: {exc}") from None

@@ -6,6 +6,7 @@ Pure: the caller passes the random number used for jitter and the current time.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -40,6 +41,7 @@ MAX_RETRY_AFTER_S = 21600
 JITTER = 0.1
 
 _SCHEDULE_KEYS = frozenset({"schedule"})
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 _INTERVAL_KEYS = frozenset({"max_retries", "interval_s"})
 
 
@@ -169,26 +171,33 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Parse a ``Retry-After`` header (delta-seconds or HTTP-date) into seconds from ``now``.
+    """Parse a ``Retry-After`` header (delta-seconds or HTTP-date) into seconds from ``now``,
+    at most ``MAX_RETRY_AFTER_S``.
 
-    Returns None for a missing or unparseable value; a date in the past gives 0.
+    Never raises: what a subscriber sends is not ours to trust. None for a missing or
+    unparseable value (``²``, ``-5``, ``1e9``, a date no calendar holds); a date in the
+    past gives 0; 400 digits or the year 9999 give the maximum.
     """
     if value is None:
         return None
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
-        return float(int(text))
+    if _DELTA_SECONDS.fullmatch(text):
+        # ASCII digits only (str.isdigit() also says yes to "²"); past the clamp, the
+        # number's size does not matter, and int() of 5,000 digits would raise.
+        digits = text.lstrip("0") or "0"
+        return float(min(int(digits), MAX_RETRY_AFTER_S)) if len(digits) <= 9 else MAX_RETRY_AFTER_S
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    return min(max(0.0, seconds), float(MAX_RETRY_AFTER_S))
 
 
 @dataclass(frozen=True)

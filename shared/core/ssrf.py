@@ -7,9 +7,12 @@ checked; ``parse_host_ip`` catches IP literals in the odd spellings resolvers ac
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import quote, urlsplit
+
+import idna
 
 from .errors import ValidationError
 
@@ -17,8 +20,10 @@ __all__ = [
     "MAX_URL_LENGTH",
     "Address",
     "Allowlist",
+    "WebhookUrl",
     "check_addresses",
     "classify",
+    "normalise_host",
     "parse_host_ip",
     "validate_url",
 ]
@@ -238,11 +243,67 @@ def _url_error(message: str) -> ValidationError:
     return ValidationError(message, field="url")
 
 
-def validate_url(url: object) -> SplitResult:
-    """Check a webhook URL's shape and return it split; raise 422 (``field="url"``).
+@dataclass(frozen=True)
+class WebhookUrl:
+    """A webhook URL as both creation checks it and the sender sends to it: one parse."""
+
+    scheme: str  # "http" or "https"
+    host: str  # ASCII: lower case, IDNA A-labels; an IP literal as written, no brackets
+    port: int  # as given, or the scheme's default
+    explicit_port: bool  # a non-default port was given (the Host header names it)
+    path: str  # path and query as sent (at least "/"), non-ASCII percent-encoded
+
+    @property
+    def netloc(self) -> str:
+        """What the Host header holds."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.explicit_port else host
+
+
+# A DNS label in ASCII: letters, digits, hyphens inside, underscores (seen in real names).
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
+# Characters kept as they are in a path or query; anything else is percent-encoded.
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~?"
+
+
+def normalise_host(host: str) -> str:
+    """The host a webhook's requests go to, in ASCII (ValueError if it is not a valid
+    name): lower case, each non-ASCII label IDNA 2008-encoded without mappings, so that a
+    zero-width space, full-width letters or a malformed `xn--` label are refused rather
+    than silently mapped to another name."""
+    text = host.lower()
+    trailing = text.endswith(".")
+    labels = (text[:-1] if trailing else text).split(".")
+    out: list[str] = []
+    for label in labels:
+        if not label:
+            raise ValueError("an empty label")
+        if not label.isascii():
+            try:
+                label = idna.encode(label).decode("ascii")
+            except (idna.IDNAError, UnicodeError) as exc:
+                raise ValueError(f"not a valid internationalised name ({exc})") from None
+        if not _LABEL.fullmatch(label):
+            raise ValueError(f"label {label!r} is not a valid DNS label")
+        if label.startswith("xn--"):
+            try:
+                idna.decode(label)
+            except (idna.IDNAError, UnicodeError):
+                raise ValueError(f"label {label!r} is not a valid IDNA A-label") from None
+        out.append(label)
+    name = ".".join(out)
+    if len(name) > 253:
+        raise ValueError("longer than 253 characters")
+    return name + "." if trailing else name
+
+
+def validate_url(url: object) -> WebhookUrl:
+    """Check a webhook URL's shape and return it parsed; raise 422 (``field="url"``).
 
     http or https only, a host, no credentials, a valid port, at most 2048 characters.
-    Whether the host's addresses are allowed is a separate check (``check_addresses``).
+    The sender parses with this same function (`services/sender/wire.py`), so a URL
+    accepted here is one it can send to. Whether the host's addresses are allowed is a
+    separate check (``check_addresses``).
     """
     if not isinstance(url, str) or not url:
         raise _url_error("url must be a non-empty string")
@@ -254,7 +315,8 @@ def validate_url(url: object) -> SplitResult:
         parts = urlsplit(url)
     except ValueError as exc:
         raise _url_error(f"url is malformed: {exc}") from None
-    if parts.scheme.lower() not in ("http", "https"):
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
         raise _url_error("url must use http or https")
     if "@" in parts.netloc:
         raise _url_error("credentials in URL are not allowed")
@@ -267,6 +329,21 @@ def validate_url(url: object) -> SplitResult:
         raise _url_error("url has an invalid port") from None
     if port == 0:
         raise _url_error("url has an invalid port")
-    if parse_host_ip(host) is None and any(ch in host for ch in "%/?#:[]"):
-        raise _url_error(f"url has an invalid host {host!r}")
-    return parts
+    if parse_host_ip(host) is None:
+        if any(ch in host for ch in "%/?#:[]"):
+            raise _url_error(f"url has an invalid host {host!r}")
+        try:
+            host = normalise_host(host)
+        except ValueError as exc:
+            raise _url_error(f"url has an invalid host {host!r}: {exc}") from None
+    default = 443 if scheme == "https" else 80
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return WebhookUrl(
+        scheme=scheme,
+        host=host,
+        port=port or default,
+        explicit_port=port is not None and port != default,
+        path=quote(path, safe=_PATH_SAFE),
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,9 +14,41 @@ from .retry import RetryPolicy
 from .ssrf import validate_url
 
 CONTENT_TYPES = ("json", "form")
-EDITABLE = ("url", "events", "active", "content_type", "description", "retry", "timeout_s")
+EDITABLE = (
+    "url",
+    "events",
+    "active",
+    "content_type",
+    "description",
+    "retry",
+    "timeout_s",
+    "headers",
+)
 CREATE_ONLY = ("secret",)
 DEFAULT_EVENTS = ("push",)
+
+# Custom headers (DESIGN.md section 12): how many, how long, and how a value reads back.
+MAX_HEADERS = 10
+MAX_HEADER_NAME = 256
+MAX_HEADER_VALUE = 4096
+MASK = "\u2022\u2022\u2022\u2022"
+# An HTTP token (RFC 9110 section 5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII)
+# What Hookline sets or the HTTP client frames with: a webhook may not replace them.
+RESERVED_HEADERS = frozenset(
+    {
+        "content-type",
+        "host",
+        "user-agent",
+        "x-hub-signature-256",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+    }
+)
 
 
 def _check_bool(value: object, name: str) -> bool:
@@ -24,7 +57,49 @@ def _check_bool(value: object, name: str) -> bool:
     return value
 
 
-def validate_fields(body: object, *, partial: bool) -> dict[str, Any]:
+def validate_headers(value: object, *, prefix: str) -> dict[str, str]:
+    """A webhook's custom headers, checked (422 with `field="headers"`): an object of at
+    most MAX_HEADERS names, each an HTTP token that replaces none of RESERVED_HEADERS nor
+    any `<prefix>-*` header, each value a string with no control character (tab aside).
+    A value of MASK keeps the value already held (the caller resolves it). null is {}."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError(
+            "headers must be an object of header names to values", field="headers"
+        )
+    if len(value) > MAX_HEADERS:
+        raise ValidationError(
+            f"headers allows at most {MAX_HEADERS} headers, got {len(value)}", field="headers"
+        )
+    seen: set[str] = set()
+    own = prefix.lower() + "-"
+    for name, text in value.items():
+        if len(name) > MAX_HEADER_NAME or not _TOKEN.fullmatch(name):
+            raise ValidationError(f"headers: {name!r} is not a valid header name", field="headers")
+        low = name.lower()
+        if low in RESERVED_HEADERS or low.startswith(own):
+            raise ValidationError(f"headers: {name} is set by Hookline", field="headers")
+        if low in seen:
+            raise ValidationError(f"headers: {name} is given twice", field="headers")
+        seen.add(low)
+        if not isinstance(text, str) or len(text) > MAX_HEADER_VALUE:
+            raise ValidationError(
+                f"headers: the value of {name} must be a string of at most "
+                f"{MAX_HEADER_VALUE} characters",
+                field="headers",
+            )
+        if any((ch < " " and ch != "\t") or ch == "\x7f" for ch in text):
+            raise ValidationError(
+                f"headers: the value of {name} holds a control character (CR, LF, NUL ...)",
+                field="headers",
+            )
+    return dict(value)
+
+
+def validate_fields(
+    body: object, *, partial: bool, header_prefix: str = "X-Hookline"
+) -> dict[str, Any]:
     """Checks a create (partial=False) or PATCH body; returns the normalised fields.
 
     Raises ValidationError naming the first bad field; unknown fields are refused.
@@ -69,6 +144,8 @@ def validate_fields(body: object, *, partial: bool) -> dict[str, Any]:
         if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 30:
             raise ValidationError("timeout_s must be an integer from 1 to 30", field="timeout_s")
         out["timeout_s"] = t
+    if "headers" in body:
+        out["headers"] = validate_headers(body["headers"], prefix=header_prefix)
     if "secret" in body and body["secret"] is not None:
         s = body["secret"]
         if not isinstance(s, str) or not 8 <= len(s) <= 256 or not s.isprintable():
@@ -94,6 +171,7 @@ class Webhook:
     disabled_reason: str | None
     created_at: datetime
     updated_at: datetime
+    header_names: tuple[str, ...] = field(default=())  # the values stay sealed
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -106,6 +184,7 @@ class Webhook:
             "description": self.description,
             "retry": self.retry or RetryPolicy().to_config(),
             "timeout_s": self.timeout_s,
+            "headers": {name: MASK for name in self.header_names},
             "disabled_reason": self.disabled_reason,
             "created_at": format_timestamp(self.created_at),
             "updated_at": format_timestamp(self.updated_at),

@@ -192,3 +192,51 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("-5", now=NOW) is None
     assert parse_retry_after("Mon, 23 Nov 2026 18:01:30 GMT", now=NOW) == 90
     assert parse_retry_after("Mon, 23 Nov 2026 17:00:00 GMT", now=NOW) == 0
+
+
+HOSTILE_RETRY_AFTER = [
+    "²",  # str.isdigit() says yes, int() says no
+    "٣",  # an Arabic-Indic digit
+    "9" * 400,  # a float would overflow
+    "9" * 5000,  # past Python's int-from-text limit
+    "-5",
+    "+5",
+    "1e9",
+    "1_000",
+    "Fri, 31 Dec 9999 23:59:59 GMT",
+    "Sat, 01 Jan 10000 00:00:00 GMT",
+    "Mon, 01 Jan 0001 00:00:00 GMT",
+    "Mon, 23 Nov 2026 18:01:30 +9999",
+    "Mon, 23 Nov 99999999999999999999 18:01:30 GMT",
+    "\x00",
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_RETRY_AFTER, ids=lambda h: repr(h[:24]))
+def test_a_hostile_retry_after_parses_to_none_or_a_clamped_delay(hostile: str) -> None:
+    parsed = parse_retry_after(hostile, now=NOW)
+    assert parsed is None or 0 <= parsed <= MAX_RETRY_AFTER_S
+
+
+@given(
+    policy=policies.filter(lambda p: len(p.schedule) >= 1),
+    header=st.one_of(
+        st.sampled_from(HOSTILE_RETRY_AFTER),
+        st.text(),
+        st.from_regex(r"\A[0-9]{1,500}\Z"),
+        st.text(alphabet="0123456789²³¹٣-+ ,:GMTMonDec", max_size=40),
+    ),
+    status=st.sampled_from([429, 503, 500]),
+    rand=rands,
+)
+def test_decide_never_raises_on_any_retry_after_and_stays_within_the_clamp(
+    policy: RetryPolicy, header: str, status: int, rand: float
+) -> None:
+    # Imported here: attempts imports retry, not the other way round.
+    from shared.core.attempts import AttemptResult, decide
+
+    result = AttemptResult(status=status, headers={"Retry-After": header}, error="http_status")
+    decision = decide(result, attempt=1, single=False, policy=policy, rand=rand, now=NOW)
+    plain = policy.delay_after(1, rand=rand)
+    assert plain is not None and decision.next_delay_s is not None
+    assert plain <= decision.next_delay_s <= max(plain, MAX_RETRY_AFTER_S)

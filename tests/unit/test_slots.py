@@ -65,3 +65,21 @@ def test_remove_takes_selected_jobs_out_of_every_queue() -> None:
         slots.enqueue(wid, job)
     assert sorted(slots.remove(lambda j: j.startswith("a"))) == ["a1", "a2"]
     assert slots.queued("w") == 1 and slots.queued("v") == 0
+
+
+def test_request_times_of_webhooks_gone_quiet_are_not_kept_for_good() -> None:
+    from services.sender.slots import MAX_REMEMBERED
+
+    clock = Clock()
+    slots: Slots[str] = Slots(2, clock)
+    slots.take("busy")
+    slots.began("busy", "held")  # in flight throughout
+    for n in range(MAX_REMEMBERED * 2):
+        wid = f"w{n}"
+        slots.take(wid)
+        slots.began(wid, "job")
+        clock.now += 0.001
+        slots.release(wid, "job", usable=lambda j: True, dropped=lambda j: None)
+    assert slots.remembered() <= MAX_REMEMBERED + 1
+    slots.release("busy", "held", usable=lambda j: True, dropped=lambda j: None)
+    assert slots.expected_wait("busy", 0) == 0.0  # nothing in flight, nothing queued
