@@ -27,6 +27,11 @@ up: deps
 down:
 	@deploy/local/up.sh down
 
+# The same on a three-node Kafka cluster (KRaft, a quorum of three, topics on three
+# replicas with min.insync.replicas=2); `make down` stops it.
+cluster: deps
+	@HOOKLINE_KAFKA_NODES=3 deploy/local/up.sh up
+
 # The console's browser tests drive Debian's headless Chromium through chromium-driver.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \

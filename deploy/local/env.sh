@@ -2,7 +2,13 @@
 # in the environment wins, even when empty.
 PY="$ROOT/.venv/bin/python"
 export HOOKLINE_DATABASE_URL="${HOOKLINE_DATABASE_URL-postgresql://hookline@127.0.0.1:$PG_PORT/hookline}"
-export HOOKLINE_KAFKA_BOOTSTRAP="${HOOKLINE_KAFKA_BOOTSTRAP-127.0.0.1:$KAFKA_PORT}"
+if ((${HOOKLINE_KAFKA_NODES:-1} > 1)); then
+  # A local cluster (kafka.sh): every node's listener, and topics on three replicas.
+  export HOOKLINE_KAFKA_BOOTSTRAP="${HOOKLINE_KAFKA_BOOTSTRAP-$("$ROOT/deploy/local/kafka.sh" bootstrap)}"
+  export HOOKLINE_KAFKA_REPLICATION="${HOOKLINE_KAFKA_REPLICATION-$((HOOKLINE_KAFKA_NODES < 3 ? HOOKLINE_KAFKA_NODES : 3))}"
+else
+  export HOOKLINE_KAFKA_BOOTSTRAP="${HOOKLINE_KAFKA_BOOTSTRAP-127.0.0.1:$KAFKA_PORT}"
+fi
 export HOOKLINE_ALLOWED_TARGETS="${HOOKLINE_ALLOWED_TARGETS-127.0.0.0/8,::1/128}"
 export HOOKLINE_SENDERS="${HOOKLINE_SENDERS-2}"
 if [[ -z "${HOOKLINE_SECRET_KEY+x}" ]]; then
