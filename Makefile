@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run up down test unit lint bench receiver clean deps infra browser screenshots
+.PHONY: run up down test unit lint bench receiver clean deps infra browser screenshots helm cluster
 
 $(VENV_STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
@@ -27,12 +27,29 @@ up: deps
 down:
 	@deploy/local/up.sh down
 
+# The same on a three-node Kafka cluster (KRaft, a quorum of three, topics on three
+# replicas with min.insync.replicas=2); `make down` stops it.
+cluster: deps
+	@HOOKLINE_KAFKA_NODES=3 deploy/local/up.sh up
+
 # The console's browser tests drive Debian's headless Chromium through chromium-driver.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
-test: deps browser
+# Helm, for the chart's test (tests/unit/test_deploy_helm.py): a Go module, built once into
+# .hookline/bin through the Go module proxy. Debian's golang-go is older than helm needs;
+# GOTOOLCHAIN=auto fetches the Go release helm's go.mod asks for, from the same proxy.
+HELM_VERSION := v3.22.0
+HELM := .hookline/bin/helm
+$(HELM):
+	@command -v go >/dev/null || (apt-get update -q && apt-get install -y -q golang-go)
+	@mkdir -p .hookline/bin
+	GOBIN=$(CURDIR)/.hookline/bin GOTOOLCHAIN=auto go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+helm: $(HELM)
+
+test: deps browser helm
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 # PNGs of the console's main pages, from a seeded demo org, into .hookline/screenshots/.

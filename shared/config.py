@@ -126,6 +126,10 @@ class Settings:
         "HOOKLINE_DATABASE_URL", "postgresql://hookline@127.0.0.1:54329/hookline", _db_url
     )
     kafka_bootstrap: str = _setting("HOOKLINE_KAFKA_BOOTSTRAP", "127.0.0.1:9092", _bootstrap)
+    # Topic layout, read when topics are created (shared.provision): 1 replica on a single
+    # broker; 3 on a cluster, where min.insync.replicas=2 lets one broker go.
+    kafka_replication: int = _setting("HOOKLINE_KAFKA_REPLICATION", "1", _int(1, 7))
+    kafka_partitions: int = _setting("HOOKLINE_KAFKA_PARTITIONS", "12", _int(1, 10_000))
     api_host: str = _setting("HOOKLINE_API_HOST", "127.0.0.1", _nonempty)
     api_port: int = _setting("HOOKLINE_API_PORT", "8080", _int(0, 65535))
     admin_token: str = _setting("HOOKLINE_ADMIN_TOKEN", "", _admin_token)
@@ -171,6 +175,11 @@ class Settings:
         "HOOKLINE_INBOUND_RATE_PER_ORG", "1000", _int(1, 100_000_000)
     )
     trusted_proxies: Allowlist = _setting("HOOKLINE_TRUSTED_PROXIES", "", Allowlist.parse)
+    # /healthz and /readyz (shared/health.py) on 0.0.0.0:this port; 0 serves none.
+    metrics_port: int = _setting("HOOKLINE_METRICS_PORT", "0", _int(0, 65535))
+    # After SIGTERM a process drains for at most this long, then exits: under Kubernetes'
+    # default 30 s grace before SIGKILL.
+    shutdown_grace_s: int = _setting("HOOKLINE_SHUTDOWN_GRACE_S", "25", _int(1, 3600))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

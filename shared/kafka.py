@@ -4,6 +4,7 @@ errors translated into the error tree), topic provisioning."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -41,11 +42,17 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str]
+    replication: int = 1
 
 
-def topic_specs(partitions: int = 12) -> list[TopicSpec]:
-    """Every topic Hookline uses, with its partition count and config."""
-    size = {"max.message.bytes": str(MAX_MESSAGE_BYTES + 64 * 1024)}
+def durability(replication: int) -> dict[str, str]:
+    """With replicas, an acks=all write needs two of them: one broker may go, none is lost."""
+    return {"min.insync.replicas": "2"} if replication > 1 else {}
+
+
+def topic_specs(partitions: int = 12, replication: int = 1) -> list[TopicSpec]:
+    """Every topic Hookline uses, with its partition count, replication and config."""
+    size = {"max.message.bytes": str(MAX_MESSAGE_BYTES + 64 * 1024), **durability(replication)}
     keep = {"retention.ms": str(WEEK_MS), **size}
     month = {"retention.ms": str(4 * WEEK_MS), **size}
     specs = [
@@ -59,7 +66,7 @@ def topic_specs(partitions: int = 12) -> list[TopicSpec]:
     # the next message due.
     # Delay tiers carry little traffic: fewer partitions keep their idle polling cheap.
     specs += [TopicSpec(t.topic, TIER_PARTITIONS, keep) for t in RETRY_TIERS]
-    return specs
+    return [dataclasses.replace(s, replication=replication) for s in specs]
 
 
 class CachedPartitioner:
@@ -176,7 +183,10 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
+                    [
+                        NewTopic(s.name, s.partitions, s.replication, topic_configs=s.config)
+                        for s in missing
+                    ]
                 )
             except TopicAlreadyExistsError:
                 pass  # another process created them first

@@ -18,7 +18,9 @@ async def provision(settings: Settings) -> None:
         await conn.close()
     print(f"[hookline] migrations applied: {', '.join(applied) or 'none (up to date)'}")
     await wait_for_kafka(settings.kafka_bootstrap)
-    created = await ensure_topics(settings.kafka_bootstrap, topic_specs())
+    created = await ensure_topics(
+        settings.kafka_bootstrap, topic_specs(settings.kafka_partitions, settings.kafka_replication)
+    )
     print(
         f"[hookline] topics created: {len(created)}"
         + (f" ({', '.join(created)})" if created else "")

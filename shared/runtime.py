@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from shared.config import ConfigError, Settings
+from shared.health import health_server
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
@@ -36,7 +37,8 @@ def run(main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     async def entry() -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
-        await main(settings, stop)
+        async with health_server(settings):
+            await drain_within(main(settings, stop), stop, settings.shutdown_grace_s)
 
     try:
         try:
@@ -68,3 +70,23 @@ class Backoff:
     async def sleep(self) -> None:
         await sleep_or_stop(self._stop, self._next)
         self._next = min(self._next * 2, self._cap)
+
+
+async def drain_within(work: Awaitable[None], stop: asyncio.Event, grace_s: float) -> None:
+    """Runs `work`; once `stop` is set it gets `grace_s` to finish, then the process exits
+    (status 1) rather than be killed mid-write by the orchestrator."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            done, _ = await asyncio.wait({task}, timeout=grace_s)
+            if not done:
+                print(
+                    f"[hookline] not drained within {grace_s}s of the stop signal; exiting",
+                    file=sys.stderr,
+                )
+                os._exit(1)
+        await task
+    finally:
+        stopping.cancel()

@@ -16,7 +16,7 @@ from tests.bench.load import Api, Ingest, paced, saturate
 from tests.bench.observe import ReceiverLog
 from tests.infra import ROOT
 
-ORDER = ("setup", "ceiling", "sustained", "latency", "isolation", "inbound", "scale")
+ORDER = ("setup", "ceiling", "sustained", "latency", "isolation", "inbound", "scale", "brokerloss")
 
 
 @dataclass(frozen=True)
