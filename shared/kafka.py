@@ -190,6 +190,13 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]
                 )
             except TopicAlreadyExistsError:
                 pass  # another process created them first
+            # A broker may serve metadata without a just-created topic for a moment: wait
+            # until it lists them, so that a consumer started next finds its partitions.
+            wanted = {s.name for s in missing}
+            for _ in range(100):
+                if wanted <= set(await admin.list_topics()):
+                    break
+                await asyncio.sleep(0.1)
         return [s.name for s in missing]
     finally:
         await admin.close()

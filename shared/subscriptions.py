@@ -179,6 +179,11 @@ class WebhookTable:
         self._consumer = consumer
         try:
             tps = await partitions_of(consumer, self._topic)
+            for _ in range(50):  # a topic created a moment ago may not be in metadata yet
+                if tps:
+                    break
+                await asyncio.sleep(0.1)
+                tps = await partitions_of(consumer, self._topic)
             if not tps:
                 raise RuntimeError(f"topic {self._topic} does not exist")
             consumer.assign(tps)
