@@ -4,6 +4,7 @@ lines for a person. Colour only on a terminal (rich's rules; `NO_COLOR` is honou
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -28,6 +29,10 @@ STATUS_STYLE = {
 }
 
 
+# Columns of ids: never folded, so that they can be copied whole.
+WHOLE = frozenset({"id", "delivery"})
+
+
 def json_option(func: F) -> F:
     """`--json`: print the API's JSON instead of a table."""
     return click.option(
@@ -38,7 +43,9 @@ def json_option(func: F) -> F:
 def console() -> Console:
     # Built per command, so that it writes to the sys.stdout in force (click's test
     # runner swaps it); soft_wrap keeps ids whole when the terminal is narrow.
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    # Piped and no COLUMNS: wide, since nothing wraps a pipe's lines (rich assumes 80).
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=200 if wide else None)
 
 
 def print_json(value: Any) -> None:
@@ -57,7 +64,10 @@ def status_text(status: str | None) -> Text:
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
     for name in columns:
-        t.add_column(name, overflow="fold")
+        if name in WHOLE:
+            t.add_column(name, no_wrap=True, min_width=36)
+        else:
+            t.add_column(name, overflow="fold")
     for row in rows:
         t.add_row(*(cell if isinstance(cell, Text) else Text(_cell(cell)) for cell in row))
     return t

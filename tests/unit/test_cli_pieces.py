@@ -1,0 +1,65 @@
+"""Pure pieces of the CLI: scopes, what tail shows again, a dead letter made a replay."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from services.cli.dlq import replay_message
+from services.cli.hooks import scope_path
+from services.cli.tail import Follower
+from shared.core.messages import DeliveryMessage
+
+
+def test_scopes() -> None:
+    assert scope_path("acme/widgets") == "/repos/acme/widgets"
+    assert scope_path("acme") == "/orgs/acme"
+    assert scope_path("a b/c?d") == "/repos/a%20b/c%3Fd"
+    assert scope_path("acme/widgets/") == "/repos/acme/widgets"  # a trailing slash is fine
+    for bad in ("", "a/b/c", "/", "a//b"):
+        with pytest.raises(click.BadParameter):
+            scope_path(bad)
+
+
+def test_tail_shows_a_delivery_again_only_when_an_attempt_is_logged() -> None:
+    follower = Follower()
+    first = {"id": "a", "last_at": "t1", "attempts": 1}
+    other = {"id": "b", "last_at": "t2", "attempts": 1}
+    # Newest first from the API; shown oldest first.
+    assert follower.fresh([other, first]) == [first, other]
+    assert follower.fresh([other, first]) == []
+    reserved = {**first, "attempts": 2, "status": "pending"}  # a redelivery, not sent yet
+    assert follower.fresh([reserved]) == []
+    retried = {**first, "attempts": 2, "last_at": "t3"}
+    assert follower.fresh([retried, other]) == [retried]
+    assert follower.fresh([{"id": "c", "last_at": None}]) == []
+
+
+def test_a_replay_is_one_manual_attempt_due_now_numbered_by_the_sender() -> None:
+    dead = DeliveryMessage(
+        delivery_id="5b0c1d1e-6f6f-4b6c-8e69-6e65686f6f6b",
+        webhook_id="6b0c1d1e-6f6f-4b6c-8e69-6e65686f6f6b",
+        org="acme",
+        event_id="e1",
+        event_type="push",
+        body={"event": "push"},
+        attempt=6,
+        trigger="retry",
+        due_at=123.0,
+        last_error="http_status",
+        parked=True,
+    )
+    again = replay_message(dead)
+    assert (again.delivery_id, again.webhook_id, again.body) == (
+        dead.delivery_id,
+        dead.webhook_id,
+        dead.body,
+    )
+    assert (again.trigger, again.single, again.attempt) == ("manual", True, 7)
+    assert (again.due_at, again.numbered, again.parked, again.last_error) == (
+        None,
+        False,
+        False,
+        None,
+    )
+    assert DeliveryMessage.decode(again.encode()) == again
