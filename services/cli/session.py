@@ -22,16 +22,20 @@ class CliSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CliSettings:
+        # As for the services, a variable that is set wins even when empty (and an empty
+        # URL then fails, naming it); an empty token is no token.
         return cls(
-            url=env.get("HOOKLINE_URL") or DEFAULT_URL,
+            url=env.get("HOOKLINE_URL", DEFAULT_URL),
             token=env.get("HOOKLINE_TOKEN") or None,
-            kafka_bootstrap=env.get("HOOKLINE_KAFKA_BOOTSTRAP") or DEFAULT_KAFKA,
+            kafka_bootstrap=env.get("HOOKLINE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA),
         )
 
     def checked(self) -> CliSettings:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise CliError(f"HOOKLINE_URL must be an http(s) URL, not {self.url!r}")
+        if not self.kafka_bootstrap.strip():
+            raise CliError("HOOKLINE_KAFKA_BOOTSTRAP is empty (host:port[,host:port...])")
         return self
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 import pytest
 
+from services.cli.client import CliError
 from services.cli.dlq import replay_message
 from services.cli.hooks import scope_path
+from services.cli.session import CliSettings
 from services.cli.tail import Follower
 from shared.core.messages import DeliveryMessage
 
@@ -63,3 +65,22 @@ def test_a_replay_is_one_manual_attempt_due_now_numbered_by_the_sender() -> None
         None,
     )
     assert DeliveryMessage.decode(again.encode()) == again
+
+
+def test_settings_from_the_environment() -> None:
+    assert CliSettings.from_env({}) == CliSettings(
+        url="http://127.0.0.1:8080", token=None, kafka_bootstrap="127.0.0.1:9092"
+    )
+    env = {
+        "HOOKLINE_URL": "https://h.example",
+        "HOOKLINE_TOKEN": "",
+        "HOOKLINE_KAFKA_BOOTSTRAP": "k:1",
+    }
+    assert CliSettings.from_env(env) == CliSettings("https://h.example", None, "k:1")
+    for bad, name in (
+        ({"HOOKLINE_URL": ""}, "HOOKLINE_URL"),
+        ({"HOOKLINE_URL": "127.0.0.1:8080"}, "HOOKLINE_URL"),
+        ({"HOOKLINE_KAFKA_BOOTSTRAP": " "}, "HOOKLINE_KAFKA_BOOTSTRAP"),
+    ):
+        with pytest.raises(CliError, match=name):
+            CliSettings.from_env(bad).checked()
