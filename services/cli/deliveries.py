@@ -223,8 +223,9 @@ def recover(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    # On a terminal the bar redraws in place; otherwise it prints once, at the end.
-    with Progress(*columns, console=output.console(), transient=False) as bar:
+    # On stderr, so that stdout stays the answer (JSON with --json). On a terminal the bar
+    # redraws in place; otherwise it prints once, at the end.
+    with Progress(*columns, console=output.console(stderr=True), transient=False) as bar:
         task = bar.add_task("redelivered", total=count)
         deadline = time.monotonic() + timeout
         while True:

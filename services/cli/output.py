@@ -40,12 +40,13 @@ def json_option(func: F) -> F:
     )(func)
 
 
-def console() -> Console:
-    # Built per command, so that it writes to the sys.stdout in force (click's test
-    # runner swaps it); soft_wrap keeps ids whole when the terminal is narrow.
-    # Piped and no COLUMNS: wide, since nothing wraps a pipe's lines (rich assumes 80).
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=200 if wide else None)
+def console(*, stderr: bool = False) -> Console:
+    # Built per command, so that it writes to the stream in force (click's test runner
+    # swaps them). Piped and no COLUMNS: wide, since nothing wraps a pipe's lines (rich
+    # would assume 80).
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(file=stream, highlight=False, soft_wrap=False, width=200 if wide else None)
 
 
 def print_json(value: Any) -> None:

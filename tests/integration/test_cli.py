@@ -205,7 +205,7 @@ async def test_recover_counts_and_follows_with_a_progress_bar(
         [uuid.UUID(i) for i in failed],
     )
     run = asyncio.create_task(
-        stack.run(token, "recover", hook["id"], "--since", "2h", "--timeout", "60")
+        stack.run(token, "recover", hook["id"], "--since", "2h", "--timeout", "60", "--json")
     )
 
     async def settled_by_test() -> None:
@@ -226,8 +226,10 @@ async def test_recover_counts_and_follows_with_a_progress_bar(
     await settled_by_test()
     result = await asyncio.wait_for(run, 60)
     assert result.exit_code == 0, result.output
-    assert "Recovering 0 deliveries" not in result.output
-    assert "Recovering 3 deliveries" in result.output and "3/3" in result.output
+    assert json.loads(result.stdout) == {"count": 3}  # the bar is on stderr
+    assert "redelivered" in result.stderr and "3/3" in result.stderr
+    shown = await stack.ok(token, "recover", hook["id"], "--since", "2h")
+    assert shown.startswith("Recovering 0 deliveries") and "redelivered" not in shown
 
     bad = await stack.run(token, "recover", hook["id"])
     assert bad.exit_code == 2 and "--since" in bad.output
