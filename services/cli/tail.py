@@ -12,7 +12,6 @@ import click
 from rich.text import Text
 
 from services.cli import output
-from services.cli.client import CliError
 from services.cli.deliveries import MOMENT, PAGE_MAX, delivery_path
 from services.cli.hooks import hook_path
 from services.cli.session import Session
@@ -25,41 +24,57 @@ START_SLACK = timedelta(seconds=5)
 
 @dataclass
 class Follower:
-    """Which attempts have been shown: a delivery is shown again when its log gains an
-    attempt (its `last_at` moves), not when a redelivery merely reserves a number."""
+    """What has been shown. A delivery is looked at again when its summary's `last_at`
+    moves (an attempt was logged; a redelivery merely reserving a number does not move
+    it), and each logged attempt is shown once, by its number."""
 
-    shown: dict[str, str | None] = field(default_factory=dict)
+    seen_at: dict[str, str] = field(default_factory=dict)
+    shown: dict[str, set[int]] = field(default_factory=dict)
 
-    def fresh(self, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        new = []
-        for d in reversed(page):  # oldest first, as they happened
-            if d.get("last_at") is None or self.shown.get(d["id"]) == d["last_at"]:
+    def changed(self, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The deliveries of a page (newest first) whose log moved, oldest first."""
+        moved = []
+        for d in reversed(page):
+            last_at = d.get("last_at")
+            if last_at is None or self.seen_at.get(d["id"]) == last_at:
                 continue
-            self.shown[d["id"]] = d["last_at"]
-            new.append(d)
-        return new
+            self.seen_at[d["id"]] = last_at
+            moved.append(d)
+        return moved
+
+    def new_attempts(self, delivery: dict[str, Any]) -> list[dict[str, Any]]:
+        """A delivery's logged attempts not shown yet, in the order they started."""
+        shown = self.shown.setdefault(delivery["id"], set())
+        fresh = [a for a in delivery.get("attempts") or () if a["attempt"] not in shown]
+        shown.update(a["attempt"] for a in fresh)
+        return sorted(fresh, key=lambda a: (a.get("started_at") or "", a["attempt"]))
 
 
-def line(d: dict[str, Any], duration_ms: float | None) -> Text:
-    status = d.get("status")
-    http = d.get("last_status")
+def line(delivery: dict[str, Any], attempt: dict[str, Any]) -> Text:
+    """time, event, ✓/✗, outcome, HTTP status, duration, attempt (and trigger), id, error."""
+    outcome = attempt.get("outcome")
+    http = (attempt.get("response") or {}).get("status")
+    trigger = attempt.get("trigger")
+    number = f"attempt {attempt['attempt']}" + (
+        "" if trigger in ("auto", "retry") else f" {trigger}"
+    )
     return Text.assemble(
-        (output.when(d.get("last_at")), "dim"),
+        (output.when(attempt.get("started_at")), "dim"),
         " ",
-        (f"{d.get('event', '?'):<24}", "cyan"),
+        (f"{delivery.get('event', '?'):<24}", "cyan"),
         " ",
-        output.mark(status),
+        output.mark(outcome),
         " ",
-        output.status_text(status),
+        output.status_text(outcome),
         " ",
         (str(http) if http is not None else "-", "bold"),
         " ",
-        output.duration(duration_ms),
+        output.duration(attempt.get("duration_ms")),
         " ",
-        (f"attempt {d.get('attempts')}", "dim"),
+        (number, "dim"),
         " ",
-        (d["id"], "dim"),
-        *((" ", (d["last_error"], "red")) if d.get("last_error") else ()),
+        (delivery["id"], "dim"),
+        *((" ", (attempt["error"], "red")) if attempt.get("error") else ()),
     )
 
 
@@ -102,26 +117,15 @@ def tail(
     try:
         while True:
             page = session.api.get(path + "/deliveries", {"since": start, "limit": PAGE_MAX})
-            for d in follower.fresh(page["deliveries"]):
-                out.print(line(d, _last_duration(session, d["id"])))
-                printed += 1
-                if count is not None and printed >= count:
-                    return
+            for moved in follower.changed(page["deliveries"]):
+                delivery = session.api.get(delivery_path(moved["id"]))
+                for attempt in follower.new_attempts(delivery):
+                    out.print(line(delivery, attempt))
+                    printed += 1
+                    if count is not None and printed >= count:
+                        return
             if deadline is not None and time.monotonic() >= deadline:
                 return
             time.sleep(interval)
     except KeyboardInterrupt:
         out.print(Text("Stopped.", style="dim"))
-
-
-def _last_duration(session: Session, delivery_id: str) -> float | None:
-    """The newest attempt's duration (the list does not carry it)."""
-    try:
-        found = session.api.get(delivery_path(delivery_id))
-    except CliError:
-        return None
-    attempts = found.get("attempts") or []
-    if not attempts:
-        return None
-    newest: dict[str, Any] = max(attempts, key=lambda a: a.get("attempt") or 0)
-    return newest.get("duration_ms")

@@ -23,18 +23,25 @@ def test_scopes() -> None:
             scope_path(bad)
 
 
-def test_tail_shows_a_delivery_again_only_when_an_attempt_is_logged() -> None:
+def test_tail_shows_each_logged_attempt_once() -> None:
     follower = Follower()
     first = {"id": "a", "last_at": "t1", "attempts": 1}
     other = {"id": "b", "last_at": "t2", "attempts": 1}
-    # Newest first from the API; shown oldest first.
-    assert follower.fresh([other, first]) == [first, other]
-    assert follower.fresh([other, first]) == []
+    # Newest first from the API; looked at oldest first.
+    assert follower.changed([other, first]) == [first, other]
+    assert follower.changed([other, first]) == []
     reserved = {**first, "attempts": 2, "status": "pending"}  # a redelivery, not sent yet
-    assert follower.fresh([reserved]) == []
+    assert follower.changed([reserved]) == []
     retried = {**first, "attempts": 2, "last_at": "t3"}
-    assert follower.fresh([retried, other]) == [retried]
-    assert follower.fresh([{"id": "c", "last_at": None}]) == []
+    assert follower.changed([retried, other]) == [retried]
+    assert follower.changed([{"id": "c", "last_at": None}]) == []
+
+    one = {"attempt": 1, "started_at": "t1"}
+    two = {"attempt": 2, "started_at": "t3"}
+    three = {"attempt": 3, "started_at": "t4"}
+    assert follower.new_attempts({"id": "a", "attempts": [one]}) == [one]
+    assert follower.new_attempts({"id": "a", "attempts": [one, three, two]}) == [two, three]
+    assert follower.new_attempts({"id": "a", "attempts": [one, two, three]}) == []
 
 
 def test_a_replay_is_one_manual_attempt_due_now_numbered_by_the_sender() -> None:
