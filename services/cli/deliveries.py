@@ -19,6 +19,7 @@ from services.cli.times import parse_moment, rfc3339
 
 STATUSES = ("pending", "succeeded", "failed", "dead", "skipped")
 PAGE_MAX = 200  # the API's largest page
+RECOVER_MAX = 10_000  # the most one recover call redelivers
 
 
 class Moment(click.ParamType):
@@ -215,6 +216,8 @@ def recover(
         output.print_json(answer)
     else:
         click.echo(f"Recovering {count} deliveries of {hook_id} since {since}.")
+    if count >= RECOVER_MAX:
+        click.echo(f"At most {RECOVER_MAX:,} a call: run it again once these are done.", err=True)
     if not wait or count == 0:
         return
     columns = (

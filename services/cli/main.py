@@ -5,6 +5,7 @@ the API client, the commands; every failure ends in one line and a non-zero exit
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
@@ -25,6 +26,8 @@ class HooklineGroup(click.Group):
             raise
         except KeyboardInterrupt:
             raise click.Abort() from None
+        except BrokenPipeError:
+            raise  # the reader left (`| head`): main() ends quietly
         except Exception as exc:  # the last resort: a bug still ends in one line
             raise click.ClickException(f"unexpected error: {type(exc).__name__}: {exc}") from None
 
@@ -68,7 +71,12 @@ _register()
 
 
 def main() -> None:
-    cli.main(prog_name="hookline")
+    try:
+        cli.main(prog_name="hookline")
+    except BrokenPipeError:
+        # Python would complain again when flushing stdout at exit: point it at devnull.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
