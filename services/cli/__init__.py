@@ -1,0 +1,1 @@
+"""`hookline`: the command line over Hookline's REST API."""

@@ -1,0 +1,246 @@
+"""`hookline events send` (the ingest API) and `hookline inbound list|create|invocations`
+(the URLs that turn third parties' calls into events)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import click
+from rich.text import Text
+
+from services.cli import output
+from services.cli.deliveries import MOMENT, PAGE_MAX
+from services.cli.hooks import SCOPE, scope_path
+from services.cli.output import json_option
+from services.cli.session import Session
+
+RESULTS = (
+    "accepted",
+    "duplicate",
+    "unauthorized",
+    "disabled",
+    "too_large",
+    "invalid_payload",
+    "rate_limited",
+)
+VERIFY = ("secret_header", "github", "standard", "none")
+
+
+def read_payload(text: str) -> dict[str, Any]:
+    """`--payload`: JSON, or `@file` holding JSON (`@-`: standard input)."""
+    if text.startswith("@"):
+        name = text[1:]
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {name}: {exc.strerror}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object")
+    return value
+
+
+@click.group()
+def events() -> None:
+    """Events: send one through the ingest API."""
+
+
+@events.command("send")
+@click.argument("repo", metavar="ORG/REPO")
+@click.argument("event")
+@click.option("--action", default=None, help="The action, if EVENT is only the family.")
+@click.option(
+    "--id", "event_id", default=None, help="The event id (a repeated id delivers nothing again)."
+)
+@click.option(
+    "--payload",
+    default="{}",
+    show_default=True,
+    help="The payload: JSON, or @file (@- reads standard input).",
+)
+@json_option
+@click.pass_obj
+def send_event(
+    session: Session,
+    repo: str,
+    event: str,
+    action: str | None,
+    event_id: str | None,
+    payload: str,
+    as_json: bool,
+) -> None:
+    """Send EVENT (push, pull_request.opened, ...) on ORG/REPO."""
+    path = scope_path(repo)
+    if not path.startswith("/repos/"):
+        raise click.BadParameter("expected ORG/REPO", param_hint="ORG/REPO")
+    body: dict[str, Any] = {"event": event, "payload": read_payload(payload)}
+    if action is not None:
+        body["action"] = action
+    if event_id is not None:
+        body["id"] = event_id
+    answer = session.api.post(path + "/events", body)
+    if as_json:
+        output.print_json(answer)
+        return
+    dup = " (already accepted: nothing delivered again)" if answer.get("duplicate") else ""
+    click.echo(f"Event {answer['event_id']} accepted{dup}.")
+
+
+@click.group()
+def inbound() -> None:
+    """Inbound webhooks: list, create, and their invocation logs."""
+
+
+def _state(hook: dict[str, Any]) -> Text:
+    return Text("active", style="green") if hook.get("active") else Text("disabled", style="red")
+
+
+@inbound.command("list")
+@SCOPE
+@json_option
+@click.pass_obj
+def list_inbound(session: Session, scope: str, as_json: bool) -> None:
+    """A repository's inbound webhooks (ORG/REPO) or an org's (ORG)."""
+    found = session.api.get(scope_path(scope) + "/inbound-webhooks")
+    if as_json:
+        output.print_json(found)
+        return
+    rows = [
+        (
+            h["id"],
+            h["name"],
+            h["event"],
+            h.get("target"),
+            h["verify"],
+            _state(h),
+            output.when(h.get("last_triggered_at")),
+            h["url"],
+        )
+        for h in found["inbound_webhooks"]
+    ]
+    output.console().print(
+        output.table(
+            f"Inbound webhooks of {scope}",
+            ("id", "name", "event", "target", "verify", "state", "last call", "url"),
+            rows,
+        )
+    )
+
+
+@inbound.command("create")
+@SCOPE
+@click.option("--name", required=True)
+@click.option("--target", default=None, help="Who should act on the events.")
+@click.option("--event", default=None, help="The event each call emits (default agent.action).")
+@click.option(
+    "--verify",
+    type=click.Choice(VERIFY),
+    default=None,
+    help="How a call proves it knows the secret (default secret_header).",
+)
+@click.option("--secret", default=None, help="Default: generated.")
+@json_option
+@click.pass_obj
+def create_inbound(
+    session: Session,
+    scope: str,
+    name: str,
+    target: str | None,
+    event: str | None,
+    verify: str | None,
+    secret: str | None,
+    as_json: bool,
+) -> None:
+    """Create an inbound webhook; its URL and secret are shown (the secret only now)."""
+    optional = {"target": target, "event": event, "verify": verify, "secret": secret}
+    body = {"name": name, **{k: v for k, v in optional.items() if v is not None}}
+    hook = session.api.post(scope_path(scope) + "/inbound-webhooks", body)
+    if as_json:
+        output.print_json(hook)
+        return
+    out = output.console()
+    out.print(
+        output.details(
+            [
+                ("id", hook["id"]),
+                ("name", hook["name"]),
+                ("scope", output.scope_of(hook)),
+                ("event", hook["event"]),
+                ("target", hook.get("target")),
+                ("verify", hook["verify"]),
+                ("url", hook["url"]),
+            ]
+        )
+    )
+    if hook.get("secret"):
+        out.print(
+            Text.assemble(("secret ", "bold"), (hook["secret"], "yellow"), " (shown only now)")
+        )
+
+
+@inbound.command("invocations")
+@click.argument("inbound_id", metavar="ID")
+@click.option("--result", type=click.Choice(RESULTS), default=None)
+@click.option("--since", type=MOMENT, default=None)
+@click.option("--until", type=MOMENT, default=None)
+@click.option("--limit", type=click.IntRange(1, PAGE_MAX), default=50, show_default=True)
+@click.option("--cursor", default=None)
+@click.option("--all", "follow", is_flag=True, help="Follow next_cursor to the last page.")
+@json_option
+@click.pass_obj
+def invocations(
+    session: Session,
+    inbound_id: str,
+    result: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    cursor: str | None,
+    follow: bool,
+    as_json: bool,
+) -> None:
+    """An inbound webhook's calls, accepted or refused, newest first."""
+    path = f"/inbound-webhooks/{quote(inbound_id, safe='')}/invocations"
+    query = {
+        "result": result,
+        "since": since,
+        "until": until,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    found: list[dict[str, Any]] = []
+    next_cursor = None
+    for page in session.api.pages(path, "invocations", query, follow=follow):
+        found += page["invocations"]
+        next_cursor = page.get("next_cursor")
+    if as_json:
+        output.print_json({"invocations": found, "next_cursor": None if follow else next_cursor})
+        return
+    ok = {"accepted", "duplicate"}
+    rows = [
+        (
+            output.when(i["received_at"]),
+            i["id"],
+            Text("✓", style="green") if i["result"] in ok else Text("✗", style="red"),
+            i["result"],
+            i["status"],
+            i.get("source_ip"),
+            i.get("event_id"),
+            ("test " if i.get("test") else "") + (i.get("error") or ""),
+        )
+        for i in found
+    ]
+    output.console().print(
+        output.table(
+            None, ("received", "id", "", "result", "status", "source", "event", "error"), rows
+        )
+    )
+    if not follow:
+        output.more_hint(next_cursor)
