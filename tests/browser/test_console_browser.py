@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -58,8 +58,8 @@ def until(
     def look(d: WebDriver) -> Any:
         try:
             found = check(d)
-        except NoSuchElementException:
-            found = None
+        except (NoSuchElementException, StaleElementReferenceException):
+            found = None  # not there yet, or the page reloaded under the look
         if not found and refresh:
             d.refresh()
         return found
