@@ -77,6 +77,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer_port: int = 0  # the sender's end of the connection
 
     @property
     def delivery_id(self) -> str:
@@ -157,7 +158,10 @@ class Receiver:
         path = "/" + request.match_info["path"]
         body = await request.read()
         n = len(self.received[path])
-        self.received[path].append(Received(path, dict(request.headers), body, time.time()))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.received[path].append(
+            Received(path, dict(request.headers), body, time.time(), peer[1] if peer else 0)
+        )
         behaviour = self.behaviours.get(path, answer(200))
         return await behaviour(request, n)
 
@@ -185,8 +189,45 @@ async def eventually(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
 
 
+def pid_holding(local_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` owns the loopback TCP socket bound to `local_port` (from /proc):
+    the process on the other end of a connection the receiver holds."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == local_port:
+                inodes.add(cols[9])
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return pid
+    return None
+
+
 def logs_of(processes: list[ServiceProcess]) -> str:
     return "\n".join(f"--- {p.instance} ---\n{p.tail()}" for p in processes)
 
 
-__all__ = ["Path", "Receiver", "ServiceProcess", "answer", "eventually", "hang", "sequence"]
+__all__ = [
+    "Path",
+    "Receiver",
+    "ServiceProcess",
+    "answer",
+    "eventually",
+    "hang",
+    "pid_holding",
+    "sequence",
+]
