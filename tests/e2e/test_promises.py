@@ -247,3 +247,39 @@ async def test_a_ping_to_an_active_webhook_is_sent_exactly_once(
     rows = await attempts(pool, answered["delivery_id"])
     assert len(rows) == 1 and rows[0]["trigger"] == "ping"
     assert rows[0]["outcome"] == ("succeeded" if status == 200 else "failed")  # single shot
+
+
+async def test_a_recovered_delivery_is_delivered_end_to_end(
+    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, org: str
+) -> None:
+    api = Api(pipeline.api_url)
+    receiver.behaviours["/recover"] = answer(500)
+    hook = await api.webhook(org, "r", receiver.url("/recover"), retry=NO_RETRIES)
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    event_id = await ingest(api, org, "r", "push", {"ref": "again"})
+    delivery_id = delivery_id_for(event_id, hook["id"])
+    rows = await logged(pool, delivery_id)
+    assert rows[0]["outcome"] == "dead"
+    receiver.behaviours["/recover"] = answer(200)  # the endpoint is fixed
+    status, body = await api.call(
+        "POST", f"/webhooks/{hook['id']}/recover", {"since": since.isoformat()}
+    )
+    assert status == 202 and body == {"count": 1}
+    await eventually(lambda: len(receiver.at("/recover")) >= 2, timeout=60, what="the resend")
+    got = receiver.at("/recover")
+    assert [r.delivery_id for r in got] == [delivery_id, delivery_id]
+    assert [r.attempt for r in got] == [1, 2]
+    assert got[1].json()["event_id"] == event_id
+    assert github_valid(hook["secret"], got[1]) and standard_valid(hook["secret"], got[1])
+    rows = await eventually(
+        lambda: _rows_when(pool, delivery_id, 2), timeout=30, what="the recovered attempt"
+    )
+    assert [(r["outcome"], r["trigger"]) for r in rows] == [
+        ("dead", "auto"),
+        ("succeeded", "recover"),
+    ]
+
+
+async def _rows_when(pool: asyncpg.Pool, delivery_id: str, n: int) -> list[asyncpg.Record]:
+    rows = await attempts(pool, delivery_id)
+    return rows if len(rows) >= n else []
