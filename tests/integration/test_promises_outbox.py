@@ -1,11 +1,16 @@
 """README promises about the transactional outbox and its relay, against real PostgreSQL
 and Kafka: published if and only if the transaction commits, the plain-SQL producer, and
-the wake-up on `NOTIFY hookline_outbox`."""
+the wake-up on `NOTIFY hookline_outbox`, and a relay process killed with -9."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -17,7 +22,8 @@ from shared.config import Settings
 from shared.core.messages import decode_event
 from shared.kafka import EVENTS, make_producer
 from shared.outbox import CHANNEL, enqueue_event
-from tests.integration.test_relay import Tail, event_ids, running
+from tests.infra import ROOT
+from tests.integration.test_relay import Tail, event_ids, insert_events, running
 
 # Far longer than any wait below: a row published in time was woken, not polled.
 NO_POLL = RelayConfig(poll_interval_s=600.0)
@@ -121,3 +127,60 @@ async def test_the_relay_wakes_at_once_on_notify_not_only_on_its_poll(
         assert await unpublished(pool, key) == 1, "published without a wake-up: a poll?"
         await pool.execute(f"NOTIFY {CHANNEL}")
         await until_published(pool, key, timeout=60)  # the next poll is 10 minutes away
+
+
+def start_relay(service_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.relay"],
+        cwd=ROOT,
+        env={**os.environ, **service_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def marked_ids(pool: asyncpg.Pool, key: bytes) -> set[str]:
+    rows = await pool.fetch(
+        "SELECT convert_from(value, 'UTF8')::json->>'id' AS id FROM outbox"
+        " WHERE key = $1 AND published_at IS NOT NULL",
+        key,
+    )
+    return {r["id"] for r in rows}
+
+
+async def test_a_relay_process_killed_between_publish_and_mark_loses_nothing(
+    pool: asyncpg.Pool, provisioned: Settings, service_env: dict[str, str], org: str
+) -> None:
+    key = f"{org}/r".encode()
+    tail = await Tail(provisioned.kafka_bootstrap, EVENTS).start()
+    ids = await insert_events(pool, org, 5000)
+    relays = [start_relay(service_env)]
+    try:
+        # Freeze the relay until it is caught with rows on Kafka that it has not yet marked.
+        caught: set[str] = set()
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            relays[0].send_signal(signal.SIGSTOP)
+            await asyncio.sleep(0.5)  # a commit already sent lands meanwhile
+            await tail.drain()
+            caught = set(event_ids(tail.messages, org)) - await marked_ids(pool, key)
+            if caught:
+                break
+            relays[0].send_signal(signal.SIGCONT)
+        assert caught, "never caught the relay between publish and mark"
+        assert await unpublished(pool, key), "everything was marked already"
+        relays[0].kill()  # SIGKILL, while stopped
+        await asyncio.to_thread(relays[0].wait, 30)
+        relays.append(start_relay(service_env))
+        await until_published(pool, key, timeout=120)
+        await tail.drain()
+    finally:
+        for proc in relays:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        await tail.stop()
+    seen = Counter(event_ids(tail.messages, org))
+    assert set(seen) == set(ids), "events lost"
+    # What was published but not marked when the relay died is published again.
+    assert all(seen[i] >= 2 for i in caught)
