@@ -5,9 +5,11 @@ a real receiver, signatures checked with `standardwebhooks` and GitHub's own rec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +26,7 @@ from shared.core.messages import delivery_id_for
 from shared.crypto import SecretBox
 from shared.webhooks import WebhookStore
 from tests.e2e.conftest import Pipeline, start_pipeline
-from tests.e2e.harness import Received, Receiver, answer, eventually
+from tests.e2e.harness import Received, Receiver, answer, eventually, pid_holding
 from tests.e2e.test_pipeline import Api, attempts, ingest, pipeline_quiet
 
 
@@ -283,3 +285,47 @@ async def test_a_recovered_delivery_is_delivered_end_to_end(
 async def _rows_when(pool: asyncpg.Pool, delivery_id: str, n: int) -> list[asyncpg.Record]:
     rows = await attempts(pool, delivery_id)
     return rows if len(rows) >= n else []
+
+
+async def test_a_sender_giving_up_its_partitions_resends_the_hung_request_only(
+    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, org: str
+) -> None:
+    """A rebalance (the owner stops): the request hanging past the 3 s hand-off is sent
+    again, with the same delivery id, by the next owner; the deliveries done behind it
+    are not."""
+    api = Api(pipeline.api_url)
+    release = asyncio.Event()
+    hung: list[Received] = []
+
+    async def first_hangs(request: Any, n: int) -> web.StreamResponse:
+        if n == 0:
+            hung.append(receiver.at("/handoff")[0])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(release.wait(), 60)
+        return web.Response(status=200)
+
+    receiver.behaviours["/handoff"] = first_hangs
+    hook = await api.webhook(org, "r", receiver.url("/handoff"), timeout_s=30)
+    first = await ingest(api, org, "r", "push", {"ref": "hangs"})
+    await eventually(lambda: hung, timeout=60, what="the first request hanging")
+    behind = [await ingest(api, org, "r", "push", {"ref": f"b{i}"}) for i in range(5)]
+    for event_id in behind:
+        rows = await logged(pool, delivery_id_for(event_id, hook["id"]))
+        assert rows[0]["outcome"] == "succeeded"
+    senders = {p.proc.pid: p for p in pipeline.running("sender") if p.proc is not None}
+    owner = senders[pid_holding(hung[0].peer_port, list(senders)) or 0]
+    try:
+        assert await asyncio.to_thread(owner.stop, 40) == 0, owner.tail()
+        resent = await eventually(
+            lambda: [r for r in receiver.at("/handoff")[1:] if r.json()["event_id"] == first],
+            timeout=90,
+            what="the hung request sent again by the next owner",
+        )
+    finally:
+        release.set()
+        if len(pipeline.running("sender")) < 2:
+            pipeline.start("sender")
+    assert {r.delivery_id for r in resent} == {delivery_id_for(first, hook["id"])}
+    await pipeline_quiet(receiver)
+    counts = Counter(r.json()["event_id"] for r in receiver.at("/handoff"))
+    assert all(counts[e] == 1 for e in behind), counts
