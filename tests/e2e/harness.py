@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from shared.core.signing import verify_github, verify_standard
 from tests.infra import ROOT, TEST_HOME
@@ -91,14 +94,32 @@ class Received:
         return orjson.loads(self.body)
 
     def signatures_valid(self, secret: str) -> bool:
+        """Both signatures, by the project's verifiers and by the reference ones."""
         h = self.headers
-        return verify_github(secret, self.body, h.get("X-Hub-Signature-256")) and verify_standard(
+        ours = verify_github(secret, self.body, h.get("X-Hub-Signature-256")) and verify_standard(
             secret,
             h.get("webhook-id", ""),
             h.get("webhook-timestamp", "0"),
             self.body,
             h.get("webhook-signature"),
         )
+        return ours and github_valid(secret, self) and standard_valid(secret, self)
+
+
+def github_valid(secret: str, r: Received) -> bool:
+    """GitHub's documented check: HMAC-SHA256 of the raw body keyed with the secret."""
+    digest = hmac.new(secret.encode("utf-8"), r.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest("sha256=" + digest, r.headers.get("X-Hub-Signature-256", ""))
+
+
+def standard_valid(secret: str, r: Received) -> bool:
+    """The Standard Webhooks reference library's check (timestamp tolerance included)."""
+    headers = {k.lower(): v for k, v in r.headers.items() if k.lower().startswith("webhook-")}
+    try:
+        StandardWebhook(secret).verify(r.body, headers, json_parse=False)
+    except Exception:
+        return False
+    return True
 
 
 Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
@@ -227,7 +248,9 @@ __all__ = [
     "ServiceProcess",
     "answer",
     "eventually",
+    "github_valid",
     "hang",
     "pid_holding",
     "sequence",
+    "standard_valid",
 ]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -19,14 +17,21 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp import web
-from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from shared.config import Settings
 from shared.core.messages import delivery_id_for
 from shared.crypto import SecretBox
 from shared.webhooks import WebhookStore
 from tests.e2e.conftest import Pipeline, start_pipeline
-from tests.e2e.harness import Received, Receiver, answer, eventually, pid_holding
+from tests.e2e.harness import (
+    Received,
+    Receiver,
+    answer,
+    eventually,
+    github_valid,
+    pid_holding,
+    standard_valid,
+)
 from tests.e2e.test_pipeline import Api, attempts, ingest, pipeline_quiet
 
 
@@ -40,22 +45,6 @@ async def pipeline(provisioned: Settings, service_env: dict[str, str]) -> AsyncI
     )
     yield p
     p.stop()
-
-
-def github_valid(secret: str, r: Received) -> bool:
-    """GitHub's documented check: HMAC-SHA256 of the raw body keyed with the secret."""
-    digest = hmac.new(secret.encode("utf-8"), r.body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest("sha256=" + digest, r.headers.get("X-Hub-Signature-256", ""))
-
-
-def standard_valid(secret: str, r: Received) -> bool:
-    """The Standard Webhooks reference library's check."""
-    headers = {k.lower(): v for k, v in r.headers.items() if k.lower().startswith("webhook-")}
-    try:
-        StandardWebhook(secret).verify(r.body, headers, json_parse=False)
-    except Exception:
-        return False
-    return True
 
 
 async def seed_failures(
