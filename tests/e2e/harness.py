@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from shared.core.signing import verify_github, verify_standard
 from tests.infra import ROOT, TEST_HOME
@@ -77,6 +80,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer_port: int = 0  # the sender's end of the connection
 
     @property
     def delivery_id(self) -> str:
@@ -90,14 +94,32 @@ class Received:
         return orjson.loads(self.body)
 
     def signatures_valid(self, secret: str) -> bool:
+        """Both signatures, by the project's verifiers and by the reference ones."""
         h = self.headers
-        return verify_github(secret, self.body, h.get("X-Hub-Signature-256")) and verify_standard(
+        ours = verify_github(secret, self.body, h.get("X-Hub-Signature-256")) and verify_standard(
             secret,
             h.get("webhook-id", ""),
             h.get("webhook-timestamp", "0"),
             self.body,
             h.get("webhook-signature"),
         )
+        return ours and github_valid(secret, self) and standard_valid(secret, self)
+
+
+def github_valid(secret: str, r: Received) -> bool:
+    """GitHub's documented check: HMAC-SHA256 of the raw body keyed with the secret."""
+    digest = hmac.new(secret.encode("utf-8"), r.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest("sha256=" + digest, r.headers.get("X-Hub-Signature-256", ""))
+
+
+def standard_valid(secret: str, r: Received) -> bool:
+    """The Standard Webhooks reference library's check (timestamp tolerance included)."""
+    headers = {k.lower(): v for k, v in r.headers.items() if k.lower().startswith("webhook-")}
+    try:
+        StandardWebhook(secret).verify(r.body, headers, json_parse=False)
+    except Exception:
+        return False
+    return True
 
 
 Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
@@ -157,7 +179,10 @@ class Receiver:
         path = "/" + request.match_info["path"]
         body = await request.read()
         n = len(self.received[path])
-        self.received[path].append(Received(path, dict(request.headers), body, time.time()))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.received[path].append(
+            Received(path, dict(request.headers), body, time.time(), peer[1] if peer else 0)
+        )
         behaviour = self.behaviours.get(path, answer(200))
         return await behaviour(request, n)
 
@@ -185,8 +210,47 @@ async def eventually(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
 
 
+def pid_holding(local_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` owns the loopback TCP socket bound to `local_port` (from /proc):
+    the process on the other end of a connection the receiver holds."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == local_port:
+                inodes.add(cols[9])
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return pid
+    return None
+
+
 def logs_of(processes: list[ServiceProcess]) -> str:
     return "\n".join(f"--- {p.instance} ---\n{p.tail()}" for p in processes)
 
 
-__all__ = ["Path", "Receiver", "ServiceProcess", "answer", "eventually", "hang", "sequence"]
+__all__ = [
+    "Path",
+    "Receiver",
+    "ServiceProcess",
+    "answer",
+    "eventually",
+    "github_valid",
+    "hang",
+    "pid_holding",
+    "sequence",
+    "standard_valid",
+]

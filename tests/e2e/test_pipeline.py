@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -17,7 +19,7 @@ from shared.kafka import DLQ, EVENTS, make_producer, partitions_of
 from shared.outbox import enqueue_event
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.e2e.conftest import Pipeline
-from tests.e2e.harness import Receiver, answer, eventually, hang, sequence
+from tests.e2e.harness import Received, Receiver, answer, eventually, hang, pid_holding, sequence
 
 
 class Api:
@@ -163,13 +165,18 @@ async def test_410_disables_at_once_and_later_deliveries_are_skipped(
     assert len(receiver.at("/gone")) == 1
     # The matcher no longer routes to it, or the sender logs it skipped: never sent again.
     second = await ingest(api, org, "r", "push", {"ref": "b"})
-    status, _ = await api.call("POST", f"/webhooks/{hook['id']}/ping")
-    assert status == 202
-    delivery = delivery_id_for(second, hook["id"])
+    status, answered = await api.call("POST", f"/webhooks/{hook['id']}/ping")
+    assert status == 202, answered
+    # A ping goes to the sender whatever the matcher knows: its attempt is logged, skipped.
+    ping_rows = await eventually(
+        lambda: attempts(pool, answered["delivery_id"]), what="the ping's attempt in the log"
+    )
+    assert [r["outcome"] for r in ping_rows] == ["skipped"], ping_rows
     await pipeline_quiet(receiver)
     assert len(receiver.at("/gone")) == 1
-    rows = await attempts(pool, delivery)
-    assert all(r["outcome"] == "skipped" for r in rows)
+    # The event either never matched (no row) or was skipped; never sent.
+    rows = await attempts(pool, delivery_id_for(second, hook["id"]))
+    assert all(r["outcome"] == "skipped" for r in rows), rows
 
 
 async def pipeline_quiet(receiver: Receiver, seconds: float = 3.0) -> None:
@@ -221,38 +228,60 @@ async def test_same_event_published_twice_gives_one_delivery_id(
 async def test_kill_9_of_a_sender_mid_stream_loses_nothing(
     pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, org: str
 ) -> None:
+    """The sender that owns the webhook's partition is killed while requests it sent hang
+    at the receiver: every event still arrives, the hung ones again, under the same id."""
+    import asyncio
+
+    from aiohttp import web
+
     api = Api(pipeline.api_url)
+    gate = asyncio.Event()
+    hanging: list[Received] = []
 
-    async def slowish(request: Any, n: int) -> Any:
-        import asyncio
-
-        from aiohttp import web
-
+    async def slow_then_hang(request: Any, n: int) -> Any:
+        if n >= 40 and not gate.is_set():
+            hanging.append(receiver.at("/bulk")[n])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gate.wait(), 60)
         await asyncio.sleep(0.02)
         return web.Response(status=200)
 
-    receiver.behaviours["/bulk"] = slowish
-    hook = await api.webhook(org, "bulk", receiver.url("/bulk"))
+    receiver.behaviours["/bulk"] = slow_then_hang
+    hook = await api.webhook(org, "bulk", receiver.url("/bulk"), timeout_s=30)
     event_ids = [f"bulk-{i}-{uuid.uuid4().hex[:6]}" for i in range(300)]
     async with pool.acquire() as conn, conn.transaction():
         for eid in event_ids:
             await enqueue_event(
                 conn, org=org, repo="bulk", event="push", payload={"ref": eid}, event_id=eid
             )
-    await eventually(lambda: len(receiver.at("/bulk")) >= 40, timeout=60, what="some deliveries")
-    victim = pipeline.running("sender")[0]
+    # Requests in flight: sent by the owner of the webhook's partition, not answered.
+    await eventually(lambda: len(hanging) >= 3, timeout=60, what="requests hanging")
+    senders = {p.proc.pid: p for p in pipeline.running("sender") if p.proc is not None}
+    owners = {pid_holding(r.peer_port, list(senders)) for r in hanging}
+    assert len(owners) == 1 and None not in owners, (owners, list(senders))
+    victim = senders[owners.pop()]  # type: ignore[index]
+    in_flight = {r.delivery_id for r in hanging}
     victim.kill9()
+    gate.set()
     pipeline.start("sender")
 
     def delivered() -> set[str]:
         return {r.json()["event_id"] for r in receiver.at("/bulk")}
 
+    def resent() -> bool:
+        counts = Counter(r.delivery_id for r in receiver.at("/bulk"))
+        return delivered() >= set(event_ids) and all(counts[d] >= 2 for d in in_flight)
+
     await eventually(
-        lambda: delivered() >= set(event_ids),
-        timeout=120,
-        what="all 300 events delivered after kill -9",
+        resent, timeout=180, what="all 300 events delivered, the hung ones again, after kill -9"
     )
-    wanted = [uuid.UUID(delivery_id_for(e, hook["id"])) for e in event_ids]
+    expected = {e: delivery_id_for(e, hook["id"]) for e in event_ids}
+    for r in receiver.at("/bulk"):
+        assert r.delivery_id == expected[r.json()["event_id"]], "a repeat with a new id"
+    duplicates = receiver.duplicates("/bulk")
+    assert in_flight <= set(duplicates)
+    assert set(duplicates) <= set(expected.values())
+    wanted = [uuid.UUID(d) for d in expected.values()]
 
     async def logged() -> bool:
         n = await pool.fetchval(

@@ -342,3 +342,46 @@ async def _delivery_messages(pool: asyncpg.Pool, webhook_id: str) -> list[bytes]
         webhook_id.encode(),
     )
     return [r["value"] for r in rows]
+
+
+async def test_recover_redelivers_at_most_10000_per_call_newest_first(
+    api: TestClient,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    org: str,
+) -> None:
+    h = await org_token(api, settings, org)
+    wh = await make_webhook(api, h, org)
+    wid = uuid.UUID(wh["id"])
+    # 10,001 dead deliveries a second apart, each with its attempt and body in the log.
+    await pool.execute(
+        "WITH d AS (SELECT gen_random_uuid() AS id, 'evt-' || i AS event_id,"
+        " $3::timestamptz - make_interval(secs => i) AS at FROM generate_series(0, 10000) i),"
+        " a AS (INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id,"
+        " event_type, attempt, trigger, outcome, started_at, duration_ms, request_body,"
+        " response_status, error) SELECT id, $1, $2, event_id, 'push', 1, 'auto', 'dead', at,"
+        " 10, '{\"event\":\"push\"}', 500, 'http_status' FROM d)"
+        " INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status, attempts,"
+        " first_at, last_at) SELECT id, $1, $2, event_id, 'push', 'dead', 1, at, at FROM d",
+        wid,
+        org,
+        T0,
+    )
+    oldest = await pool.fetchval(
+        "SELECT id FROM deliveries WHERE webhook_id = $1 ORDER BY first_at LIMIT 1", wid
+    )
+    try:
+        resp = await api.post(
+            f"/api/v1/webhooks/{wh['id']}/recover",
+            json={"since": (T0 - timedelta(days=1)).isoformat()},
+            headers=h,
+        )
+        assert resp.status == 202 and await resp.json() == {"count": 10_000}
+        msgs = [DeliveryMessage.decode(r) for r in await _delivery_messages(pool, wh["id"])]
+        assert len(msgs) == 10_000 and all(m.trigger == "recover" for m in msgs)
+        assert str(oldest) not in {m.delivery_id for m in msgs}  # the newest first
+    finally:
+        # Nobody wants these 10,000 messages published by a later test's relay.
+        await pool.execute(
+            "DELETE FROM outbox WHERE topic = $1 AND key = $2", DELIVERIES, wh["id"].encode()
+        )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
+
+import asyncpg
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
@@ -96,3 +100,24 @@ async def test_revoke_unknown_token_is_404(api: TestClient, settings: Settings) 
     await error_of(
         await api.delete("/api/v1/tokens/00000000-0000-0000-0000-000000000000", headers=h), 404
     )
+
+
+async def test_a_token_is_stored_only_as_its_sha256_hash(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    resp = await api.post(
+        "/api/v1/tokens", json={"org": org, "name": "stored"}, headers=admin(settings)
+    )
+    assert resp.status == 201
+    made = await resp.json()
+    token = made["token"]
+    row = await pool.fetchrow("SELECT * FROM tokens WHERE id = $1", uuid.UUID(made["id"]))
+    assert row is not None
+    assert bytes(row["token_hash"]) == hashlib.sha256(token.encode()).digest()
+    # Nothing else in the row holds the token, whole or in part.
+    as_text = await pool.fetchval(
+        "SELECT row_to_json(t)::text FROM tokens t WHERE id = $1", uuid.UUID(made["id"])
+    )
+    secret_part = token.removeprefix("hlt_")
+    assert secret_part not in as_text and secret_part[:16] not in as_text
+    assert set(row.keys()) == {"id", "org", "name", "token_hash", "created_at", "revoked_at"}

@@ -239,3 +239,45 @@ async def test_list_and_stats_plans_use_indexes(pool: asyncpg.Pool, org: str) ->
     finally:
         await pool.execute("DELETE FROM delivery_attempts WHERE org = $1", org)
         await pool.execute("DELETE FROM deliveries WHERE org = $1", org)
+
+
+async def _attempts(
+    pool: asyncpg.Pool, org: str, wid: uuid.UUID, n: int, *, newest: datetime, ms: float
+) -> None:
+    """`n` attempts of `ms` each, a second apart, the newest at `newest`."""
+    await pool.execute(
+        "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type,"
+        " attempt, trigger, outcome, started_at, duration_ms, request_body)"
+        " SELECT gen_random_uuid(), $1, $2, 'e-' || i, 'push', 1, 'auto', 'succeeded',"
+        " $3::timestamptz - make_interval(secs => i), $4, '{}' FROM generate_series(0, $5 - 1) i",
+        wid,
+        org,
+        newest,
+        ms,
+        n,
+    )
+
+
+async def test_stats_latency_covers_the_last_7_days_only(pool: asyncpg.Pool, org: str) -> None:
+    wid = uuid.uuid4()
+    await _attempts(pool, org, wid, 10, newest=NOW, ms=10.0)
+    # Slow attempts eight days ago: outside the window, they must not weigh.
+    await _attempts(pool, org, wid, 50, newest=NOW - timedelta(days=8), ms=90_000.0)
+    stats = await DeliveryQueries(pool).stats(str(wid))
+    assert (stats.p50_ms, stats.p99_ms) == (10.0, 10.0)
+    # Six days ago they count.
+    await _attempts(pool, org, wid, 50, newest=NOW - timedelta(days=6), ms=90_000.0)
+    stats = await DeliveryQueries(pool).stats(str(wid))
+    assert stats.p99_ms == 90_000.0
+
+
+async def test_stats_latency_reads_at_most_the_newest_10000_attempts(
+    pool: asyncpg.Pool, org: str
+) -> None:
+    wid = uuid.uuid4()
+    assert dl.STATS_MAX_ATTEMPTS == 10_000
+    await _attempts(pool, org, wid, 10_000, newest=NOW, ms=10.0)
+    # 300 slow ones just older than those 10,000 (3 % of all: they would set the p99).
+    await _attempts(pool, org, wid, 300, newest=NOW - timedelta(hours=4), ms=90_000.0)
+    stats = await DeliveryQueries(pool).stats(str(wid))
+    assert (stats.p50_ms, stats.p99_ms) == (10.0, 10.0)

@@ -687,9 +687,24 @@ async def test_a_repeat_attempt_takes_the_next_number_free_in_the_log(
 
 
 async def test_offsets_are_committed_up_to_the_end_once_all_is_done(
-    sender: Sender, topics: Topics, sender_settings: Settings
+    sender: Sender,
+    topics: Topics,
+    sender_settings: Settings,
+    receiver: Receiver,
+    store: WebhookStore,
+    produce: Produce,
+    pool: asyncpg.Pool,
+    org: str,
 ) -> None:
-    # Runs after the tests above in this module: every delivery of theirs is complete.
+    # Deliveries of its own, so that it proves something run alone or in any order; those
+    # of other tests in this module are complete by the time they end.
+    sent = []
+    for n in range(4):  # webhooks are keys: likely both partitions
+        wid, _secret = await _hook(store, org, receiver.base + f"/ok/{org}/ends-{n}")
+        sent.append(await produce(wid, org))
+    for msg in sent:
+        rows = await _attempts(pool, msg.delivery_id, 1)
+        assert [r["outcome"] for r in rows] == ["succeeded"]
     admin = AIOKafkaAdminClient(bootstrap_servers=sender_settings.kafka_bootstrap)
     await admin.start()
     consumer = make_consumer(
