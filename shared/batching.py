@@ -1,8 +1,9 @@
 """Micro-batching: many concurrent callers, one database round trip.
 
-Each `submit` waits for the batch its item lands in. A batch is sent as soon as the one
-before it came back, so under light load an item waits for nothing, and under heavy load
-every round trip (and every commit's WAL flush) serves everyone who arrived meanwhile.
+Each `submit` waits for the batch its item lands in. A batch is sent as soon as one of
+the `in_flight` before it came back, so under light load an item waits for nothing, and
+under heavy load every round trip (and every commit's WAL flush) serves everyone who
+arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -20,21 +21,34 @@ class Batcher(Generic[T, R]):
     at most `max_batch` submitted items, one batch at a time per batcher."""
 
     def __init__(
-        self, flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]], *, max_batch: int = 256
+        self,
+        flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 256,
+        in_flight: int = 1,
     ) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        self._in_flight = in_flight  # batches out at once (each waits a round trip)
         self._items: list[tuple[T, asyncio.Future[R]]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._items.append((item, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain())
+        if len(self._workers) < self._in_flight:
+            self._workers.add(asyncio.create_task(self._drain()))
         return await future
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_items()
+        finally:
+            # Leave the set before returning (no await in between): a submit that comes
+            # after the last look at the queue must see room for a new worker.
+            self._workers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _drain_items(self) -> None:
         while self._items:
             batch, self._items = self._items[: self._max_batch], self._items[self._max_batch :]
             try:
@@ -55,5 +69,5 @@ class Batcher(Generic[T, R]):
 
     async def close(self) -> None:
         """Waits for what was submitted."""
-        if self._worker is not None:
-            await asyncio.gather(self._worker, return_exceptions=True)
+        if self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)

@@ -30,6 +30,9 @@ from shared.outbox import OutboxWaker
 from shared.ratelimit import Refusal, counted
 
 IDEMPOTENCY_HOURS = 24
+# Batches out at once per stage: while one waits for its round trip (and the log's for its
+# commit), the next is already on its way.
+IN_FLIGHT = 4
 _HOOK_KEY = "'inbound:hook:' || h.id"
 _ORG_KEY = "'inbound:org:' || h.org"
 
@@ -109,7 +112,7 @@ class CallGate:
         self.per_hook = per_hook  # defaults; an org's own limits (org_limits) win
         self.per_org = per_org
         self._batcher: Batcher[str, tuple[CallTarget | None, Refusal | None]] = Batcher(
-            self._admit_many
+            self._admit_many, in_flight=IN_FLIGHT
         )
 
     async def admit(self, hook_id: str) -> tuple[CallTarget | None, Refusal | None]:
@@ -208,7 +211,7 @@ class InvocationLog:
     def __init__(self, pool: asyncpg.Pool, waker: OutboxWaker | None = None) -> None:
         self._pool = pool
         self._waker = waker
-        self._batcher: Batcher[_Record, None] = Batcher(self._record_many)
+        self._batcher: Batcher[_Record, None] = Batcher(self._record_many, in_flight=IN_FLIGHT)
 
     async def _record_many(self, records: Sequence[_Record]) -> list[None]:
         columns: list[list[Any]] = [[] for _ in range(12)]

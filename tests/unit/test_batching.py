@@ -41,3 +41,21 @@ async def test_a_failed_batch_fails_its_callers_only() -> None:
     assert await batcher.submit("c") == "c"  # the worker lives on
     with pytest.raises(RuntimeError):
         await batcher.submit("bad")
+
+
+async def test_at_most_in_flight_batches_are_out_at_once() -> None:
+    out = peak = 0
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        nonlocal out, peak
+        out += 1
+        peak = max(peak, out)
+        await asyncio.sleep(0.01)
+        out -= 1
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=2, in_flight=3)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(30))) == list(range(30))
+    assert peak == 3
+    # A submit after every worker finished still gets a worker.
+    assert await batcher.submit(99) == 99
