@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
 
-from shared.log.partitions import longest_retention, trim_per_org
+from shared.log.partitions import drop_daily_partitions, longest_retention, trim_per_org
 from shared.ratelimit import SharedRateLimiter
 
 log = structlog.get_logger(__name__)
 _LOCK = 0x686F6F6C  # one replica at a time makes or drops partitions
-_PARTITION = re.compile(r"^inbound_invocations_(\d{8})$")
 _KEY_BATCH = 10_000
 
 
@@ -36,15 +34,7 @@ async def maintain(
             await conn.execute(
                 "SELECT hookline_ensure_daily_partitions('inbound_invocations', 1, 7)"
             )
-            names = await conn.fetch(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                " WHERE i.inhparent = 'inbound_invocations'::regclass"
-            )
-            for rec in names:
-                match = _PARTITION.match(rec["relname"])
-                if match and datetime.strptime(match.group(1), "%Y%m%d").date() < cutoff:
-                    await conn.execute(f'DROP TABLE "{rec["relname"]}"')
-                    dropped.append(rec["relname"])
+            dropped = await drop_daily_partitions(conn, "inbound_invocations", cutoff)
             await trim_per_org(
                 conn,
                 "inbound_invocations",

@@ -71,7 +71,6 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
                 per_org=settings.inbound_rate_per_org,
             ),
             log=log,
-            limiter=limiter,
         )
         stop = asyncio.Event()
         housekeeping = (

@@ -28,7 +28,7 @@ from shared.core.inbound import (
 from shared.core.inbound import client_ip as _client_ip
 from shared.inbound import CallTarget, InboundStore
 from shared.inbound_calls import Call, CallGate, InvocationLog, call_event
-from shared.ratelimit import Refusal, SharedRateLimiter
+from shared.ratelimit import Refusal
 from shared.web import json_response
 
 _READ_CHUNK = 64 * 1024
@@ -42,7 +42,6 @@ class Edge:
     store: InboundStore
     gate: CallGate
     log: InvocationLog
-    limiter: SharedRateLimiter
 
 
 EDGE = web.AppKey("edge", Edge)

@@ -17,12 +17,28 @@ from shared.db import translated
 
 log = structlog.get_logger(component="delivery_log")
 
-_PARTITION = re.compile(r"^delivery_attempts_(\d{8})$")
 # Any fixed number: one replica at a time creates or drops partitions.
 _MAINTENANCE_LOCK = 0x686C6F67
 
 
 TRIM_BATCH = 10_000  # rows deleted per statement when an org's retention is shorter
+
+
+async def drop_daily_partitions(conn: asyncpg.Connection, parent: str, cutoff: date) -> list[str]:
+    """Drops the daily partitions `<parent>_YYYYMMDD` of days before `cutoff`; their names."""
+    pattern = re.compile(rf"^{parent}_(\d{{8}})$")
+    names = await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = $1::regclass",
+        parent,
+    )
+    dropped = []
+    for rec in names:
+        match = pattern.match(rec["relname"])
+        if match and datetime.strptime(match.group(1), "%Y%m%d").date() < cutoff:
+            await conn.execute(f'DROP TABLE "{rec["relname"]}"')
+            dropped.append(rec["relname"])
+    return dropped
 
 
 async def longest_retention(conn: asyncpg.Connection, retention_days: int) -> int:
@@ -80,18 +96,7 @@ async def maintain(
         longest = await longest_retention(conn, retention_days)
         cutoff = today - timedelta(days=longest)
         await conn.execute("SELECT hookline_ensure_partitions(1, 7)")
-        names = await conn.fetch(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'delivery_attempts'::regclass"
-        )
-        for rec in names:
-            match = _PARTITION.match(rec["relname"])
-            if match is None:
-                continue
-            day = datetime.strptime(match.group(1), "%Y%m%d").date()
-            if day < cutoff:
-                await conn.execute(f'DROP TABLE "{rec["relname"]}"')
-                dropped.append(rec["relname"])
+        dropped = await drop_daily_partitions(conn, "delivery_attempts", cutoff)
         trimmed = await trim_per_org(
             conn, "delivery_attempts", "started_at", retention_days, longest, today=today
         )
