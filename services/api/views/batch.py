@@ -14,7 +14,7 @@ from aiohttp import web
 from services.api.auth import principal
 from services.api.bodies import API, json_response, read_object
 from services.api.keys import LIMITS, POOL, RATES
-from shared.core.errors import HooklineError, NotFound, RateLimited, ValidationError
+from shared.core.errors import Conflict, HooklineError, NotFound, RateLimited, ValidationError
 from shared.core.messages import EventMessage, make_event
 from shared.kafka import EVENTS
 
@@ -152,19 +152,14 @@ async def ingest_batch(request: web.Request) -> web.Response:
             event = item.event
             if event is None or (event.org, event.id) in claimed:
                 continue
-            if seen.get((event.org, event.id)) not in (None, event.repo):
-                item.result = {
-                    "index": item.index,
-                    "status": 409,
-                    "error": {
-                        "code": "conflict",
-                        "field": "id",
-                        "message": (
-                            f"this event id was already used by {event.org}/"
-                            f"{seen[(event.org, event.id)]}"
-                        ),
-                    },
-                }
+            used_by = seen.get((event.org, event.id))
+            if used_by not in (None, event.repo):
+                item.result = _refused(
+                    item.index,
+                    Conflict(
+                        f"this event id was already used by {event.org}/{used_by}", field="id"
+                    ),
+                )
             else:
                 item.result = {**item.result, "status": 200, "duplicate": True}
     return json_response({"results": [i.result for i in items]})
