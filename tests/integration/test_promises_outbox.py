@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -154,27 +153,37 @@ async def test_a_relay_process_killed_between_publish_and_mark_loses_nothing(
     key = f"{org}/r".encode()
     tail = await Tail(provisioned.kafka_bootstrap, EVENTS).start()
     ids = await insert_events(pool, org, 5000)
+    # A SHARE lock on the outbox lets the relay claim and publish (FOR UPDATE takes ROW
+    # SHARE) but not mark (UPDATE needs ROW EXCLUSIVE): it is held between the two.
+    blocker = await pool.acquire()
+    lock = blocker.transaction()
+    await lock.start()
+    await blocker.execute("LOCK TABLE outbox IN SHARE MODE")
     relays = [start_relay(service_env)]
     try:
-        # Freeze the relay until it is caught with rows on Kafka that it has not yet marked.
         caught: set[str] = set()
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            relays[0].send_signal(signal.SIGSTOP)
-            await asyncio.sleep(0.5)  # a commit already sent lands meanwhile
+        for _ in range(600):
+            await asyncio.sleep(0.1)
             await tail.drain()
-            caught = set(event_ids(tail.messages, org)) - await marked_ids(pool, key)
+            caught = set(event_ids(tail.messages, org))
             if caught:
                 break
-            relays[0].send_signal(signal.SIGCONT)
-        assert caught, "never caught the relay between publish and mark"
-        assert await unpublished(pool, key), "everything was marked already"
-        relays[0].kill()  # SIGKILL, while stopped
+        assert caught, "the relay never published"
+        await asyncio.sleep(0.5)
+        assert not caught & await marked_ids(pool, key)  # published, none marked
+        relays[0].kill()  # SIGKILL, between publish and mark
         await asyncio.to_thread(relays[0].wait, 30)
+        await lock.rollback()
+        await pool.release(blocker)
+        blocker = None
+        assert await unpublished(pool, key), "everything was marked already"
         relays.append(start_relay(service_env))
         await until_published(pool, key, timeout=120)
         await tail.drain()
     finally:
+        if blocker is not None:
+            await lock.rollback()
+            await pool.release(blocker)
         for proc in relays:
             if proc.poll() is None:
                 proc.kill()
