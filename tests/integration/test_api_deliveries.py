@@ -332,7 +332,9 @@ async def test_stats(
     assert (stats["deliveries"], stats["succeeded"], stats["failed"]) == (5, 3, 1)
     assert stats["success_rate"] == 0.75
     assert stats["p50_ms"] == 30.0 and 49.0 < stats["p99_ms"] <= 50.0
-    assert stats["last_delivery_at"].startswith(T0.strftime("%Y-%m-%dT%H:%M"))
+    # Each logged attempt starts one second after its delivery's time (see log_delivery).
+    last = datetime.fromisoformat(stats["last_delivery_at"].replace("Z", "+00:00"))
+    assert last == T0 + timedelta(seconds=1)
 
 
 async def _delivery_messages(pool: asyncpg.Pool, webhook_id: str) -> list[bytes]:
