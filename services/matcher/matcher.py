@@ -37,6 +37,7 @@ from shared.kafka import (
     EVENTS,
     EVENTS_REJECTED,
     HOT_PATH_FETCH_WAIT_MS,
+    HOT_PATH_IDLE_FETCH_WAIT_MS,
     MAX_MESSAGE_BYTES,
     REJECT_HEADER,
     make_consumer,
@@ -308,7 +309,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, group_id: str = GROU
                 settings.kafka_bootstrap,
                 group_id=group_id,
                 client_id=name,
-                fetch_max_wait_ms=HOT_PATH_FETCH_WAIT_MS,
+                fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
+                busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
             )
             matcher = Matcher(consumer, producer, table)
             consumer.subscribe([EVENTS], listener=matcher.listener)

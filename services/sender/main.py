@@ -14,7 +14,13 @@ from aiokafka.errors import KafkaError
 from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db import create_pool
-from shared.kafka import HOT_PATH_FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, make_consumer, make_producer
+from shared.kafka import (
+    HOT_PATH_FETCH_WAIT_MS,
+    HOT_PATH_IDLE_FETCH_WAIT_MS,
+    IDLE_FETCH_WAIT_MS,
+    make_consumer,
+    make_producer,
+)
 from shared.log.numbering import AttemptNumbers
 from shared.log.partitions import maintain_forever
 from shared.log.writer import DeliveryLog
@@ -106,7 +112,8 @@ async def serve(
             s.kafka_bootstrap,
             group_id=group_id,
             client_id=name,
-            fetch_max_wait_ms=HOT_PATH_FETCH_WAIT_MS,
+            fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
+            busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
         )
         offsets = Offsets()
 
