@@ -186,7 +186,9 @@ class Deliverer:
             resolved_ip=result.resolved_ip,
             next_attempt_at=None if delay is None else answered + timedelta(seconds=delay),
         )
-        log.info(
+        # A success is the common case and the delivery log holds it: one line each at
+        # INFO would cost a busy sender more than its signing. Failures stay at INFO.
+        (log.debug if decision.outcome == "succeeded" else log.info)(
             "attempt",
             outcome=decision.outcome,
             status=result.status,

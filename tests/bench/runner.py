@@ -37,6 +37,7 @@ from tests.bench.cluster import (
     service_env,
 )
 from tests.bench.inbound import inbound
+from tests.bench.ingest import ingest
 from tests.bench.load import Api, Ingest
 from tests.bench.observe import ReceiverLog
 from tests.bench.phases import ORDER, PHASES, QUICK, Bench, Plan, fmt, say
@@ -45,6 +46,7 @@ from tests.infra import ROOT
 
 OUT_DIR = ROOT / ".hookline" / "bench"
 PHASES["inbound"] = inbound  # registered here: tests.bench.inbound builds on phases
+PHASES["ingest"] = ingest
 PHASES["brokerloss"] = brokerloss  # opt-in: its own three-node cluster, about 3 minutes
 DEFAULT = [p for p in ORDER if p != "brokerloss"]
 
@@ -328,6 +330,14 @@ def finish(
     profile_stem: Path,
     tool: str,
 ) -> int:
+    for phase in ("sustained", "sustained_http"):
+        window = next(((s, e) for label, s, e in b.spans if label == f"{phase}-window"), None)
+        rate = (b.results.get(phase) or {}).get("deliveries_per_s")
+        if window and rate:
+            used = report.hookline_cpu(sampler.cpu_share(*window))
+            b.results[phase]["cpu_percent"] = used
+            # core-seconds per 1,000 deliveries: (cores busy) / (deliveries per second) * 1000
+            b.results[phase]["core_s_per_1000"] = round(used / 100 / rate * 1000, 3)
     if "idle" in b.results:
         shares = next((sampler.cpu_share(s, e) for label, s, e in b.spans if label == "idle"), {})
         b.results["idle"]["cpu_percent_by_process"] = shares

@@ -50,12 +50,58 @@ def test_floors_mark_pass_fail_and_unmeasured() -> None:
         r.figure: r for r in report.floors(results, {"bench-sender-1": 120.0, "bench-api-1": 400.0})
     }
     assert rows["sustained deliveries/s"].verdict == "PASS"
-    assert rows["end-to-end / ceiling"].verdict == "FAIL"  # 0.175 < 0.25
+    assert rows["end-to-end / ceiling (half via outbox)"].verdict == "FAIL"  # 0.175 < 0.8
     assert rows["p99 at 1,000 deliveries/s"].verdict == "FAIL"
     assert rows["isolation: ratio with/without"].verdict == "n/a"
     assert rows["peak RSS bench-sender-1"].verdict == "PASS"
     assert rows["peak RSS bench-api-1"].verdict == "FAIL"
+    assert rows["ingest: events/s, one API, 32 clients"].verdict == "n/a"
     assert "FAIL" in report.table(list(rows.values()))
+
+
+def test_issue_14_figures_against_their_targets() -> None:
+    results = {
+        "idle": {"cpu_percent": 2.5},
+        "ceiling": {"req_per_s": 5000.0},
+        "sustained": {"deliveries_per_s": 4100.0, "core_s_per_1000": 0.25},
+        "sustained_http": {"deliveries_per_s": 2900.0, "core_s_per_1000": 0.19},
+        "ingest": {
+            "single": {"events_per_s": 3100.0, "p99_ms": 61.0},
+            "batch": {"events_per_s": 19000.0},
+        },
+    }
+    rows = {r.figure: r for r in report.floors(results, {})}
+    verdicts = {name: rows[name].verdict for name in rows if rows[name].verdict != "n/a"}
+    assert verdicts == {
+        "idle: CPU of all processes": "PASS",
+        "sustained deliveries/s": "PASS",
+        "end-to-end / ceiling (half via outbox)": "PASS",  # 0.82
+        "core-s per 1,000 deliveries (sustained)": "FAIL",
+        "sustained deliveries/s, all via HTTP ingest": "-",
+        "end-to-end / ceiling (all via HTTP ingest)": "FAIL",  # 0.58
+        "core-s per 1,000 deliveries (HTTP ingest)": "PASS",
+        "ingest: events/s, one API, 32 clients": "PASS",
+        "ingest: p99 per request": "FAIL",
+        "ingest: events/s in batches of 500": "FAIL",
+        "ceiling (bare aiohttp loop)": "-",
+        "p50 at 1,000 deliveries/s": "-",
+        "isolation: fast p99 without": "-",
+        "isolation: fast p99 with dead hook": "-",
+        "inbound: call->delivery p50": "-",
+        "inbound: call->delivery p99": "-",
+    }
+
+
+def test_hookline_cpu_leaves_out_the_bench_and_the_host() -> None:
+    shares = {
+        "bench-sender-1": 1.5,
+        "kafka": 6.0,
+        "postgres": 0.5,
+        "bench-driver": 9.0,
+        "bench-receiver": 3.0,
+        "host": 120.0,
+    }
+    assert report.hookline_cpu(shares) == 8.0
 
 
 def test_series_and_plot(tmp_path: Path) -> None:
