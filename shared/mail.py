@@ -4,7 +4,8 @@ outbox it resembles, away from the senders' delivery path.
 
 A row is claimed `FOR UPDATE SKIP LOCKED` (many relays share the table) and marked sent in
 the same transaction after the server accepted it: a crash between the two sends that
-mail again (at least once; its `Message-ID` is the notice's, so mail clients can tell).
+mail again (at least once; its `Message-ID` comes from the notice's id, so a resend
+carries the same one).
 A refusal or an outage retries the row later, backing off up to an hour.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -72,12 +74,17 @@ class SmtpServer:
         }
 
 
+def message_id(event_id: str) -> str:
+    """The notice's own Message-ID (short enough never to be folded): the same on a resend."""
+    return f"<{uuid.uuid5(uuid.NAMESPACE_URL, event_id)}@hookline>"
+
+
 def compose(row: asyncpg.Record, sender: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = row["recipient"]
     message["Subject"] = row["subject"]
-    message["Message-ID"] = f"<{row['event_id']}@hookline>"
+    message["Message-ID"] = message_id(row["event_id"])
     message.set_content(row["body"])
     return message
 
