@@ -37,7 +37,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[Message] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.content))
         return "250 OK"
 
@@ -129,7 +129,11 @@ async def test_the_third_failure_emits_one_failing_notice_even_when_the_batch_is
     assert first["id"] == notice_event_id(hook.id, "failing", 1)
     assert second["id"] == notice_event_id(hook.id, "failing", 2)
     assert first["payload"] == {
-        "webhook": {"id": hook.id, "url": "http://127.0.0.1:9/", "scope": {"org": org, "repo": "r"}},
+        "webhook": {
+            "id": hook.id,
+            "url": "http://127.0.0.1:9/",
+            "scope": {"org": org, "repo": "r"},
+        },
         "reason": "3 consecutive failed attempts",
         "failure_count": 3,
         "last_error": "http_status 500",

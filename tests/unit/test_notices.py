@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import jsonschema
 import pytest
 
+from services.matcher.matcher import deliveries_for
 from shared.core.attempts import AttemptRow
 from shared.core.errors import ValidationError
 from shared.core.health import health_deltas
@@ -16,7 +17,6 @@ from shared.core.notices import Notice, about_webhook, notice_event_id, validate
 from shared.core.samples import schema
 from shared.core.webhooks import validate_fields
 from shared.subscriptions import WebhookTable
-from services.matcher.matcher import deliveries_for
 
 WID = "5f0c2c1e-8a4b-4d2e-9b1a-6c3d2e1f0a9b"
 
