@@ -96,6 +96,16 @@ def _public_url(raw: str) -> str:
     return value
 
 
+def _smtp_url(raw: str) -> str:
+    value = raw.strip()
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("must be smtp://host:port or smtps://host:port, or empty")
+        parts.port  # noqa: B018 - a bad port raises ValueError here
+    return value
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -108,6 +118,7 @@ def _setting(env: str, default: str, parse: Callable[[str], Any]) -> Any:
 
 
 _SECRET_SETTINGS = frozenset({"admin_token", "secret_key"})
+_URL_SETTINGS = frozenset({"database_url", "smtp_url"})
 
 
 def _hide_password(url: str) -> str:
@@ -143,6 +154,13 @@ class Settings:
     disable_after_seconds: int = _setting(
         "HOOKLINE_DISABLE_AFTER_SECONDS", "3600", _int(0, 365 * 86400)
     )
+    # Notices (DESIGN.md section 11): webhook.failing after this many consecutive failures;
+    # mail through this SMTP server (smtp://host:port, smtps:// for TLS; empty sends none).
+    failing_after_failures: int = _setting(
+        "HOOKLINE_FAILING_AFTER_FAILURES", "3", _int(1, 1_000_000)
+    )
+    smtp_url: str = _setting("HOOKLINE_SMTP_URL", "", _smtp_url)
+    mail_from: str = _setting("HOOKLINE_MAIL_FROM", "hookline@localhost", _nonempty)
     max_webhooks_per_repo: int = _setting("HOOKLINE_MAX_WEBHOOKS_PER_REPO", "20", _int(1, 10_000))
     max_org_webhooks: int = _setting("HOOKLINE_MAX_ORG_WEBHOOKS", "20", _int(1, 10_000))
     max_payload_bytes: int = _setting(
@@ -203,7 +221,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in _SECRET_SETTINGS and value:
                 value = "<hidden>"
-            elif f.name == "database_url":
+            elif f.name in _URL_SETTINGS:
                 value = _hide_password(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"

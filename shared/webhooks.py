@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets as _random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,19 +16,46 @@ from shared.core.events import format_timestamp
 from shared.core.messages import WebhookRecord
 from shared.core.signing import generate_secret
 from shared.core.ssrf import Allowlist, validate_url
-from shared.core.webhooks import MASK, Webhook, validate_fields
+from shared.core.webhooks import MASK, LastDelivery, Webhook, validate_fields
 from shared.crypto import SecretBox
 from shared.db import translated
 from shared.kafka import WEBHOOKS
 from shared.netguard import checked_addresses
+from shared.notices import emit_notice
 from shared.outbox import enqueue
 
 ROTATION_GRACE = timedelta(hours=24)
 _COLUMNS = (
     "id, org, repo, url, events, active, content_type, description, retry, timeout_s,"
     " secret_enc, previous_secret_enc, previous_expires_at, disabled_reason, version,"
-    " created_at, updated_at, headers"
+    " created_at, updated_at, headers, notify_email, disabled_at"
 )
+
+# Each webhook's health: its failure count and its newest delivery (one probe of
+# deliveries_by_webhook per webhook). The console's lists read the same.
+HEALTH = """
+SELECT v.id, h.consecutive_failures, h.last_error, d.status, d.last_at, d.last_status
+FROM unnest($1::uuid[]) AS v(id)
+LEFT JOIN webhook_health h ON h.webhook_id = v.id
+LEFT JOIN LATERAL (SELECT status, last_at, last_status FROM deliveries
+                   WHERE webhook_id = v.id ORDER BY first_at DESC, id DESC LIMIT 1) d ON true
+"""
+
+
+async def _with_health(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Webhook]:
+    """The webhooks of `rows`, each with its failure count and newest delivery."""
+    if not rows:
+        return []
+    health = {r["id"]: r for r in await conn.fetch(HEALTH, [row["id"] for row in rows])}
+    out = []
+    for row in rows:
+        h = health.get(row["id"])
+        last = None
+        if h is not None and h["status"] is not None:
+            last = LastDelivery(h["status"], h["last_at"], h["last_status"])
+        failures = (h["consecutive_failures"] or 0) if h is not None else 0
+        out.append(replace(_webhook(row), failure_count=failures, last_delivery=last))
+    return out
 
 
 def _webhook(row: asyncpg.Record) -> Webhook:
@@ -47,6 +74,8 @@ def _webhook(row: asyncpg.Record) -> Webhook:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         header_names=tuple(row["headers"] or {}),
+        notify_email=row["notify_email"],
+        disabled_at=row["disabled_at"],
     )
 
 
@@ -166,8 +195,9 @@ class WebhookStore:
             )
             row = await conn.fetchrow(
                 f"INSERT INTO webhooks (id, org, repo, url, events, active, content_type,"
-                f" description, retry, timeout_s, secret_enc, headers) VALUES"
-                f" ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {_COLUMNS}",
+                f" description, retry, timeout_s, secret_enc, headers, notify_email, disabled_at)"
+                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+                f" CASE WHEN $6 THEN NULL ELSE now() END) RETURNING {_COLUMNS}",
                 uuid.uuid4(),
                 org,
                 repo,
@@ -180,6 +210,7 @@ class WebhookStore:
                 fields.get("timeout_s", 10),
                 self._box.seal(secret),
                 headers,
+                fields.get("notify_email"),
             )
             await self._publish(conn, row)
         return _webhook(row), secret
@@ -215,8 +246,10 @@ class WebhookStore:
 
     @translated
     async def get(self, webhook_id: str, org: str | None) -> Webhook:
+        """The webhook with its health (failure count, newest delivery)."""
         async with self._pool.acquire() as conn:
-            return _webhook(await self._fetch(conn, webhook_id, org))
+            (webhook,) = await _with_health(conn, [await self._fetch(conn, webhook_id, org)])
+            return webhook
 
     @translated
     async def record(self, webhook_id: str) -> WebhookRecord | None:
@@ -230,13 +263,14 @@ class WebhookStore:
     @translated
     async def list(self, org: str, repo: str | None) -> list[Webhook]:
         """A repo's webhooks, or an org's org-level ones when repo is None."""
-        rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM webhooks WHERE org = $1 AND repo IS NOT DISTINCT FROM $2"
-            " ORDER BY created_at, id",
-            org,
-            repo,
-        )
-        return [_webhook(r) for r in rows]
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM webhooks WHERE org = $1 AND repo IS NOT DISTINCT FROM $2"
+                " ORDER BY created_at, id",
+                org,
+                repo,
+            )
+            return await _with_health(conn, list(rows))
 
     @translated
     async def update(self, webhook_id: str, org: str | None, body: object) -> Webhook:
@@ -254,12 +288,16 @@ class WebhookStore:
             for name, value in fields.items():
                 args.append(value)
                 sets.append(f"{name} = ${len(args)}")
+            last_error = None
             if fields.get("active") is True:
                 # Re-enabling clears the reason and the failure count.
-                sets.append("disabled_reason = NULL")
-                await conn.execute(
-                    "DELETE FROM webhook_health WHERE webhook_id = $1", uuid.UUID(webhook_id)
+                sets += ["disabled_reason = NULL", "disabled_at = NULL"]
+                last_error = await conn.fetchval(
+                    "DELETE FROM webhook_health WHERE webhook_id = $1 RETURNING last_error",
+                    uuid.UUID(webhook_id),
                 )
+            elif fields.get("active") is False and current["active"]:
+                sets.append("disabled_at = now()")
             args.append(uuid.UUID(webhook_id))
             sets += ["version = version + 1", "updated_at = now()"]
             row = await conn.fetchrow(
@@ -268,7 +306,18 @@ class WebhookStore:
                 *args,
             )
             await self._publish(conn, row)
-        return _webhook(row)
+            if fields.get("active") is True and not current["active"]:
+                # The row is locked (FOR UPDATE above): this transition commits once.
+                await emit_notice(
+                    conn,
+                    kind="enabled",
+                    webhook_id=webhook_id,
+                    reason="re-enabled",
+                    failure_count=0,
+                    last_error=last_error,
+                )
+            (webhook,) = await _with_health(conn, [row])
+        return webhook
 
     @translated
     async def delete(self, webhook_id: str, org: str | None) -> None:
@@ -300,15 +349,29 @@ class WebhookStore:
 
     @translated
     async def disable(self, webhook_id: str, reason: str) -> bool:
-        """Turns a webhook off (sender: too many failures, or 410); False if already off."""
+        """Turns a webhook off (sender: too many failures, or 410) and emits its
+        `webhook.disabled`, in one transaction; False (and no notice) if already off."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                f"UPDATE webhooks SET active = false, disabled_reason = $2, version = version + 1,"
-                f" updated_at = now() WHERE id = $1 AND active RETURNING {_COLUMNS}",
+                f"UPDATE webhooks SET active = false, disabled_reason = $2, disabled_at = now(),"
+                f" version = version + 1, updated_at = now() WHERE id = $1 AND active"
+                f" RETURNING {_COLUMNS}",
                 uuid.UUID(webhook_id),
                 reason,
             )
             if row is None:
                 return False
             await self._publish(conn, row)
+            health = await conn.fetchrow(
+                "SELECT consecutive_failures, last_error FROM webhook_health WHERE webhook_id = $1",
+                row["id"],
+            )
+            await emit_notice(
+                conn,
+                kind="disabled",
+                webhook_id=webhook_id,
+                reason=reason,
+                failure_count=health["consecutive_failures"] if health else 0,
+                last_error=health["last_error"] if health else None,
+            )
         return True

@@ -29,6 +29,9 @@ from services.api.openapi_schemas import (
 )
 from shared.log.queries import MAX_LIMIT, STATUSES
 
+# PATCH with "recover_since": re-enabled, and what failed or was skipped sent again.
+RECOVERED = json_content("WebhookRecovered", "Re-enabled; `recovered` deliveries sent again.")
+
 
 def _paths() -> dict[str, Schema]:
     wh_ok = {
@@ -104,8 +107,8 @@ def _paths() -> dict[str, Schema]:
             ),
             "patch": operation(
                 "Change a webhook.",
-                {200: json_content("Webhook", "Updated.")},
-                (),
+                {200: json_content("Webhook", "Updated."), 202: RECOVERED},
+                (429,),
                 body="WebhookPatch",
                 params=[WID],
                 tag="webhooks",
@@ -124,8 +127,8 @@ def _paths() -> dict[str, Schema]:
             ),
             "patch": operation(
                 "Change a webhook by its repository's path.",
-                {200: json_content("Webhook", "Updated.")},
-                (),
+                {200: json_content("Webhook", "Updated."), 202: RECOVERED},
+                (429,),
                 body="WebhookPatch",
                 params=[ORG, REPO, WID],
                 tag="webhooks",

@@ -90,12 +90,51 @@ SCHEMAS: dict[str, Schema] = {
                 "additionalProperties": STR,
                 "description": "custom headers sent on every attempt; values masked (••••)",
             },
+            "notify_email": _nullable(STR),
             "disabled_reason": _nullable(STR),
+            "disabled_at": NULL_TIME,
+            "failure_count": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "consecutive failed attempts (reset by a success or re-enabling)",
+            },
+            "last_delivery": _nullable(ref("LastDelivery")),
             "created_at": TIME,
             "updated_at": TIME,
         },
-        ["id", "scope", "url", "events", "active", "content_type", "timeout_s", "created_at"],
+        [
+            "id",
+            "scope",
+            "url",
+            "events",
+            "active",
+            "content_type",
+            "timeout_s",
+            "created_at",
+            "failure_count",
+            "last_delivery",
+            "disabled_at",
+        ],
     ),
+    "LastDelivery": _obj(
+        {
+            "status": {"enum": list(STATUSES)},
+            "at": TIME,
+            "http_status": _nullable({"type": "integer"}),
+        },
+        ["status", "at", "http_status"],
+        description="the webhook's newest delivery: its status, its last attempt, the HTTP "
+        "status that attempt got",
+    ),
+    "WebhookRecovered": {
+        "allOf": [
+            ref("Webhook"),
+            _obj(
+                {"recovered": {"type": "integer", "minimum": 0}},
+                ["recovered"],
+            ),
+        ],
+    },
     "WebhookWithSecret": {
         "allOf": [ref("Webhook"), _obj({"secret": STR}, ["secret"])],
     },
@@ -109,6 +148,14 @@ SCHEMAS: dict[str, Schema] = {
             "retry": _nullable(ref("Retry")),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30, "default": 10},
             "headers": _nullable(CUSTOM_HEADERS),
+            "notify_email": _nullable(
+                {
+                    "type": "string",
+                    "format": "email",
+                    "maxLength": 254,
+                    "description": "the same notices as the org hooks get, by mail",
+                }
+            ),
             "secret": {"type": "string", "minLength": 8, "maxLength": 256},
         },
         ["url"],
@@ -124,6 +171,20 @@ SCHEMAS: dict[str, Schema] = {
             "retry": _nullable(ref("Retry")),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30},
             "headers": _nullable(CUSTOM_HEADERS),
+            "notify_email": _nullable(
+                {
+                    "type": "string",
+                    "format": "email",
+                    "maxLength": 254,
+                    "description": "the same notices as the org hooks get, by mail",
+                }
+            ),
+            "recover_since": {
+                "type": "string",
+                "format": "date-time",
+                "description": 'with "active": true: re-enable and redeliver what failed or '
+                "was skipped since then (202, `recovered` added)",
+            },
         },
         additionalProperties=False,
     ),

@@ -32,6 +32,7 @@ from shared.core.messages import (
     decode_event,
     delivery_id_for,
 )
+from shared.core.notices import about_webhook
 from shared.kafka import (
     DELIVERIES,
     EVENTS,
@@ -83,11 +84,12 @@ def deliveries_for(
     event: EventMessage, table: WebhookTable, enqueued_at: float
 ) -> list[DeliveryMessage]:
     """One delivery message per active webhook of the event's repo or org whose filters
-    select the event's type."""
+    select the event's type; a `webhook.*` notice never goes to the webhook it is about."""
     body: dict[str, object] | None = None
     out: list[DeliveryMessage] = []
+    about = about_webhook(event.type, event.payload)
     for hook in table.subscribers(event.org, event.repo):
-        if not matches(hook.events, event.type):
+        if not matches(hook.events, event.type) or hook.id == about:
             continue
         if body is None:
             body = event.body()  # built once, shared by every delivery of this event

@@ -29,6 +29,7 @@ from shared.core.errors import ProducerBroken, is_retryable
 from shared.db import create_pool, db_errors
 from shared.kafka import MAX_MESSAGE_BYTES, WEBHOOKS, make_producer
 from shared.logging import configure_logging
+from shared.mail import Postman, SmtpServer
 from shared.outbox import CHANNEL
 from shared.runtime import run
 
@@ -226,6 +227,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     configure_logging(settings.log_level, service="relay")
     name = settings.instance_name("relay")
     pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+    # Notice mail (shared/mail.py) beside the outbox: both drain rows other processes wrote.
+    postman = None
+    if settings.smtp_url:
+        server = SmtpServer.parse(settings.smtp_url)
+        sender = Postman(pool, server, sender=settings.mail_from)
+        postman = asyncio.create_task(sender.run(stop), name="postman")
     try:
         while not stop.is_set():
             producer = make_producer(settings.kafka_bootstrap, client_id=name)
@@ -240,6 +247,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             finally:
                 await producer.stop()
     finally:
+        if postman is not None:
+            await asyncio.wait({postman}, timeout=5.0)
+            postman.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await postman
         await pool.close()
     log.info("relay stopped", instance=name)
 

@@ -80,6 +80,13 @@ class Webhooks:
         self._table.put(found)
         return self._table.get(webhook_id)  # None if a tombstone got there first
 
+    async def fresh(self, webhook_id: str) -> WebhookRecord | None:
+        """From the database, newer than the table may be (the table keeps the newer)."""
+        found = await self._store.record(webhook_id)
+        if found is not None:
+            self._table.put(found)
+        return self._table.get(webhook_id)
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -125,6 +132,10 @@ class Deliverer:
             delivery_id=msg.delivery_id, webhook_id=msg.webhook_id, attempt=numbered.attempt
         )
         webhook = await self._webhooks.get(msg.webhook_id)
+        if webhook is not None and not webhook.active and msg.trigger == "recover":
+            # Re-enabling with recover_since writes its redeliveries right after the
+            # change: the table may not hold it yet, the database does.
+            webhook = await self._webhooks.fresh(msg.webhook_id)
         if webhook is None or not webhook.active:
             reason = "webhook deleted" if webhook is None else "webhook inactive"
             log.info("attempt", outcome="skipped", reason=reason, trigger=msg.trigger)

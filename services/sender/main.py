@@ -82,7 +82,9 @@ async def serve(
             pool, SecretBox(s.secret_key), allow=s.allowed_targets, max_per_repo=10**9
         )
         disabler = Disabler(s, store=store, table=table)
-        delivery_log = DeliveryLog(pool, on_failures=disabler.on_failures)
+        delivery_log = DeliveryLog(
+            pool, on_failures=disabler.on_failures, failing_after=s.failing_after_failures
+        )
         await delivery_log.start()
         stack.push_async_callback(delivery_log.close)
         follow_ups = FollowUps(producer, topics, disabler, delivery_log, stop)

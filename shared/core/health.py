@@ -9,7 +9,13 @@ from datetime import datetime, timedelta
 
 from .attempts import AttemptRow
 
-__all__ = ["FailureStreak", "HealthDelta", "health_deltas", "should_disable"]
+__all__ = [
+    "FailureStreak",
+    "HealthDelta",
+    "describe_failure",
+    "health_deltas",
+    "should_disable",
+]
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,7 @@ class HealthDelta:
     reset: bool
     failures: int
     first_failure_at: datetime | None
+    last_error: str | None = None  # the newest failure, described (`http_status 500`)
 
 
 def health_deltas(rows: Iterable[AttemptRow]) -> dict[str, HealthDelta]:
@@ -31,8 +38,17 @@ def health_deltas(rows: Iterable[AttemptRow]) -> dict[str, HealthDelta]:
             out[row.webhook_id] = HealthDelta(True, 0, None)
         elif row.counts_as_failure:
             first = held.first_failure_at or row.started_at
-            out[row.webhook_id] = HealthDelta(held.reset, held.failures + 1, first)
+            out[row.webhook_id] = HealthDelta(
+                held.reset, held.failures + 1, first, describe_failure(row)
+            )
     return out
+
+
+def describe_failure(row: AttemptRow) -> str | None:
+    """A failed attempt's error as notices show it: `http_status 503`, `timeout`."""
+    if row.error == "http_status" and row.response_status is not None:
+        return f"http_status {row.response_status}"
+    return row.error
 
 
 @dataclass(frozen=True)

@@ -210,13 +210,24 @@ _FAMILIES: dict[str, tuple[Schema, dict[str, Any]]] = {
     "webhook": (
         _obj(
             {
-                "webhook": _obj({"id": _STR, "url": _STR, "scope": {"type": "object"}}, "id"),
+                "webhook": _obj(
+                    {
+                        "id": _STR,
+                        "url": _STR,
+                        "scope": _obj({"org": _STR, "repo": {"type": ["string", "null"]}}, "org"),
+                    },
+                    "id",
+                    "url",
+                    "scope",
+                ),
                 "reason": _STR,
-                "failure_count": _INT,
+                "failure_count": {"type": "integer", "minimum": 0},
                 "last_error": {"type": ["string", "null"]},
             },
             "webhook",
             "reason",
+            "failure_count",
+            "last_error",
         ),
         {
             "webhook": {
@@ -226,7 +237,7 @@ _FAMILIES: dict[str, tuple[Schema, dict[str, Any]]] = {
             },
             "reason": "3 consecutive failed attempts",
             "failure_count": 3,
-            "last_error": "http_status",
+            "last_error": "http_status 503",
         },
     ),
 }

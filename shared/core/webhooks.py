@@ -10,6 +10,7 @@ from typing import Any
 from .errors import ValidationError
 from .events import format_timestamp
 from .matching import validate_filters
+from .notices import validate_email
 from .retry import RetryPolicy
 from .ssrf import validate_url
 
@@ -23,6 +24,7 @@ EDITABLE = (
     "retry",
     "timeout_s",
     "headers",
+    "notify_email",
 )
 CREATE_ONLY = ("secret",)
 DEFAULT_EVENTS = ("push",)
@@ -146,12 +148,31 @@ def validate_fields(
         out["timeout_s"] = t
     if "headers" in body:
         out["headers"] = validate_headers(body["headers"], prefix=header_prefix)
+    if "notify_email" in body:
+        out["notify_email"] = validate_email(body["notify_email"])
     if "secret" in body and body["secret"] is not None:
         s = body["secret"]
         if not isinstance(s, str) or not 8 <= len(s) <= 256 or not s.isprintable():
             raise ValidationError("secret must be 8-256 printable characters", field="secret")
         out["secret"] = s
     return out
+
+
+@dataclass(frozen=True)
+class LastDelivery:
+    """A webhook's newest delivery: its derived status, when it was last attempted, and
+    the HTTP status that attempt got (None without a response)."""
+
+    status: str
+    at: datetime
+    http_status: int | None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "at": format_timestamp(self.at),
+            "http_status": self.http_status,
+        }
 
 
 @dataclass(frozen=True)
@@ -172,6 +193,11 @@ class Webhook:
     created_at: datetime
     updated_at: datetime
     header_names: tuple[str, ...] = field(default=())  # the values stay sealed
+    notify_email: str | None = None
+    disabled_at: datetime | None = None
+    # Health (DESIGN.md section 11): consecutive failed attempts, the newest delivery.
+    failure_count: int = 0
+    last_delivery: LastDelivery | None = None
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -185,7 +211,11 @@ class Webhook:
             "retry": self.retry or RetryPolicy().to_config(),
             "timeout_s": self.timeout_s,
             "headers": {name: MASK for name in self.header_names},
+            "notify_email": self.notify_email,
             "disabled_reason": self.disabled_reason,
+            "disabled_at": None if self.disabled_at is None else format_timestamp(self.disabled_at),
+            "failure_count": self.failure_count,
+            "last_delivery": None if self.last_delivery is None else self.last_delivery.to_api(),
             "created_at": format_timestamp(self.created_at),
             "updated_at": format_timestamp(self.updated_at),
         }

@@ -129,10 +129,13 @@ class Redelivery:
         return msg
 
     @translated
-    async def recover(self, webhook_id: str, since: datetime) -> int:
+    async def recover(
+        self, webhook_id: str, since: datetime, *, statuses: Sequence[str] = ("failed", "dead")
+    ) -> int:
         """Redelivers (trigger `recover`) every failed or dead delivery of a webhook first
         attempted at or after `since`, newest first, at most RECOVER_MAX per call; the
-        bodies are read RECOVER_PAGE deliveries at a time."""
+        bodies are read RECOVER_PAGE deliveries at a time. Re-enabling passes `skipped`
+        too (what was not sent while the webhook was off)."""
         wid = parse_id(webhook_id, "webhook")
         # Attempts start at or after their delivery's first_at: older partitions pruned.
         bound = since - SUMMARY_SLACK
@@ -140,7 +143,7 @@ class Redelivery:
         async with self._pool.acquire() as conn, conn.transaction():
             ids = [
                 r["id"]
-                for r in await conn.fetch(RECOVER_IDS, wid, ["failed", "dead"], since, RECOVER_MAX)
+                for r in await conn.fetch(RECOVER_IDS, wid, list(statuses), since, RECOVER_MAX)
             ]
             for start in range(0, len(ids), RECOVER_PAGE):
                 page = ids[start : start + RECOVER_PAGE]

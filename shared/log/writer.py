@@ -81,13 +81,17 @@ class DeliveryLog:
         flush_interval: float = 0.05,
         batch_size: int = 500,
         on_failures: OnFailures | None = None,
+        failing_after: int | None = None,
     ) -> None:
         """`on_failures` hears the failure streaks of the webhooks that failed in each
-        batch written (their counts are in the same transaction)."""
+        batch written (their counts are in the same transaction). With `failing_after`,
+        a streak reaching that many failures emits `webhook.failing` in that transaction
+        (HOOKLINE_FAILING_AFTER_FAILURES)."""
         self._pool = pool
         self._interval = flush_interval
         self._batch_size = batch_size
         self._on_failures = on_failures
+        self._failing_after = failing_after
         self._buffer: list[tuple[AttemptRow, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -254,7 +258,7 @@ class DeliveryLog:
                     [r.response_status for r in summary],
                     [r.next_attempt_at for r in summary],
                 )
-                return await count_failures(conn, rows)
+                return await count_failures(conn, rows, failing_after=self._failing_after)
 
 
 def _fallbacks(row: AttemptRow) -> list[AttemptRow]:

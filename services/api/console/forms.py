@@ -15,7 +15,17 @@ from shared.core.errors import ValidationError
 from shared.core.events import CATALOG
 from shared.core.webhooks import Webhook
 
-FORM_FIELDS = ("repo", "url", "content_type", "secret", "events", "retry", "timeout_s", "active")
+FORM_FIELDS = (
+    "repo",
+    "url",
+    "content_type",
+    "secret",
+    "events",
+    "retry",
+    "timeout_s",
+    "active",
+    "notify_email",
+)
 CONTENT_TYPES = (("json", "application/json"), ("form", "application/x-www-form-urlencoded"))
 
 
@@ -37,6 +47,7 @@ def values_of(webhook: Webhook) -> dict[str, Any]:
         "timeout_s": str(webhook.timeout_s),
         "active": webhook.active,
         "description": webhook.description,
+        "notify_email": webhook.notify_email or "",
     }
 
 
@@ -51,6 +62,7 @@ def blank(repo: str | None) -> dict[str, Any]:
         "timeout_s": "10",
         "active": True,
         "description": "",
+        "notify_email": "",
     }
 
 
@@ -79,6 +91,7 @@ def submitted(form: MultiDictProxy[Any]) -> dict[str, Any]:
         "timeout_s": text("timeout_s"),
         "active": form.get("active") == "on",
         "description": text("description", strip=False),
+        "notify_email": text("notify_email"),
     }
 
 
@@ -127,6 +140,7 @@ def body_of(values: dict[str, Any], *, secret: str | None = None) -> dict[str, A
         "timeout_s": int(timeout),
         "active": values["active"],
         "description": values["description"],
+        "notify_email": values["notify_email"] or None,
     }
     if secret:
         body["secret"] = secret
@@ -144,5 +158,6 @@ def changes(webhook: Webhook, body: dict[str, Any]) -> dict[str, Any]:
         "timeout_s": webhook.timeout_s,
         "active": webhook.active,
         "description": webhook.description,
+        "notify_email": webhook.notify_email,
     }
     return {k: v for k, v in body.items() if current.get(k) != v}

@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.webhooks import HEALTH
+
 # The summary's first_at may trail an attempt by this much (see shared/log/queries.py).
 _SLACK = timedelta(days=1)
 DAY = timedelta(hours=24)
@@ -72,15 +74,6 @@ SELECT w.repo, count(*) AS webhooks,
        count(*) FILTER (WHERE NOT w.active) AS disabled
 FROM webhooks w LEFT JOIN webhook_health h ON h.webhook_id = w.id
 WHERE w.org = $1 GROUP BY w.repo ORDER BY w.repo NULLS FIRST
-"""
-
-# The newest delivery of each webhook: one probe of deliveries_by_webhook per webhook.
-_LAST = """
-SELECT v.id, h.consecutive_failures, d.status, d.last_at, d.last_status
-FROM unnest($1::uuid[]) AS v(id)
-LEFT JOIN webhook_health h ON h.webhook_id = v.id
-LEFT JOIN LATERAL (SELECT status, last_at, last_status FROM deliveries
-                   WHERE webhook_id = v.id ORDER BY first_at DESC, id DESC LIMIT 1) d ON true
 """
 
 # Counted per delivery by derived status, as the API's stats are.
@@ -158,7 +151,7 @@ async def health_of(pool: asyncpg.Pool, ids: Sequence[str], now: datetime) -> di
     if not uuids:
         return {}
     async with pool.acquire() as conn:
-        last = await conn.fetch(_LAST, uuids)
+        last = await conn.fetch(HEALTH, uuids)  # as the API shows it
         day = {r["webhook_id"]: r for r in await conn.fetch(_DAY_COUNTS, uuids, now - DAY)}
     out = {}
     for r in last:

@@ -11,8 +11,9 @@ from aiohttp import web
 
 from services.api.auth import principal
 from services.api.bodies import API, json_response, path_name, read_json, read_object
-from services.api.keys import POOL, WEBHOOKS
-from shared.core.errors import NotFound, ValidationError
+from services.api.keys import POOL, RATES, REDELIVERY, SETTINGS, WEBHOOKS
+from services.api.paging import parse_time
+from shared.core.errors import NotFound, RateLimited, ValidationError
 from shared.core.events import build_body, format_timestamp, parse_event_type
 from shared.core.messages import DeliveryMessage, delivery_id_for, ping_body
 from shared.core.samples import example
@@ -81,10 +82,38 @@ async def get_webhook(request: web.Request) -> web.Response:
 async def patch_webhook(request: web.Request) -> web.Response:
     # Existence first: another org's webhook is 404 whatever the body says.
     webhook = await _webhook_of(request)
-    updated = await request.app[WEBHOOKS].update(
-        webhook.id, principal(request).org, await read_json(request)
+    body = await read_json(request)
+    since = None
+    if isinstance(body, dict) and "recover_since" in body:
+        # Re-enable and send again what failed or was skipped since then (DESIGN.md 11).
+        body = dict(body)
+        since = parse_time(body.pop("recover_since"), "recover_since")
+        if body.get("active") is not True:
+            raise ValidationError(
+                'recover_since needs "active": true in the same body', field="recover_since"
+            )
+        await _take_recover_limit(request)
+    updated = await request.app[WEBHOOKS].update(webhook.id, principal(request).org, body)
+    if since is None:
+        return json_response(updated.to_api())
+    recovered = await request.app[REDELIVERY].recover(
+        webhook.id, since, statuses=("failed", "dead", "skipped")
     )
-    return json_response(updated.to_api())
+    return json_response({**updated.to_api(), "recovered": recovered}, status=202)
+
+
+async def _take_recover_limit(request: web.Request) -> None:
+    """A PATCH with recover_since counts as a recover call (HOOKLINE_RECOVER_RATE_PER_ORG)."""
+    org = principal(request).org
+    if org is None:
+        return
+    limit = request.app[SETTINGS].recover_rate_per_org
+    refusal = await request.app[RATES].take(f"recover:{org}", limit)
+    if refusal is not None:
+        raise RateLimited(
+            f"org {org!r} is over its limit of {limit} recover calls a minute",
+            retry_after=refusal.retry_after,
+        )
 
 
 @routes.delete(API + "/webhooks/{id}")
