@@ -36,7 +36,6 @@ from shared.kafka import (
     MATCHER_GROUP,
     RETRY_GROUP,
     SENDER_GROUP,
-    partitions_of,
 )
 
 log = structlog.get_logger(component="metrics")
@@ -97,7 +96,11 @@ class KafkaLag:
     async def read(self) -> dict[tuple[str, str], int]:
         admin, consumer = await self._clients()
         wanted = {t for topics in self._groups.values() for t in topics}
-        parts = {t: await partitions_of(consumer, t) for t in sorted(wanted)}
+        cluster = await consumer._client.fetch_all_metadata()  # one round trip for all
+        parts = {
+            t: [TopicPartition(t, p) for p in sorted(cluster.partitions_for_topic(t) or ())]
+            for t in wanted
+        }
         tps = [tp for ps in parts.values() for tp in ps]
         end = await consumer.end_offsets(tps)
         begin = await consumer.beginning_offsets(tps)
