@@ -110,11 +110,25 @@ def make_producer(bootstrap: str, *, client_id: str, linger_ms: int = 1) -> AIOK
 
 
 def make_consumer(
-    bootstrap: str, *topics: str, group_id: str | None, client_id: str, **kw: object
+    bootstrap: str,
+    *topics: str,
+    group_id: str | None,
+    client_id: str,
+    busy_fetch_wait_ms: int | None = None,
+    **kw: object,
 ) -> AIOKafkaConsumer:
-    """Consumer with manual commits; starts at the earliest offset of a new group."""
-    return AIOKafkaConsumer(
-        *topics,
+    """Consumer with manual commits; starts at the earliest offset of a new group.
+
+    With `busy_fetch_wait_ms`, the consumer long-polls (`fetch_max_wait_ms`) while it holds
+    no unconsumed records and polls short only while it does (see `AdaptiveFetchConsumer`).
+    """
+    options: dict[str, object] = {
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_wait_ms": 50,
+        **kw,
+    }
+    common = dict(
         bootstrap_servers=bootstrap,
         group_id=group_id,
         client_id=client_id,
@@ -122,24 +136,63 @@ def make_consumer(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
         max_poll_interval_ms=300_000,
-        **{  # type: ignore[arg-type]
-            "auto_offset_reset": "earliest",
-            "max_partition_fetch_bytes": 4 * 1024 * 1024,
-            "fetch_max_wait_ms": 50,
-            **kw,
-        },
+    )
+    if busy_fetch_wait_ms is None:
+        return AIOKafkaConsumer(*topics, **common, **options)  # type: ignore[arg-type]
+    return AdaptiveFetchConsumer(
+        *topics, busy_fetch_wait_ms=busy_fetch_wait_ms, **common, **options
     )
 
 
-# For the consumers on the delivery path (matcher, sender): aiokafka sends one fetch per
-# broker at a time, so a partition whose records were just consumed waits for the
-# long poll in flight before it is fetched again; a short poll bounds that wait. The
-# idle consumers (delay tiers, webhook table) keep the default, sparing the broker.
+class AdaptiveFetchConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+    """A consumer whose fetches wait long when it is idle and short when it is busy.
+
+    aiokafka sends one fetch per broker at a time, and leaves out of it the partitions
+    whose records are still buffered. While some are, a partition drained meanwhile waits
+    for the fetch in flight, so that fetch must be short (`busy_fetch_wait_ms`). While none
+    are (and none is paused), the fetch names every partition and the broker answers it
+    as soon as any of them has a record: a long wait (`fetch_max_wait_ms`) then costs no
+    latency, and spares the client and the broker the idle re-polls (a short poll of an
+    idle consumer is a request the broker parks and answers, a hundred a second at 10 ms).
+
+    The choice is made as each fetch request is built, in the fetcher's
+    `_get_actions_per_node` (aiokafka 0.14, pinned in pyproject.toml; a test checks the
+    waits it puts into requests).
+    """
+
+    def __init__(self, *topics: str, busy_fetch_wait_ms: int, **kw: object) -> None:
+        super().__init__(*topics, **kw)
+        self._busy_fetch_wait_ms = busy_fetch_wait_ms
+
+    async def start(self) -> None:
+        await super().start()
+        fetcher = self._fetcher
+        idle_ms, busy_ms = fetcher._fetch_max_wait_ms, self._busy_fetch_wait_ms
+        plan = fetcher._get_actions_per_node
+
+        def actions(assignment: object) -> object:
+            # A paused partition is left out of fetches too, and once resumed it would wait
+            # for the one in flight: poll short while any is.
+            busy = bool(fetcher._records) or bool(self.paused())
+            fetcher._fetch_max_wait_ms = busy_ms if busy else idle_ms
+            return plan(assignment)
+
+        fetcher._get_actions_per_node = actions
+
+
+# For the consumers on the delivery path (matcher, sender) while records are buffered:
+# aiokafka sends one fetch per broker at a time, so a partition whose records were just
+# consumed waits for the poll in flight before it is fetched again; a short poll bounds
+# that wait.
 HOT_PATH_FETCH_WAIT_MS = 10
-# For the idle-most consumers (delay tiers, webhook table): new records still arrive at
-# once (a long poll answers as soon as there is data); only the idle re-polls get rarer,
-# and each idle fetch of many partitions costs the client and the broker real CPU.
-IDLE_FETCH_WAIT_MS = 250
+# The same consumers while nothing is buffered: a fetch then names every partition and
+# returns as soon as one has data, so only the idle re-polls get rarer.
+HOT_PATH_IDLE_FETCH_WAIT_MS = 1000
+# The delay tiers: a partition paused until its head is due is fetched again, once
+# resumed, after the fetch in flight; this bounds that lateness.
+IDLE_FETCH_WAIT_MS = 500
+# The webhook table's follower, alone on its client.
+TABLE_FETCH_WAIT_MS = 2000
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

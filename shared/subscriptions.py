@@ -16,7 +16,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from shared.core.messages import MessageError, WebhookRecord
-from shared.kafka import IDLE_FETCH_WAIT_MS, WEBHOOKS, make_consumer, partitions_of
+from shared.kafka import TABLE_FETCH_WAIT_MS, WEBHOOKS, make_consumer, partitions_of
 
 log = structlog.get_logger(component="webhook_table")
 
@@ -173,7 +173,9 @@ class WebhookTable:
             self._bootstrap,
             group_id=None,
             client_id=self._client_id,
-            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
+            # Only this table's fetches use this client (end offsets have their own), so a
+            # long poll delays nothing: a new record answers it at once.
+            fetch_max_wait_ms=TABLE_FETCH_WAIT_MS,
         )
         await consumer.start()
         self._consumer = consumer

@@ -38,6 +38,7 @@ from shared.kafka import (
     EVENTS,
     EVENTS_REJECTED,
     HOT_PATH_FETCH_WAIT_MS,
+    HOT_PATH_IDLE_FETCH_WAIT_MS,
     MATCHER_GROUP,
     MAX_MESSAGE_BYTES,
     REJECT_HEADER,
@@ -314,7 +315,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, group_id: str = GROU
                 settings.kafka_bootstrap,
                 group_id=group_id,
                 client_id=name,
-                fetch_max_wait_ms=HOT_PATH_FETCH_WAIT_MS,
+                fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
+                busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
             )
             matcher = Matcher(consumer, producer, table)
             consumer.subscribe([EVENTS], listener=matcher.listener)

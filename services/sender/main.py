@@ -17,6 +17,7 @@ from shared.crypto import SecretBox
 from shared.db import create_pool
 from shared.kafka import (
     HOT_PATH_FETCH_WAIT_MS,
+    HOT_PATH_IDLE_FETCH_WAIT_MS,
     IDLE_FETCH_WAIT_MS,
     SENDER_GROUP,
     make_consumer,
@@ -114,7 +115,8 @@ async def serve(
             s.kafka_bootstrap,
             group_id=group_id,
             client_id=name,
-            fetch_max_wait_ms=HOT_PATH_FETCH_WAIT_MS,
+            fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
+            busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
         )
         offsets = Offsets()
 

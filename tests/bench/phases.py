@@ -16,7 +16,17 @@ from tests.bench.load import Api, Ingest, paced, saturate
 from tests.bench.observe import ReceiverLog
 from tests.infra import ROOT
 
-ORDER = ("setup", "ceiling", "sustained", "latency", "isolation", "inbound", "scale", "brokerloss")
+ORDER = (
+    "setup",
+    "idle",
+    "ceiling",
+    "sustained",
+    "latency",
+    "isolation",
+    "inbound",
+    "scale",
+    "brokerloss",
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,8 @@ class Plan:
 
     hooks: int = 10
     senders: int = 2
+    idle_settle: float = 5  # after setup's probes, before the idle measurement
+    idle: float = 20
     sender_concurrency: int = 256
     warmup: float = 10
     sustained: float = 60
@@ -51,6 +63,8 @@ class Plan:
 
 
 QUICK = Plan(
+    idle_settle=2,
+    idle=5,
     warmup=3,
     sustained=10,
     latency=8,
@@ -296,6 +310,17 @@ async def _saturated(b: Bench, phase: str, warmup: float, duration: float) -> di
     return result
 
 
+async def idle(b: Bench) -> None:
+    """Nothing to deliver: what Hookline's processes, PostgreSQL and Kafka cost at rest (the
+    runner adds their CPU share from the samples once the run is over)."""
+    b.enter("idle")
+    await asyncio.sleep(b.plan.idle_settle)
+    start = time.time()
+    await asyncio.sleep(b.plan.idle)
+    b.mark("idle", start, time.time())
+    b.results["idle"] = {"duration_s": b.plan.idle}
+
+
 async def sustained(b: Bench) -> None:
     b.results["sustained"] = await _saturated(b, "sustained", b.plan.warmup, b.plan.sustained)
     b.results["sustained"]["senders"] = len(b.cluster.running("sender"))
@@ -406,6 +431,7 @@ async def scale(b: Bench) -> None:
 
 PHASES = {
     "setup": setup,
+    "idle": idle,
     "ceiling": ceiling,
     "sustained": sustained,
     "latency": latency,

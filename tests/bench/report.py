@@ -11,6 +11,15 @@ import numpy as np
 from tests.bench.observe import ReceiverLog
 
 RSS_FLOOR_MB = 300
+IDLE_CPU_FLOOR = 3.0  # % of one core, every Hookline process with PostgreSQL and Kafka
+# Sampled processes that are the bench's own, not Hookline's.
+BENCH_OWN = ("bench-receiver", "bench-driver", "bench-ceiling")
+
+
+def hookline_cpu(shares: dict[str, float]) -> float:
+    """The CPU share (% of one core) of Hookline's processes, PostgreSQL and Kafka: every
+    sampled name but the bench's own and the host total."""
+    return round(sum(v for k, v in shares.items() if k not in (*BENCH_OWN, "host")), 1)
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,15 @@ def floors(results: dict[str, Any], rss_peak_mb: dict[str, float]) -> list[Row]:
     ratio = sustained / ceiling if sustained and ceiling else None
     p99 = _get(results, "latency", "p99_ms")
     iso = _get(results, "isolation", "ratio")
+    idle_cpu = _get(results, "idle", "cpu_percent")
     rows = [
+        Row(
+            "idle: CPU of all processes",
+            idle_cpu,
+            "% core",
+            f"<= {IDLE_CPU_FLOOR:g}",
+            _check(idle_cpu, lambda v: v <= IDLE_CPU_FLOOR),
+        ),
         Row(
             "sustained deliveries/s",
             sustained,
@@ -119,7 +136,7 @@ def floors(results: dict[str, Any], rss_peak_mb: dict[str, float]) -> list[Row]:
     for n, rate in sorted(replicas.items()):
         rows.append(Row(f"scale: deliveries/s with {n} sender(s)", rate, "/s", "", None))
     for name, mb in sorted(rss_peak_mb.items()):
-        if name in ("bench-receiver", "bench-driver", "bench-ceiling"):  # the bench's own
+        if name in BENCH_OWN:
             rows.append(Row(f"peak RSS {name}", mb, "MB", "", None))
         else:
             rows.append(

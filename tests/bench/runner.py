@@ -328,6 +328,10 @@ def finish(
     profile_stem: Path,
     tool: str,
 ) -> int:
+    if "idle" in b.results:
+        shares = next((sampler.cpu_share(s, e) for label, s, e in b.spans if label == "idle"), {})
+        b.results["idle"]["cpu_percent_by_process"] = shares
+        b.results["idle"]["cpu_percent"] = report.hookline_cpu(shares)
     rows = report.floors(b.results, sampler.peak_mb)
     # Counted again at the very end: a redelivery can arrive after its phase was reported
     # (a sender stopped later replays what it had not committed).

@@ -16,6 +16,7 @@ from shared.kafka import (
     DELIVERIES,
     EVENTS,
     WEBHOOKS,
+    AdaptiveFetchConsumer,
     TopicSpec,
     ensure_topics,
     make_consumer,
@@ -128,3 +129,51 @@ async def test_idempotent_produce_and_manual_commit_round_trip(provisioned: Sett
         assert sum(len(v) for v in batch.values()) == 0
     finally:
         await consumer.stop()
+
+
+async def test_an_adaptive_consumer_long_polls_when_idle_yet_gets_a_new_record_at_once(
+    provisioned: Settings,
+) -> None:
+    """Idle, its fetch waits long (sparing the broker); a record still answers that fetch
+    at once; while records stay buffered, fetches are short again."""
+    topic = "test.adaptive." + uuid.uuid4().hex[:8]
+    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 2, {})])
+    idle_ms = 60_000  # far longer than the waits below: a record that waited for it is late
+    consumer = make_consumer(
+        provisioned.kafka_bootstrap,
+        topic,
+        group_id="g-" + uuid.uuid4().hex[:8],
+        client_id="adaptive",
+        fetch_max_wait_ms=idle_ms,
+        busy_fetch_wait_ms=10,
+    )
+    assert isinstance(consumer, AdaptiveFetchConsumer)
+    producer = make_producer(provisioned.kafka_bootstrap, client_id="adaptive-p")
+    await producer.start()
+    await consumer.start()
+    try:
+        fetcher = consumer._fetcher
+        assert await consumer.getmany(timeout_ms=2000) == {}  # assigned, nothing there
+        assert fetcher._fetch_max_wait_ms == idle_ms
+        # The long poll in flight names every partition: a record ends it.
+        await producer.send_and_wait(topic, b"one", partition=0)
+        got = await consumer.getmany(timeout_ms=10_000)
+        assert [r.value for rs in got.values() for r in rs] == [b"one"]
+        # Records left buffered (one taken of many): the next fetch is a short one.
+        for i in range(50):
+            await producer.send(topic, f"r{i}".encode(), partition=1)
+        await producer.flush()
+        first = await consumer.getmany(timeout_ms=10_000, max_records=1)
+        assert sum(len(rs) for rs in first.values()) == 1
+        await asyncio.sleep(0.1)  # the fetcher builds its next request
+        assert fetcher._records and fetcher._fetch_max_wait_ms == 10
+        rest: list[bytes] = []
+        while len(rest) < 49:
+            batch = await consumer.getmany(timeout_ms=10_000)
+            assert batch, "a buffered record was not handed out"
+            rest += [r.value for rs in batch.values() for r in rs]
+        await asyncio.sleep(0.1)
+        assert not fetcher._records and fetcher._fetch_max_wait_ms == idle_ms
+    finally:
+        await consumer.stop()
+        await producer.stop()
