@@ -38,7 +38,6 @@ __all__ = [
     "attempt",
     "configure",
     "dead_letter",
-    "enabled",
     "exposition",
     "fanout",
     "inbound_request",
@@ -67,10 +66,6 @@ def configure(*, enabled: bool) -> None:
     """HOOKLINE_METRICS: off, nothing is recorded and no `/metrics` is served."""
     global _on
     _on = enabled
-
-
-def enabled() -> bool:
-    return _on
 
 
 def exposition(*registries: CollectorRegistry) -> bytes:
