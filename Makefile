@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run up down test unit lint bench receiver clean deps infra browser screenshots helm cluster
+.PHONY: run up down test unit lint bench receiver clean deps infra browser screenshots helm cluster promtool
 
 $(VENV_STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
@@ -49,14 +49,20 @@ $(HELM):
 
 helm: $(HELM)
 
-test: deps browser helm
+# promtool, for the alert rules' test (tests/unit/test_observability.py): Debian's
+# prometheus package (the server is installed beside it, not started).
+promtool:
+	@command -v promtool >/dev/null || (apt-get update -q && \
+	  apt-get install -y -q --no-install-recommends prometheus)
+
+test: deps browser helm promtool
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 # PNGs of the console's main pages, from a seeded demo org, into .hookline/screenshots/.
 screenshots: deps browser
 	$(PY) -m tests.browser.screenshots
 
-unit: $(VENV_STAMP)
+unit: $(VENV_STAMP) promtool
 	$(PY) -m pytest -q tests/unit
 
 lint: $(VENV_STAMP)

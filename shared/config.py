@@ -106,6 +106,15 @@ def _smtp_url(raw: str) -> str:
     return value
 
 
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "on", "yes"}:
+        return True
+    if value in {"0", "false", "off", "no"}:
+        return False
+    raise ValueError("must be 1 or 0 (true/false, on/off)")
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -193,8 +202,10 @@ class Settings:
         "HOOKLINE_INBOUND_RATE_PER_ORG", "1000", _int(1, 100_000_000)
     )
     trusted_proxies: Allowlist = _setting("HOOKLINE_TRUSTED_PROXIES", "", Allowlist.parse)
-    # /healthz and /readyz (shared/health.py) on 0.0.0.0:this port; 0 serves none.
+    # /healthz, /readyz and /metrics (shared/health.py) on 0.0.0.0:this port; 0 serves none.
     metrics_port: int = _setting("HOOKLINE_METRICS_PORT", "0", _int(0, 65535))
+    # Prometheus metrics (shared/metrics.py): 0 records nothing and serves no /metrics.
+    metrics: bool = _setting("HOOKLINE_METRICS", "1", _flag)
     # After SIGTERM a process drains for at most this long, then exits: under Kubernetes'
     # default 30 s grace before SIGKILL.
     shutdown_grace_s: int = _setting("HOOKLINE_SHUTDOWN_GRACE_S", "25", _int(1, 3600))

@@ -1,6 +1,6 @@
 """Health for orchestrators: the readiness probes (PostgreSQL answers SELECT 1, Kafka answers
-a metadata request) and the small server that gives every process `/healthz` and `/readyz`
-on HOOKLINE_METRICS_PORT."""
+a metadata request) and the small server that gives every process `/healthz`, `/readyz`
+and Prometheus' `/metrics` on HOOKLINE_METRICS_PORT."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 from aiokafka.client import AIOKafkaClient
 
+from shared import metrics
 from shared.config import Settings
 from shared.web import json_response
 
@@ -95,6 +96,11 @@ async def _readyz(request: web.Request) -> web.Response:
     )
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    """This process's series in Prometheus' text format (no tenant data: bounded labels)."""
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
 async def _probes(app: web.Application) -> AsyncIterator[None]:
     settings = app[_SETTINGS]
     # Lazy: a pool that cannot connect yet must not keep the process from starting.
@@ -109,8 +115,9 @@ async def _probes(app: web.Application) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def health_server(settings: Settings) -> AsyncIterator[None]:
-    """Serves `/healthz` and `/readyz` on 0.0.0.0:HOOKLINE_METRICS_PORT while the block
-    runs; does nothing when the port is 0 (the default: `make up` and the tests)."""
+    """Serves `/healthz`, `/readyz` and (unless HOOKLINE_METRICS=0) `/metrics` on
+    0.0.0.0:HOOKLINE_METRICS_PORT while the block runs; does nothing when the port is 0
+    (the default; `make up` gives each worker a port of its own)."""
     if not settings.metrics_port:
         yield
         return
@@ -119,6 +126,8 @@ async def health_server(settings: Settings) -> AsyncIterator[None]:
     app.cleanup_ctx.append(_probes)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    if settings.metrics:
+        app.router.add_get("/metrics", _metrics)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:

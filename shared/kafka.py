@@ -26,6 +26,10 @@ EVENTS_REJECTED = "hookline.events.rejected"
 DELIVERIES = "hookline.deliveries"
 DLQ = "hookline.dlq"
 WEBHOOKS = "hookline.webhooks"
+# Consumer groups: the matcher's, the senders', and the senders' delay tiers'.
+MATCHER_GROUP = "hookline-matcher"
+SENDER_GROUP = "hookline-sender"
+RETRY_GROUP = "hookline-sender-retry"
 WEEK_MS = 7 * 86400 * 1000
 TIER_PARTITIONS = 4
 # The header that says why a message went to hookline.events.rejected or hookline.dlq.

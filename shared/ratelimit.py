@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from shared import metrics
 from shared.batching import Batcher
 
 WINDOW_S = 60
@@ -68,7 +69,10 @@ class SharedRateLimiter:
     async def take(self, key: str, limit: int) -> Refusal | None:
         """Counts one call against `key`: None if within `limit` a minute, else when to
         come back."""
-        return await self._batcher.submit((key, limit))
+        refusal = await self._batcher.submit((key, limit))
+        if refusal is not None:
+            metrics.rate_limited(key)
+        return refusal
 
     async def _take_many(self, calls: Sequence[tuple[str, int]]) -> list[Refusal | None]:
         per_key = Counter(key for key, _ in calls)

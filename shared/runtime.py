@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from shared import metrics
 from shared.config import ConfigError, Settings
 from shared.health import health_server
 
@@ -33,6 +34,7 @@ def run(main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
+    metrics.configure(enabled=settings.metrics)
 
     async def entry() -> None:
         stop = asyncio.Event()

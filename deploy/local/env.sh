@@ -39,6 +39,14 @@ service_list() {
   return 0
 }
 
+# Every worker serves /healthz, /readyz and /metrics on a port of its own: the base plus
+# its place in service_list (relay 9461, matcher 9462, inbound 9464, senders 9465, 9466, …).
+# The API has none: its /metrics is on its own port.
+METRICS_BASE_PORT="${HOOKLINE_METRICS_BASE_PORT:-9460}"
+metrics_port() {  # $1 the service, $2 its place in service_list
+  if [[ $1 == api ]]; then echo 0; else echo $((METRICS_BASE_PORT + $2)); fi
+}
+
 print_token_help() {
   log "web console: http://$HOOKLINE_API_HOST_PORT/console/ (sign in with the admin token or an org token)"
   if [[ -n "${ADMIN_TOKEN_FILE:-}" ]]; then
@@ -69,4 +77,12 @@ PYEOF
 
 print_endpoints() {
   log "REST API: http://$HOOKLINE_API_HOST_PORT/api/v1   inbound edge: http://$HOOKLINE_INBOUND_HOST_PORT/hooks/in/{id}"
+  local n=0 svc port line="metrics: api http://$HOOKLINE_API_HOST_PORT/metrics"
+  for svc in $(service_list); do
+    n=$((n + 1))
+    port=$(metrics_port "$svc" "$n")
+    if ((port)); then line+="  $svc-$n http://127.0.0.1:$port/metrics"; fi
+  done
+  log "$line"
+  log "  (scrape config and alert rules: deploy/observability/)"
 }

@@ -17,7 +17,8 @@ trap stop_all INT TERM EXIT
 n=0
 for svc in $(service_list); do
   n=$((n + 1))
-  HOOKLINE_INSTANCE="$svc-$n" "$PY" -m "services.$svc" &
+  HOOKLINE_INSTANCE="$svc-$n" HOOKLINE_METRICS_PORT="$(metrics_port "$svc" "$n")" \
+    "$PY" -m "services.$svc" &
   pids+=($!)
   log "started $svc (pid $!)"
 done

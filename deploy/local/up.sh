@@ -19,7 +19,8 @@ up() {
     n=$((n + 1))
     pidfile="$RUN/$svc-$n.pid"
     if pid_alive "$pidfile"; then continue; fi
-    HOOKLINE_INSTANCE="$svc-$n" nohup "$PY" -m "services.$svc" >>"$LOGS/$svc-$n.log" 2>&1 </dev/null &
+    HOOKLINE_INSTANCE="$svc-$n" HOOKLINE_METRICS_PORT="$(metrics_port "$svc" "$n")" \
+      nohup "$PY" -m "services.$svc" >>"$LOGS/$svc-$n.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
     log "started $svc-$n (pid $!, log $LOGS/$svc-$n.log)"
   done

@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 
 from services.api.auth import PRINCIPAL, Handler, auth_middleware
+from services.api.bodies import API
 from services.api.console import PREFIX as CONSOLE
 from services.api.console import create_console
 from services.api.health import KafkaProbe
@@ -18,6 +19,7 @@ from services.api.keys import (
     INVOCATIONS,
     KAFKA_PROBE,
     LIMITS,
+    PIPELINE,
     POOL,
     RATES,
     REDELIVERY,
@@ -33,9 +35,11 @@ from services.api.views import (
     events,
     inbound,
     limits,
+    metrics,
     tokens,
     webhooks,
 )
+from shared import metrics as recorded
 from shared.config import Settings
 from shared.core.errors import RateLimited
 from shared.crypto import SecretBox
@@ -47,6 +51,7 @@ from shared.log.queries import DeliveryQueries
 from shared.log.redelivery import Redelivery
 from shared.logging import configure_logging
 from shared.outbox import OutboxWaker
+from shared.pipeline_metrics import KafkaLag, PipelineGauges
 from shared.ratelimit import SharedRateLimiter
 from shared.runtime import run
 from shared.tokens import TokenStore
@@ -60,6 +65,24 @@ _BODY_SLACK = 64 * 1024
 
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The ingest routes whose answers are counted by status (hookline_ingest_requests_total).
+_INGEST_ROUTES = {API + "/repos/{org}/{repo}/events": "events", API + "/events/batch": "batch"}
+
+
+@web.middleware
+async def count_ingest(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts the ingest routes' answers by status, as the client saw them (outermost)."""
+    resource = request.match_info.route.resource
+    route = _INGEST_ROUTES.get(resource.canonical) if resource is not None else None
+    if route is None:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        recorded.ingest_request(route, exc.status)
+        raise
+    recorded.ingest_request(route, response.status)
+    return response
 
 
 @web.middleware
@@ -103,7 +126,13 @@ def create_app(settings: Settings) -> web.Application:
     """The API application; its pool and probes open and close with it (cleanup_ctx)."""
     settings.require("secret_key")
     app = web.Application(
-        middlewares=[error_middleware_for("api"), wake_relays, auth_middleware, manage_limit],
+        middlewares=[
+            count_ingest,
+            error_middleware_for("api"),
+            wake_relays,
+            auth_middleware,
+            manage_limit,
+        ],
         client_max_size=settings.max_payload_bytes + _BODY_SLACK,
     )
     app[SETTINGS] = settings
@@ -134,13 +163,18 @@ def create_app(settings: Settings) -> web.Application:
             max_org=settings.max_org_webhooks,
             header_prefix=settings.header_prefix,
         )
+        lag = KafkaLag(settings.kafka_bootstrap)
+        app[PIPELINE] = PipelineGauges(pool, lag)
         yield
+        await lag.close()
         await probe.close()
         await pool.close()
 
     app.cleanup_ctx.append(resources)
     for module in (tokens, webhooks, events, batch, deliveries, catalog, inbound, limits):
         app.add_routes(module.routes)
+    if settings.metrics:
+        app.add_routes(metrics.routes)
     app.add_subapp(CONSOLE, create_console())
     return app
 

@@ -16,7 +16,9 @@ from aiohttp import web
 from services.api.keys import SETTINGS, TOKENS
 from shared.core.errors import Forbidden, NotFound, Unauthorized
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/event-types"})
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/event-types"}
+)
 # The web console signs its users in with a cookie session of its own (services/api/console).
 CONSOLE_PREFIX = "/console"
 

@@ -13,6 +13,7 @@ from shared.limits import LimitStore
 from shared.log.queries import DeliveryQueries
 from shared.log.redelivery import Redelivery
 from shared.outbox import OutboxWaker
+from shared.pipeline_metrics import PipelineGauges
 from shared.ratelimit import SharedRateLimiter
 from shared.tokens import TokenStore
 from shared.webhooks import WebhookStore
@@ -29,3 +30,4 @@ INVOCATIONS = web.AppKey("invocations", InvocationLog)
 WAKER = web.AppKey("outbox_waker", OutboxWaker)
 LIMITS = web.AppKey("limits", LimitStore)
 RATES = web.AppKey("rates", SharedRateLimiter)
+PIPELINE = web.AppKey("pipeline_gauges", PipelineGauges)

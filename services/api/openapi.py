@@ -281,6 +281,20 @@ def _paths() -> dict[str, Schema]:
                 tag="meta",
             ),
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text format; no token, no tenant data).",
+                "tags": ["meta"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Every hookline_* series of this process and the "
+                        "pipeline-wide gauges.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            },
+        },
     }
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.inbound.receive import EDGE, Edge, routes
+from shared import metrics
 from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db import create_pool
@@ -20,12 +21,13 @@ from shared.logging import configure_logging
 from shared.outbox import OutboxWaker
 from shared.ratelimit import SharedRateLimiter
 from shared.runtime import run
-from shared.web import error_middleware_for, json_response, serve_app
+from shared.web import Handler, error_middleware_for, json_response, serve_app
 
 # Above max_payload_bytes so that the handler's own check (with its clear 413) fires first.
 _BODY_SLACK = 64 * 1024
 _PROBE_TIMEOUT_S = 3.0
 POOL_SIZE = 20
+CALL_ROUTE = "/hooks/in/{id}"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -43,11 +45,26 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "database": True})
 
 
+@web.middleware
+async def count_calls(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts the calls' answers by status, as the caller saw them (outermost)."""
+    resource = request.match_info.route.resource
+    if resource is None or resource.canonical != CALL_ROUTE:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        metrics.inbound_request(exc.status)
+        raise
+    metrics.inbound_request(response.status)
+    return response
+
+
 def create_app(settings: Settings, *, maintenance: bool = True) -> web.Application:
     """The edge application; its pool opens and closes with it (cleanup_ctx)."""
     settings.require("secret_key")
     app = web.Application(
-        middlewares=[error_middleware_for("inbound")],
+        middlewares=[count_calls, error_middleware_for("inbound")],
         client_max_size=settings.max_payload_bytes + _BODY_SLACK,
     )
 

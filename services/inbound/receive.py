@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from shared import metrics
 from shared.config import Settings
 from shared.core.errors import HooklineError, NotFound, PayloadTooLarge, RateLimited
 from shared.core.inbound import (
@@ -84,6 +85,7 @@ async def _admit(
         raise Disabled("this inbound webhook is disabled; its owner can enable it")
     if refusal is not None:
         scope = "inbound webhook" if refusal.key.startswith("inbound:hook:") else "org"
+        metrics.rate_limited(refusal.key)
         raise RateLimited(
             f"over the {scope}'s limit of {refusal.limit} calls a minute",
             retry_after=refusal.retry_after,

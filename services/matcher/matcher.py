@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from shared import metrics
 from shared.config import Settings
 from shared.core.errors import ProduceFailed
 from shared.core.events import parse_timestamp
@@ -39,6 +40,7 @@ from shared.kafka import (
     EVENTS_REJECTED,
     HOT_PATH_FETCH_WAIT_MS,
     HOT_PATH_IDLE_FETCH_WAIT_MS,
+    MATCHER_GROUP,
     MAX_MESSAGE_BYTES,
     REJECT_HEADER,
     make_consumer,
@@ -50,7 +52,7 @@ from shared.subscriptions import WebhookTable
 
 log = structlog.get_logger(service="matcher")
 
-GROUP_ID = "hookline-matcher"
+GROUP_ID = MATCHER_GROUP
 PING_REASON = "ping is sent per webhook via the API"
 # A fan-out's messages produced before their acks are awaited (and their bytes let go).
 FANOUT_CHUNK_BYTES = 16 * 1024 * 1024
@@ -178,10 +180,12 @@ class Matcher:
                 routed, reason = self._route(msg)
                 if reason is not None:
                     rejected += 1
+                    metrics.rejected_event()
                     futures.append(await self._reject(msg, reason))
                     continue
+                fanned = 0
                 for delivery, value in routed:
-                    deliveries += 1
+                    fanned += 1
                     futures.append(
                         await self._producer.send(
                             self._deliveries_topic, key=delivery.key, value=value
@@ -191,6 +195,8 @@ class Matcher:
                     if pending >= FANOUT_CHUNK_BYTES:
                         await _settle(futures)
                         futures, pending = [], 0
+                deliveries += fanned
+                metrics.fanout(fanned)
         await _settle(futures)
         return deliveries, rejected
 

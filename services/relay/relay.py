@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
 
+from shared import metrics
 from shared.config import Settings
 from shared.core.errors import ProducerBroken, is_retryable
 from shared.db import create_pool, db_errors
@@ -95,7 +97,9 @@ class Relay:
     async def publish_batch(self) -> int:
         """Claims, publishes and marks up to `batch_size` rows; returns how many."""
         async with self._pool.acquire() as conn, conn.transaction():
+            started = time.perf_counter()
             rows = await conn.fetch(_CLAIM, self.config.batch_size)
+            metrics.outbox_claimed(time.perf_counter() - started)
             if not rows:
                 return 0
             futures = []
@@ -132,6 +136,7 @@ class Relay:
                     raise ProducerBroken(repr(result)) from result
             await conn.execute(_MARK, [row["id"] for row in rows])
         self.published += len(rows)
+        metrics.relay_published(len(rows))
         return len(rows)
 
     async def prune(self) -> int:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import structlog
 
+from shared import metrics
 from shared.config import Settings
 from shared.core.attempts import (
     AttemptRow,
@@ -118,6 +119,7 @@ class Deliverer:
         self._box = SecretBox(settings.secret_key)
         self._secrets: dict[str, str] = {}
         self._user_agent = USER_AGENT.format(version=_version())
+        self.in_flight = 0  # requests being made now (read by the metrics at scrape time)
 
     async def prepare(self, msg: DeliveryMessage) -> Prepared | Outcome | None:
         """Everything before the request that may need the database or the broker: None
@@ -139,6 +141,7 @@ class Deliverer:
         if webhook is None or not webhook.active:
             reason = "webhook deleted" if webhook is None else "webhook inactive"
             log.info("attempt", outcome="skipped", reason=reason, trigger=msg.trigger)
+            metrics.attempt("skipped", None, None)
             return Outcome(_unsent(numbered, datetime.now(UTC), "skipped"))
         return Prepared(msg, numbered, webhook)
 
@@ -154,6 +157,7 @@ class Deliverer:
         except Undeliverable as exc:
             # No retry can fix it: dead, with the reason in the dead-letter header.
             log.error("attempt", outcome="dead", reason=str(exc), trigger=msg.trigger)
+            metrics.attempt("dead", None, None)
             return Outcome(_unsent(numbered, now, "dead"), (DeadLetter(msg, reason=str(exc)),))
         body, headers = build_request(
             numbered,
@@ -164,7 +168,13 @@ class Deliverer:
             timestamp=int(now.timestamp()),
             custom=custom,
         )
-        result = await self._client.post(webhook.url, body, headers, timeout_s=webhook.timeout_s)
+        self.in_flight += 1
+        try:
+            result = await self._client.post(
+                webhook.url, body, headers, timeout_s=webhook.timeout_s
+            )
+        finally:
+            self.in_flight -= 1
         try:
             policy = RetryPolicy.from_config(webhook.retry)
         except ValidationError:
@@ -182,6 +192,7 @@ class Deliverer:
             now=answered,
         )
         delay = decision.next_delay_s
+        metrics.attempt(decision.outcome, decision.error, result.duration_ms / 1000)
         row = AttemptRow.of(
             numbered,
             outcome=decision.outcome,

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 
+from shared import metrics
 from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db import create_pool
@@ -18,6 +19,7 @@ from shared.kafka import (
     HOT_PATH_FETCH_WAIT_MS,
     HOT_PATH_IDLE_FETCH_WAIT_MS,
     IDLE_FETCH_WAIT_MS,
+    SENDER_GROUP,
     make_consumer,
     make_producer,
 )
@@ -39,7 +41,7 @@ from .scheduler import OnFinished, Scheduler
 
 log = structlog.get_logger(component="sender")
 
-GROUP = "hookline-sender"
+GROUP = SENDER_GROUP
 
 
 async def serve(
@@ -95,6 +97,7 @@ async def serve(
             numbers=AttemptNumbers(pool),
             follow_ups=follow_ups,
         )
+        metrics.track_in_flight(lambda: deliverer.in_flight)
         tiers = RetryTiers(
             lambda: make_consumer(
                 s.kafka_bootstrap,

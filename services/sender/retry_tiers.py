@@ -22,13 +22,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from shared import metrics
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS, RetryTier, tier_for
 from shared.kafka import DELIVERIES, DLQ, REJECT_HEADER
+from shared.kafka import RETRY_GROUP as RETRY_GROUP  # the group of every tier topic
 
 log = structlog.get_logger(component="retry_tiers")
 
-RETRY_GROUP = "hookline-sender-retry"
 # The dead-letter header carrying why a message was rejected (the matcher uses the same
 # name on hookline.events.rejected).
 # The longest a tier consumer sleeps between looks at its heads: bounds the lateness.
@@ -197,6 +198,7 @@ class RetryTiers:
         self, record: ConsumerRecord[bytes, bytes], reason: str
     ) -> asyncio.Future[object]:
         log.warning("undecodable retry message to dead-letter", reason=reason, topic=record.topic)
+        metrics.dead_letter()
         fut: asyncio.Future[object] = await self._producer.send(
             self._topics.dlq,
             record.value,

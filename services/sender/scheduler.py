@@ -16,7 +16,8 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from shared.core.attempts import AttemptRow, Effect, Outcome, Retry
+from shared import metrics
+from shared.core.attempts import AttemptRow, DeadLetter, Effect, Outcome, Retry
 from shared.core.errors import HooklineError, ProduceFailed, is_retryable
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS
@@ -187,6 +188,7 @@ class Scheduler:
                         if id(effect) not in applied:
                             await self._follow_ups.apply(effect)
                             applied.add(id(effect))
+                            _count(effect)
                     await self._follow_ups.record(outcome.row)
                     ok = True
                     return
@@ -233,6 +235,7 @@ class Scheduler:
         except ProduceFailed as exc:
             log.warning("dead-letter not published; left uncommitted", error=repr(exc))
             return False
+        metrics.dead_letter()
         return True
 
     async def _park(self, job: Job, wait: float) -> None:
@@ -246,6 +249,7 @@ class Scheduler:
         try:
             await self._follow_ups.apply(Retry(parked, wait))
             ok = True
+            metrics.parked(wait)
         except ProduceFailed as exc:
             log.warning("parking not published; left uncommitted", error=repr(exc))
         finally:
@@ -264,3 +268,11 @@ class Scheduler:
     def _finish(self, tp: TopicPartition, part: Part, offset: int, ok: bool) -> None:
         self.pending -= 1
         self._on_finished(tp, part, offset, ok)
+
+
+def _count(effect: Effect) -> None:
+    """An attempt's follow-up applied: a retry into its tier, or a dead-letter copy."""
+    if isinstance(effect, Retry):
+        metrics.retried(effect.delay_s)
+    elif isinstance(effect, DeadLetter):
+        metrics.dead_letter()

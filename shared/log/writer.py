@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
@@ -25,6 +26,7 @@ import asyncpg
 import orjson
 import structlog
 
+from shared import metrics
 from shared.core.attempts import ERROR_CLASSES, AttemptRow, clean_text
 from shared.core.errors import LogClosed, RowRejected, Unstorable
 from shared.core.health import FailureStreak
@@ -156,7 +158,9 @@ class DeliveryLog:
                 self._wake.clear()
             batch = self._buffer[: self._batch_size]
             try:
+                started = time.perf_counter()
                 failing = await self._write([row for row, _ in batch])
+                metrics.log_batch(len(batch), time.perf_counter() - started)
                 handled, outage = len(batch), None
             except Unstorable as exc:
                 log.warning("delivery log batch refused; writing row by row", error=repr(exc))

@@ -17,6 +17,8 @@ import pytest
 from tests.infra import ROOT
 
 PG_PORT, KAFKA_PORT, CONTROLLER_PORT = 54429, 19892, 19893
+# Workers' /metrics ports: this base plus each one's place (relay-1 on 19971).
+METRICS_BASE_PORT = 19970
 # Variables that would point the stack at other servers or reuse another one's secrets.
 FOREIGN = (
     "HOOKLINE_DATABASE_URL",
@@ -86,6 +88,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path, int]]:
         HOOKLINE_API_PORT=str(api_port),
         HOOKLINE_INBOUND_PORT=str(free_port()),
         HOOKLINE_SENDERS="1",
+        HOOKLINE_METRICS_BASE_PORT=str(METRICS_BASE_PORT),
     )
     try:
         yield env, home, api_port
@@ -123,12 +126,19 @@ def test_make_up_twice_is_harmless_and_make_down_leaves_no_process(
     stack: tuple[dict[str, str], Path, int],
 ) -> None:
     env, home, api_port = stack
-    make("up", env)
+    printed = make("up", env)
     first = service_pids(home)
     assert {name.rsplit("-", 1)[0] for name in first} >= {"relay", "matcher", "api", "sender"}
     running = processes_of(home)
     assert set(first.values()) <= running
     assert ready(api_port)
+    # Each worker's /metrics on the port `make up` printed for it; the API's on its own.
+    relay = f"http://127.0.0.1:{METRICS_BASE_PORT + 1}/metrics"
+    assert f"relay-1 {relay}" in printed.stderr, printed.stderr
+    assert f"api http://127.0.0.1:{api_port}/metrics" in printed.stderr
+    for url in (relay, f"http://127.0.0.1:{api_port}/metrics"):
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert b"hookline_process_resident_memory_bytes" in r.read()
 
     make("up", env)
     assert service_pids(home) == first, "the second `make up` restarted or added services"
@@ -141,4 +151,4 @@ def test_make_up_twice_is_harmless_and_make_down_leaves_no_process(
         time.sleep(0.5)
     assert not processes_of(home), "processes left after `make down`"
     assert not list((home / "run").glob("*.pid"))
-    assert not any(port_open(p) for p in (PG_PORT, KAFKA_PORT, api_port))
+    assert not any(port_open(p) for p in (PG_PORT, KAFKA_PORT, api_port, METRICS_BASE_PORT + 1))
