@@ -63,6 +63,7 @@ async def emit_notice(
     )
     # An org event (repo None): the matcher sends it to the org's org-level webhooks.
     event = make_event(
+        produced=False,
         org=notice.org,
         repo=None,
         event=notice.event_type,

@@ -19,6 +19,7 @@ __all__ = [
     "format_timestamp",
     "is_known_type",
     "parse_event_type",
+    "parse_produced_type",
     "split_type",
 ]
 
@@ -52,6 +53,8 @@ CATALOG: dict[str, list[str]] = {
 }
 
 FAMILIES: tuple[str, ...] = tuple(CATALOG)
+# Families only Hookline emits: a producer sending one would forge a notification.
+HOOKLINE_ONLY: frozenset[str] = frozenset({"webhook"})
 
 EVENT_TYPES: tuple[str, ...] = tuple(
     full
@@ -117,6 +120,19 @@ def parse_event_type(event: object, action: object = None) -> str:
             )
         return event
     return _check_action(family, action)
+
+
+def parse_produced_type(event: object, action: object = None) -> str:
+    """`parse_event_type` for what a producer sends (ingest, the outbox, an inbound
+    webhook): also refuses the families only Hookline emits (422 on `event`)."""
+    full = parse_event_type(event, action)
+    family = split_type(full)[0]
+    if family in HOOKLINE_ONLY:
+        raise ValidationError(
+            f"{family}.* events are Hookline's own notifications; producers cannot send them",
+            field="event",
+        )
+    return full
 
 
 def parse_timestamp(value: str) -> datetime:

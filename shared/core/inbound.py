@@ -23,7 +23,7 @@ from .errors import (
     Unauthorized,
     ValidationError,
 )
-from .events import format_timestamp, parse_event_type
+from .events import format_timestamp, parse_produced_type
 from .jsonbody import parse_json
 from .signing import verify_github, verify_standard
 from .ssrf import Allowlist
@@ -126,7 +126,7 @@ def validate_inbound_fields(body: object, *, partial: bool) -> dict[str, Any]:
     if "target" in body:
         out["target"] = _text(body["target"], "target", max_len=200, optional=True)
     if "event" in body:
-        event = parse_event_type(body["event"])
+        event = parse_produced_type(body["event"])
         if event == "ping":
             raise ValidationError("an inbound webhook cannot emit ping", field="event")
         out["event"] = event

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from .errors import MessageError, ValidationError
-from .events import build_body, format_timestamp, parse_event_type
+from .events import build_body, format_timestamp, parse_event_type, parse_produced_type
 from .matching import validate_filters
 
 VERSION = 1
@@ -164,11 +164,13 @@ def make_event(
     payload: object,
     event_id: str | None = None,
     created_at: datetime | None = None,
+    produced: bool = True,
 ) -> EventMessage:
     """Validates and builds an event; raises ValidationError naming the field.
 
-    `repo` None makes an org event (org-level webhooks only)."""
-    full = parse_event_type(event, action)
+    `repo` None makes an org event (org-level webhooks only). A `produced` event (one a
+    producer sends) may not be of a family only Hookline emits."""
+    full = (parse_produced_type if produced else parse_event_type)(event, action)
     if not isinstance(payload, dict):
         raise ValidationError("payload must be a JSON object", field="payload")
     names = (("org", org),) if repo is None else (("org", org), ("repo", repo))
@@ -217,6 +219,7 @@ def decode_event(raw: bytes | None, *, timestamp_ms: int | None = None) -> Event
         raise MessageError("repo: repo must be 1-100 characters without '/' (null: org event)")
     try:
         return make_event(
+            produced=False,  # the relay publishes Hookline's notifications here too
             org=obj.get("org"),  # type: ignore[arg-type]
             repo=obj["repo"],
             event=event,

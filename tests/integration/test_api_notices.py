@@ -90,3 +90,40 @@ async def test_patch_active_true_with_recover_since_sends_again_failed_dead_and_
     assert {(m.delivery_id, m.trigger) for m in msgs} == {(dead, "recover"), (skipped, "recover")}
     assert old not in {m.delivery_id for m in msgs}
     assert [r["type"] for r in await outbox_rows(pool, EVENTS, org)] == ["webhook.enabled"]
+
+
+async def test_a_producer_cannot_forge_a_notice(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    """webhook.* events are Hookline's own: the ingest routes (single and batch) and an
+    inbound webhook's `event` refuse them with a 422 on `event`, and nothing is queued."""
+    h = await org_token(api, settings, org)
+    queued = "SELECT count(*) FROM outbox WHERE topic = $1 AND position($2::bytea in value) > 0"
+    before = await pool.fetchval(queued, EVENTS, org.encode())
+    single = await api.post(
+        f"/api/v1/repos/{org}/r/events",
+        json={"event": "webhook.disabled", "payload": {"webhook": {"id": "x"}}},
+        headers=h,
+    )
+    assert (await error_of(single, 422))["field"] == "event"
+    batch = await api.post(
+        "/api/v1/events/batch",
+        json={
+            "events": [
+                {"org": org, "repo": "r", "event": "webhook", "action": "failing", "payload": {}},
+                {"org": org, "repo": "r", "event": "push", "payload": {}},
+            ]
+        },
+        headers=h,
+    )
+    assert batch.status == 200
+    results = (await batch.json())["results"]
+    assert [r["status"] for r in results] == [422, 202]
+    assert results[0]["error"]["field"] == "event"
+    inbound = await api.post(
+        f"/api/v1/repos/{org}/r/inbound-webhooks",
+        json={"name": "ci", "event": "webhook.enabled"},
+        headers=h,
+    )
+    assert (await error_of(inbound, 422))["field"] == "event"
+    assert await pool.fetchval(queued, EVENTS, org.encode()) == before + 1  # the push only

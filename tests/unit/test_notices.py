@@ -55,7 +55,12 @@ def test_the_payload_follows_the_catalog_schema_and_makes_a_valid_org_event(kind
     }
     assert (payload["failure_count"], payload["last_error"]) == (3, "http_status 500")
     event = make_event(
-        org="acme", repo=None, event=notice.event_type, payload=payload, event_id=notice.event_id
+        produced=False,
+        org="acme",
+        repo=None,
+        event=notice.event_type,
+        payload=payload,
+        event_id=notice.event_id,
     )
     assert event.type == f"webhook.{kind}" and event.repo is None and event.key == b"acme"
 
@@ -101,6 +106,7 @@ def test_the_matcher_sends_a_notice_to_org_hooks_but_never_to_its_subject() -> N
     table.put(_record(repo_hook, "widgets", ("*",)))
     notice = Notice("failing", about, "http://x/", "acme", None, "r", 3, None, 1)
     event = make_event(
+        produced=False,
         org="acme",
         repo=None,
         event=notice.event_type,
