@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.core.errors import BadRequest, ValidationError
-from shared.core.jsonbody import MAX_DEPTH, parse_json
+from shared.core.jsonbody import MAX_DEPTH, _depth, parse_json
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 254, 600, 1023, 2000])
@@ -38,3 +38,24 @@ def test_long_digit_strings_are_fine_and_garbage_is_400() -> None:
     assert parse_json(b'{"sha":"12345678901234567890123456789"}')["sha"].startswith("1234")
     with pytest.raises(BadRequest):
         parse_json(b"{nope")
+
+
+@given(
+    st.recursive(
+        st.none() | st.integers(-10, 10) | st.text(max_size=3),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+        ),
+        max_leaves=30,
+    )
+)
+def test_depth_counts_the_deepest_container_like_a_recursive_walk(value: object) -> None:
+    def walk(node: object) -> int:
+        if isinstance(node, dict):
+            return 1 + max((walk(v) for v in node.values()), default=0)
+        if isinstance(node, list):
+            return 1 + max((walk(v) for v in node), default=0)
+        return 0
+
+    assert _depth(value) == walk(value)
+    assert _depth(value, limit=1) == min(walk(value), 2)  # stops one level past the limit
