@@ -40,6 +40,15 @@ class Batcher(Generic[T, R]):
             self._workers.add(asyncio.create_task(self._drain()))
         return await future
 
+    async def submit_many(self, items: Sequence[T]) -> list[R]:
+        """`submit` for each of `items` at once (in order), without a task each."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = [loop.create_future() for _ in items]
+        self._items.extend(zip(items, futures, strict=True))
+        while self._items and len(self._workers) < self._in_flight:
+            self._workers.add(asyncio.create_task(self._drain()))
+        return list(await asyncio.gather(*futures))
+
     async def _drain(self) -> None:
         try:
             await self._drain_items()

@@ -74,6 +74,14 @@ class SharedRateLimiter:
             metrics.rate_limited(key)
         return refusal
 
+    async def take_many(self, calls: Sequence[tuple[str, int]]) -> list[Refusal | None]:
+        """`take` for each (key, limit) of `calls`, in order, counted together."""
+        refusals = await self._batcher.submit_many(calls)
+        for refusal in refusals:
+            if refusal is not None:
+                metrics.rate_limited(refusal.key)
+        return refusals
+
     async def _take_many(self, calls: Sequence[tuple[str, int]]) -> list[Refusal | None]:
         per_key = Counter(key for key, _ in calls)
         rows = await self._pool.fetch(_TAKE, list(per_key), list(per_key.values()))

@@ -59,3 +59,21 @@ async def test_at_most_in_flight_batches_are_out_at_once() -> None:
     assert peak == 3
     # A submit after every worker finished still gets a worker.
     assert await batcher.submit(99) == 99
+
+
+async def test_submit_many_answers_each_item_in_order_across_batches() -> None:
+    seen: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        seen.append(list(items))
+        await asyncio.sleep(0)
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=4, in_flight=2)
+    one = asyncio.create_task(batcher.submit(100))
+    many = await batcher.submit_many(list(range(9)))
+    assert many == [i * 10 for i in range(9)]
+    assert await one == 1000
+    assert sorted(x for batch in seen for x in batch) == sorted([100, *range(9)])
+    assert max(len(batch) for batch in seen) <= 4
+    await batcher.close()

@@ -3,7 +3,6 @@ answered as the single route would have; the accepted ones written in one transa
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -83,12 +82,8 @@ async def _limit(request: web.Request, items: list[_Item]) -> None:
     pending = [i for i in items if i.event is not None]
     orgs = {i.event.org for i in pending if i.event is not None}
     per_org = {org: (await limits.effective(org)).ingest_rate_per_min for org in orgs}
-    refusals = await asyncio.gather(
-        *(
-            request.app[RATES].take(f"ingest:{i.event.org}", per_org[i.event.org])
-            for i in pending
-            if i.event is not None
-        )
+    refusals = await request.app[RATES].take_many(
+        [(f"ingest:{i.event.org}", per_org[i.event.org]) for i in pending if i.event is not None]
     )
     for item, refusal in zip(pending, refusals, strict=True):
         if refusal is not None and item.event is not None:
