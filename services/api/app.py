@@ -15,6 +15,7 @@ from services.api.console import create_console
 from services.api.health import KafkaProbe
 from services.api.keys import (
     DELIVERIES,
+    EVENT_WRITER,
     INBOUND,
     INVOCATIONS,
     KAFKA_PROBE,
@@ -46,6 +47,7 @@ from shared.crypto import SecretBox
 from shared.db import create_pool
 from shared.inbound import InboundStore
 from shared.inbound_calls import InvocationLog
+from shared.ingest import EventWriter
 from shared.limits import LimitStore, OrgLimits
 from shared.log.queries import DeliveryQueries
 from shared.log.redelivery import Redelivery
@@ -153,6 +155,7 @@ def create_app(settings: Settings) -> web.Application:
             max_org=settings.max_org_webhooks,
         )
         app[WAKER] = OutboxWaker(pool)
+        app[EVENT_WRITER] = EventWriter(pool)
         app[INVOCATIONS] = InvocationLog(pool, app[WAKER])
         app[REDELIVERY] = Redelivery(pool)
         app[WEBHOOKS] = WebhookStore(

@@ -9,6 +9,7 @@ from services.api.health import KafkaProbe
 from shared.config import Settings
 from shared.inbound import InboundStore
 from shared.inbound_calls import InvocationLog
+from shared.ingest import EventWriter
 from shared.limits import LimitStore
 from shared.log.queries import DeliveryQueries
 from shared.log.redelivery import Redelivery
@@ -28,6 +29,7 @@ KAFKA_PROBE = web.AppKey("kafka_probe", KafkaProbe)
 INBOUND = web.AppKey("inbound", InboundStore)
 INVOCATIONS = web.AppKey("invocations", InvocationLog)
 WAKER = web.AppKey("outbox_waker", OutboxWaker)
+EVENT_WRITER = web.AppKey("event_writer", EventWriter)
 LIMITS = web.AppKey("limits", LimitStore)
 RATES = web.AppKey("rates", SharedRateLimiter)
 PIPELINE = web.AppKey("pipeline_gauges", PipelineGauges)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from services.api.auth import principal
@@ -15,25 +14,12 @@ from services.api.bodies import API, json_response, read_object
 from services.api.keys import LIMITS, POOL, RATES
 from shared.core.errors import Conflict, HooklineError, NotFound, RateLimited, ValidationError
 from shared.core.messages import EventMessage, make_event
-from shared.kafka import EVENTS
+from shared.db import db_errors
+from shared.ingest import write_events
 
 routes = web.RouteTableDef()
 MAX_EVENTS = 1_000
 _ITEM_FIELDS = ("org", "repo", "event", "action", "id", "payload")
-# The batch's new event ids (a repeated id inserts nothing and is answered 200 or 409).
-_CLAIM = (
-    "INSERT INTO events (id, org, repo, type, created_at)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
-    " ON CONFLICT (org, id) DO NOTHING RETURNING org, id"
-)
-_SEEN = (
-    "SELECT e.org, e.id, e.repo FROM events e"
-    " JOIN unnest($1::text[], $2::text[]) AS q(org, id) ON e.org = q.org AND e.id = q.id"
-)
-_OUTBOX = (
-    "INSERT INTO outbox (topic, key, value)"
-    " SELECT $1, k, v FROM unnest($2::bytea[], $3::bytea[]) AS o(k, v)"
-)
 
 
 @dataclass
@@ -116,33 +102,9 @@ async def ingest_batch(request: web.Request) -> web.Response:
     fresh = [i for i in items if i.event is not None]
     if fresh:
         events = [i.event for i in fresh if i.event is not None]
-        async with request.app[POOL].acquire() as conn, conn.transaction():
-            claimed = {
-                (r["org"], r["id"])
-                for r in await conn.fetch(
-                    _CLAIM,
-                    [e.id for e in events],
-                    [e.org for e in events],
-                    [e.repo for e in events],
-                    [e.type for e in events],
-                    [now] * len(events),
-                )
-            }
-            seen = {
-                (r["org"], r["id"]): r["repo"]
-                for r in await conn.fetch(
-                    _SEEN,
-                    [e.org for e in events if (e.org, e.id) not in claimed],
-                    [e.id for e in events if (e.org, e.id) not in claimed],
-                )
-            }
-            new = [e for e in events if (e.org, e.id) in claimed]
-            await conn.execute(
-                _OUTBOX,
-                EVENTS,
-                [e.key for e in new],
-                [orjson.dumps(e.to_dict()) for e in new],
-            )
+        with db_errors():
+            async with request.app[POOL].acquire() as conn, conn.transaction():
+                claimed, seen = await write_events(conn, events, [now] * len(events))
         for item in fresh:
             event = item.event
             if event is None or (event.org, event.id) in claimed:

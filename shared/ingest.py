@@ -1,0 +1,101 @@
+"""Writing ingested events: each event's id claimed in `events` (idempotency) and the new
+ones put in the outbox, in one transaction; the batch route writes its events at once,
+and the single route's concurrent requests share transactions through `EventWriter`.
+
+A request is answered only once its transaction committed (synchronous commit), so the
+202 still means durable; sharing the transaction shares its round trips and its WAL flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+import orjson
+
+from shared.batching import Batcher
+from shared.core.messages import EventMessage
+from shared.db import db_errors
+from shared.kafka import EVENTS
+
+# The new event ids (a repeated id inserts nothing: the caller answers 200 or 409).
+_CLAIM = (
+    "INSERT INTO events (id, org, repo, type, created_at)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
+    " ON CONFLICT (org, id) DO NOTHING RETURNING org, id"
+)
+# Which repo holds each id that was not new.
+_SEEN = (
+    "SELECT e.org, e.id, e.repo FROM events e"
+    " JOIN unnest($1::text[], $2::text[]) AS q(org, id) ON e.org = q.org AND e.id = q.id"
+)
+_OUTBOX = (
+    "INSERT INTO outbox (topic, key, value)"
+    " SELECT $1, k, v FROM unnest($2::bytea[], $3::bytea[]) AS o(k, v)"
+)
+
+Key = tuple[str, str]  # (org, event id)
+
+
+async def write_events(
+    conn: asyncpg.Connection, events: Sequence[EventMessage], received: Sequence[datetime]
+) -> tuple[set[Key], dict[Key, str]]:
+    """In the caller's transaction: claims the ids of `events` (distinct keys; each
+    received at its `received` time), writes the new ones to the outbox; returns the keys
+    claimed, and for the others the repo whose event holds the id."""
+    claimed = {
+        (r["org"], r["id"])
+        for r in await conn.fetch(
+            _CLAIM,
+            [e.id for e in events],
+            [e.org for e in events],
+            [e.repo for e in events],
+            [e.type for e in events],
+            list(received),
+        )
+    }
+    old = [e for e in events if (e.org, e.id) not in claimed]
+    seen: dict[Key, str] = {}
+    if old:
+        rows = await conn.fetch(_SEEN, [e.org for e in old], [e.id for e in old])
+        seen = {(r["org"], r["id"]): r["repo"] for r in rows}
+    new = [e for e in events if (e.org, e.id) in claimed]
+    if new:
+        await conn.execute(
+            _OUTBOX, EVENTS, [e.key for e in new], [orjson.dumps(e.to_dict()) for e in new]
+        )
+    return claimed, seen
+
+
+class EventWriter:
+    """Writes single events for concurrent requests, many to a transaction."""
+
+    def __init__(self, pool: asyncpg.Pool, *, in_flight: int = 4) -> None:
+        self._pool = pool
+        self._batcher: Batcher[tuple[EventMessage, datetime], str | None] = Batcher(
+            self._write, max_batch=256, in_flight=in_flight
+        )
+
+    async def write(self, event: EventMessage, now: datetime) -> str | None:
+        """Writes `event` (created at `now`) once committed; None if it was new, else the
+        repo of the event that already holds its id (a repeat: nothing was written)."""
+        return await self._batcher.submit((event, now))
+
+    async def _write(self, items: Sequence[tuple[EventMessage, datetime]]) -> list[str | None]:
+        first: dict[Key, tuple[EventMessage, datetime]] = {}
+        for event, now in items:
+            first.setdefault((event.org, event.id), (event, now))
+        events, received = zip(*first.values(), strict=True)
+        with db_errors():
+            async with self._pool.acquire() as conn, conn.transaction():
+                claimed, seen = await write_events(conn, events, received)
+        out: list[str | None] = []
+        for event, _ in items:
+            key = (event.org, event.id)
+            holder = first[key][0]
+            if key in claimed and holder is event:
+                out.append(None)
+            else:  # held before, or by an earlier request of this same transaction
+                out.append(seen.get(key, holder.repo))
+        return out
