@@ -20,6 +20,7 @@ from shared.crypto import SecretBox
 from shared.kafka import TopicSpec, ensure_topics, make_producer
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
+from tests.records import webhook_record
 
 WAIT_S = 30.0
 URL = "http://127.0.0.1:9/hook"
@@ -121,21 +122,7 @@ async def test_a_table_started_later_is_complete_when_start_returns(
 def _record(
     org: str, revision: int, *, repo: str | None = "widgets", **kw: object
 ) -> WebhookRecord:
-    return WebhookRecord(
-        id=str(kw.pop("id", "hook-1")),
-        org=org,
-        repo=repo,
-        url=URL,
-        events=("push",),
-        active=bool(kw.pop("active", True)),
-        content_type="json",
-        timeout_s=10,
-        retry=None,
-        secret_enc="sealed",
-        previous_secret_enc=None,
-        previous_expires_at=None,
-        revision=revision,
-    )
+    return webhook_record(org=org, repo=repo, url=URL, revision=revision, **kw)
 
 
 async def test_put_ignores_older_revisions_and_moves_between_indexes(org: str) -> None:
