@@ -42,6 +42,13 @@ async def read_object(request: web.Request, allowed: tuple[str, ...]) -> dict[st
     return body
 
 
+def path_scope(request: web.Request) -> tuple[str, str | None]:
+    """The org and repo a route names (`/repos/{org}/{repo}/…`), the repo None on an org's
+    route (`/orgs/{org}/…`)."""
+    repo = path_name(request, "repo") if "repo" in request.match_info else None
+    return path_name(request, "org"), repo
+
+
 def path_name(request: web.Request, name: str) -> str:
     """An org or repo name from the path; names that cannot exist answer 404."""
     value = request.match_info[name]
