@@ -98,19 +98,12 @@ def list_deliveries(
         "limit": limit,
         "cursor": cursor,
     }
-    found: list[dict[str, Any]] = []
-    next_cursor = None
-    for page in session.api.pages(
-        hook_path(hook_id) + "/deliveries", "deliveries", query, follow=follow
-    ):
-        found += page["deliveries"]
-        next_cursor = page.get("next_cursor")
-    if as_json:
-        output.print_json({"deliveries": found, "next_cursor": None if follow else next_cursor})
+    path = hook_path(hook_id) + "/deliveries"
+    found, next_cursor = session.api.listing(path, "deliveries", query, follow=follow)
+    if output.printed_json({"deliveries": found, "next_cursor": next_cursor}, as_json):
         return
     output.console().print(output.table(None, DELIVERY_COLUMNS, (delivery_row(d) for d in found)))
-    if not follow:
-        output.more_hint(next_cursor)
+    output.more_hint(next_cursor)
 
 
 @deliveries.command("show")
@@ -121,8 +114,7 @@ def list_deliveries(
 def show_delivery(session: Session, delivery_id: str, bodies: bool, as_json: bool) -> None:
     """One delivery with every attempt."""
     found = session.api.get(delivery_path(delivery_id))
-    if as_json:
-        output.print_json(found)
+    if output.printed_json(found, as_json):
         return
     out = output.console()
     out.print(
@@ -174,8 +166,7 @@ def show_delivery(session: Session, delivery_id: str, bodies: bool, as_json: boo
 def redeliver(session: Session, delivery_id: str, as_json: bool) -> None:
     """Send a delivery again: same delivery id, the next attempt number, trigger manual."""
     sent = session.api.post(delivery_path(delivery_id) + "/redeliver")
-    if as_json:
-        output.print_json(sent)
+    if output.printed_json(sent, as_json):
         return
     click.echo(f"Redelivering {sent['delivery_id']} as attempt {sent.get('attempt')}.")
 

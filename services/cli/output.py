@@ -53,6 +53,13 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def printed_json(value: Any, as_json: bool) -> bool:
+    """With `--json`, prints `value` as the API gave it and says so: the command is done."""
+    if as_json:
+        print_json(value)
+    return as_json
+
+
 def mark(status: str | None) -> Text:
     symbol, style = STATUS_STYLE.get(status or "", ("?", ""))
     return Text(symbol, style=style)
