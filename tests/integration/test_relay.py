@@ -34,6 +34,7 @@ from shared.kafka import (
 )
 from shared.outbox import enqueue, enqueue_event
 from tests.infra import ROOT
+from tests.integration.clients import started
 
 DEADLINE_S = 60.0
 
@@ -103,10 +104,8 @@ async def running(relay: Relay) -> AsyncIterator[asyncio.Task[None]]:
 
 @pytest.fixture
 async def producer(provisioned: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    p = make_producer(provisioned.kafka_bootstrap, client_id="test-relay")
-    await p.start()
-    yield p
-    await p.stop()
+    async with started(make_producer(provisioned.kafka_bootstrap, client_id="test-relay")) as p:
+        yield p
 
 
 async def insert_events(pool: asyncpg.Pool, org: str, n: int) -> list[str]:

@@ -20,6 +20,7 @@ from shared.crypto import SecretBox
 from shared.kafka import TopicSpec, ensure_topics, make_producer
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
+from tests.integration.clients import started
 from tests.records import webhook_record
 
 WAIT_S = 30.0
@@ -52,10 +53,8 @@ def store(pool: asyncpg.Pool, settings: Settings) -> WebhookStore:
 
 @pytest.fixture
 async def table(provisioned: Settings) -> AsyncIterator[WebhookTable]:
-    t = WebhookTable(provisioned.kafka_bootstrap, client_id="test-table")
-    await t.start()
-    yield t
-    await t.stop()
+    async with started(WebhookTable(provisioned.kafka_bootstrap, client_id="test-table")) as t:
+        yield t
 
 
 def ids(records: list[WebhookRecord]) -> set[str]:
