@@ -42,6 +42,12 @@ class Editor:
     choices: Callable[[], dict[str, Any]]  # the form's select options
     added: Callable[[Any], str]  # the notice over the new item's page
     disabled: str  # the notice after Disable
+    noun: str  # "webhook", on the delete page
+    deleted: Callable[[Any], str]  # the notice after Delete
+    scope_path: Callable[[Any], str]  # where Delete leads: the item's scope's list
+    rotated: Callable[[Any], tuple[str, str]]  # the store's answer to rotate: secret, notice
+    about: Callable[[web.Request, Any], dict[str, Any]] = lambda request, item: {}
+    # ^ more for the delete page to show
 
     def add_routes(self, routes: web.RouteTableDef) -> None:
         routes.get(self.new_path)(self.new_form)
@@ -50,6 +56,9 @@ class Editor:
         routes.post(self.path + "/{id}/edit")(self.save)
         routes.post(self.path + "/{id}/enable")(self.enable)
         routes.post(self.path + "/{id}/disable")(self.disable)
+        routes.post(self.path + "/{id}/rotate-secret")(self.rotate)
+        routes.get(self.path + "/{id}/delete")(self.confirm_delete)
+        routes.post(self.path + "/{id}/delete")(self.delete)
 
     async def item(self, request: web.Request) -> Any:
         """The item the path's `{id}` names, as the signed-in user may see it (404 otherwise)."""
@@ -65,7 +74,8 @@ class Editor:
         status: int = 200,
     ) -> web.Response:
         context = {"values": values, "errors": errors or {}, **self.choices()}
-        context.update({"org": org, self.name: item})
+        context.update({"org": org, self.name: item, "item": item})
+        context.update({"noun": self.noun, "path": self.path})
         return await page(request, self.template, context, status=status)
 
     async def new_form(self, request: web.Request) -> web.Response:
@@ -129,4 +139,24 @@ class Editor:
                 item.id, me(request).org, {"active": active}
             )
         await notice(request, text=text)
+        see_other(f"{self.path}/{item.id}")
+
+    async def confirm_delete(self, request: web.Request) -> web.Response:
+        item = await self.item(request)
+        context = {self.name: item, "noun": self.noun, "base": f"/console{self.path}/{item.id}"}
+        return await page(request, "delete.html", {**context, **self.about(request, item)})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        item = await self.item(request)
+        await read_form(request)
+        await request.config_dict[self.store].delete(item.id, me(request).org)
+        await notice(request, text=self.deleted(item))
+        see_other(self.scope_path(item))
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        item = await self.item(request)
+        await read_form(request)
+        answer = await request.config_dict[self.store].rotate(item.id, me(request).org)
+        secret, text = self.rotated(answer)
+        await notice(request, secret=secret, label="Secret", text=text)
         see_other(f"{self.path}/{item.id}")

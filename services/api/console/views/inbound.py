@@ -40,6 +40,14 @@ EDITOR = Editor(
     choices=lambda: {"event_choices": forms.EVENT_CHOICES, "verify_choices": forms.VERIFY_CHOICES},
     added=_added,
     disabled="Disabled: calls to its URL are refused.",
+    noun="inbound webhook",
+    deleted=lambda hook: f"Deleted the inbound webhook {hook.name}: its URL answers 404 now.",
+    scope_path=lambda hook: scope_path(hook.org, hook.repo),
+    rotated=lambda secret: (
+        secret,
+        "New secret made. It is in force now: the previous one no longer works.",
+    ),
+    about=lambda request, hook: {"url": _url(request, hook)},
 )
 EDITOR.add_routes(routes)
 
@@ -134,29 +142,3 @@ async def test(request: web.Request) -> web.Response:
         outcome["invocation_id"] = invocation_id
     await notice(request, test=outcome)
     see_other(f"/inbound/{hook.id}#test")
-
-
-@routes.post("/inbound/{id}/rotate-secret")
-async def rotate(request: web.Request) -> web.Response:
-    hook = await _hook(request)
-    await read_form(request)
-    secret = await request.config_dict[INBOUND].rotate(hook.id, me(request).org)
-    text = "New secret made. It is in force now: the previous one no longer works."
-    await notice(request, secret=secret, label="Secret", text=text)
-    see_other(f"/inbound/{hook.id}")
-
-
-@routes.get("/inbound/{id}/delete")
-async def confirm_delete(request: web.Request) -> web.Response:
-    hook = await _hook(request)
-    context = {"hook": hook, "url": _url(request, hook), "noun": "inbound webhook"}
-    return await page(request, "delete.html", {**context, "base": f"/console/inbound/{hook.id}"})
-
-
-@routes.post("/inbound/{id}/delete")
-async def delete(request: web.Request) -> web.Response:
-    hook = await _hook(request)
-    await read_form(request)
-    await request.config_dict[INBOUND].delete(hook.id, me(request).org)
-    await notice(request, text=f"Deleted the inbound webhook {hook.name}: its URL answers 404 now.")
-    see_other(scope_path(hook.org, hook.repo))

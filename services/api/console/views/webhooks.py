@@ -40,6 +40,15 @@ EDITOR = Editor(
     choices=lambda: {"groups": event_groups(), "content_types": forms.CONTENT_TYPES},
     added=lambda webhook: "Webhook added.",
     disabled="Disabled.",
+    noun="webhook",
+    deleted=lambda webhook: f"Deleted the webhook to {webhook.url}.",
+    scope_path=lambda webhook: _scope_path(webhook),
+    rotated=lambda rotation: (
+        rotation.secret,
+        "New secret made. The previous one keeps signing (webhook-signature) until "
+        + rotation.previous_expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        + ".",
+    ),
 )
 EDITOR.add_routes(routes)
 
@@ -116,22 +125,6 @@ async def show(request: web.Request) -> web.Response:
     return await page(request, "webhook.html", context)
 
 
-@routes.get("/webhooks/{id}/delete")
-async def confirm_delete(request: web.Request) -> web.Response:
-    webhook = await _webhook(request)
-    base = f"/console/webhooks/{webhook.id}"
-    return await page(request, "delete.html", {"webhook": webhook, "noun": "webhook", "base": base})
-
-
-@routes.post("/webhooks/{id}/delete")
-async def delete(request: web.Request) -> web.Response:
-    webhook = await _webhook(request)
-    await read_form(request)
-    await request.config_dict[WEBHOOKS].delete(webhook.id, me(request).org)
-    await notice(request, text=f"Deleted the webhook to {webhook.url}.")
-    see_other(_scope_path(webhook))
-
-
 @routes.post("/webhooks/{id}/ping")
 async def send_test(request: web.Request) -> web.Response:
     """Send test: a ping to this webhook alone; waits briefly so the answer shows inline."""
@@ -146,18 +139,6 @@ async def send_test(request: web.Request) -> web.Response:
         except NotFound:
             await asyncio.sleep(0.2)
     see_other(f"/webhooks/{webhook.id}?ping={delivery_id}&sent={int(time.time())}#test")
-
-
-@routes.post("/webhooks/{id}/rotate-secret")
-async def rotate(request: web.Request) -> web.Response:
-    webhook = await _webhook(request)
-    await read_form(request)
-    rotation = await request.config_dict[WEBHOOKS].rotate(webhook.id, me(request).org)
-    text = "New secret made. The previous one keeps signing (webhook-signature) until " + (
-        rotation.previous_expires_at.strftime("%Y-%m-%d %H:%M UTC") + "."
-    )
-    await notice(request, secret=rotation.secret, label="Secret", text=text)
-    see_other(f"/webhooks/{webhook.id}")
 
 
 @routes.post("/webhooks/{id}/recover")
