@@ -31,8 +31,7 @@ def _api(request: web.Request, hook: InboundWebhook) -> dict[str, Any]:
 @routes.post(API + "/repos/{org}/{repo}/inbound-webhooks")
 @routes.post(API + "/orgs/{org}/inbound-webhooks")
 async def create_inbound(request: web.Request) -> web.Response:
-    org, repo = path_scope(request)
-    principal(request).check_org(org)
+    org, repo = path_scope(request, principal(request))
     hook, secret = await request.app[INBOUND].create(org, repo, await read_json(request))
     return json_response({**_api(request, hook), "secret": secret}, status=201)
 
@@ -40,8 +39,7 @@ async def create_inbound(request: web.Request) -> web.Response:
 @routes.get(API + "/repos/{org}/{repo}/inbound-webhooks")
 @routes.get(API + "/orgs/{org}/inbound-webhooks")
 async def list_inbound(request: web.Request) -> web.Response:
-    org, repo = path_scope(request)
-    principal(request).check_org(org)
+    org, repo = path_scope(request, principal(request))
     hooks = await request.app[INBOUND].list(org, repo)
     return json_response({"inbound_webhooks": [_api(request, h) for h in hooks]})
 

@@ -26,8 +26,7 @@ routes = web.RouteTableDef()
 @routes.post(API + "/repos/{org}/{repo}/webhooks")
 @routes.post(API + "/orgs/{org}/webhooks")
 async def create_webhook(request: web.Request) -> web.Response:
-    org, repo = path_scope(request)
-    principal(request).check_org(org)
+    org, repo = path_scope(request, principal(request))
     body = await read_json(request)
     webhook, secret = await request.app[WEBHOOKS].create(org, repo, body)
     return json_response({**webhook.to_api(), "secret": secret}, status=201)
@@ -36,8 +35,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 @routes.get(API + "/repos/{org}/{repo}/webhooks")
 @routes.get(API + "/orgs/{org}/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
-    org, repo = path_scope(request)
-    principal(request).check_org(org)
+    org, repo = path_scope(request, principal(request))
     webhooks = await request.app[WEBHOOKS].list(org, repo)
     return json_response({"webhooks": [w.to_api() for w in webhooks]})
 

@@ -71,8 +71,7 @@ def scope_path(org: str, repo: str | None) -> str:
 @routes.get("/orgs/{org}/inbound")
 @routes.get("/repos/{org}/{repo}/inbound")
 async def inbound_list(request: web.Request) -> web.Response:
-    org, repo = path_scope(request)
-    me(request).check_org(org)
+    org, repo = path_scope(request, me(request))
     hooks = await request.config_dict[INBOUND].list(org, repo)
     public_url = request.config_dict[SETTINGS].public_url
     context = {"org": org, "repo": repo, "hooks": hooks, "public_url": public_url}

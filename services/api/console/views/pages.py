@@ -35,8 +35,7 @@ async def overview(request: web.Request) -> web.Response:
 @routes.get("/orgs/{org}/webhooks")
 @routes.get("/repos/{org}/{repo}")
 async def webhook_list(request: web.Request) -> web.Response:
-    org, repo = path_scope(request)
-    me(request).check_org(org)
+    org, repo = path_scope(request, me(request))
     webhooks = await request.config_dict[WEBHOOKS].list(org, repo)
     health = await queries.health_of(
         request.config_dict[POOL], [w.id for w in webhooks], datetime.now(UTC)
