@@ -71,8 +71,7 @@ def show_hook(session: Session, hook_id: str, as_json: bool) -> None:
     if output.printed_json(hook, as_json):
         return
     stats = session.api.get(hook_path(hook_id) + "/stats")
-    out = output.console()
-    out.print(output.details(_hook_pairs(hook)))
+    out = output.print_details(_hook_pairs(hook))
     rate = stats.get("success_rate")
     out.print(
         output.details(
@@ -151,8 +150,7 @@ def create_hook(
     hook = session.api.post(scope_path(scope) + "/webhooks", body)
     if output.printed_json(hook, as_json):
         return
-    out = output.console()
-    out.print(output.details(_hook_pairs(hook)))
+    out = output.print_details(_hook_pairs(hook))
     out.print(Text.assemble(("secret ", "bold"), (hook["secret"], "yellow"), " (shown only now)"))
 
 

@@ -13,7 +13,7 @@ import click
 from rich.text import Text
 
 from services.cli import output
-from services.cli.deliveries import MOMENT, PAGE_MAX
+from services.cli.deliveries import Paging, paging_options
 from services.cli.hooks import SCOPE, scope_path
 from services.cli.output import json_option
 from services.cli.session import Session
@@ -152,19 +152,16 @@ def create_inbound(
     hook = session.api.post(scope_path(scope) + "/inbound-webhooks", body)
     if output.printed_json(hook, as_json):
         return
-    out = output.console()
-    out.print(
-        output.details(
-            [
-                ("id", hook["id"]),
-                ("name", hook["name"]),
-                ("scope", output.scope_of(hook)),
-                ("event", hook["event"]),
-                ("target", hook.get("target")),
-                ("verify", hook["verify"]),
-                ("url", hook["url"]),
-            ]
-        )
+    out = output.print_details(
+        [
+            ("id", hook["id"]),
+            ("name", hook["name"]),
+            ("scope", output.scope_of(hook)),
+            ("event", hook["event"]),
+            ("target", hook.get("target")),
+            ("verify", hook["verify"]),
+            ("url", hook["url"]),
+        ]
     )
     if hook.get("secret"):
         out.print(
@@ -175,34 +172,16 @@ def create_inbound(
 @inbound.command("invocations")
 @click.argument("inbound_id", metavar="ID")
 @click.option("--result", type=click.Choice(RESULTS), default=None)
-@click.option("--since", type=MOMENT, default=None)
-@click.option("--until", type=MOMENT, default=None)
-@click.option("--limit", type=click.IntRange(1, PAGE_MAX), default=50, show_default=True)
-@click.option("--cursor", default=None)
-@click.option("--all", "follow", is_flag=True, help="Follow next_cursor to the last page.")
+@paging_options("Received")
 @json_option
 @click.pass_obj
 def invocations(
-    session: Session,
-    inbound_id: str,
-    result: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int,
-    cursor: str | None,
-    follow: bool,
-    as_json: bool,
+    session: Session, inbound_id: str, result: str | None, paging: Paging, as_json: bool
 ) -> None:
     """An inbound webhook's calls, accepted or refused, newest first."""
     path = f"/inbound-webhooks/{quote(inbound_id, safe='')}/invocations"
-    query = {
-        "result": result,
-        "since": since,
-        "until": until,
-        "limit": limit,
-        "cursor": cursor,
-    }
-    found, next_cursor = session.api.listing(path, "invocations", query, follow=follow)
+    query = paging.query(result=result)
+    found, next_cursor = session.api.listing(path, "invocations", query, follow=paging.follow)
     if output.printed_json({"invocations": found, "next_cursor": next_cursor}, as_json):
         return
     ok = {"accepted", "duplicate"}

@@ -91,6 +91,13 @@ def details(pairs: Iterable[tuple[str, Any]]) -> Table:
     return t
 
 
+def print_details(pairs: Iterable[tuple[str, Any]]) -> Console:
+    """Prints one object's key/value table; returns the console, for what follows it."""
+    out = console()
+    out.print(details(pairs))
+    return out
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
