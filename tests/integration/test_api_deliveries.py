@@ -42,6 +42,13 @@ async def owned(api: TestClient, settings: Settings, org: str) -> Owned:
     return h, await make_webhook(api, h, org)
 
 
+@pytest.fixture
+async def admin_owned(api: TestClient, settings: Settings, org: str) -> Owned:
+    """The admin token's headers, and a webhook of the org it made."""
+    h = admin(settings)
+    return h, await make_webhook(api, h, org)
+
+
 async def log_delivery(
     pool: asyncpg.Pool,
     webhook: dict[str, Any],
@@ -127,13 +134,8 @@ async def test_list_pages_newest_first_with_filters(
     assert first["event"] == "push" and first["attempts"] == 1 and first["status"] == "failed"
 
 
-async def test_list_rejects_bad_parameters_naming_them(
-    api: TestClient,
-    settings: Settings,
-    org: str,
-) -> None:
-    h = admin(settings)
-    wh = await make_webhook(api, h, org)
+async def test_list_rejects_bad_parameters_naming_them(api: TestClient, admin_owned: Owned) -> None:
+    h, wh = admin_owned
     base = f"/api/v1/webhooks/{wh['id']}/deliveries"
     for query, field in [
         ("cursor=garbage!", "cursor"),
@@ -215,13 +217,9 @@ async def test_redeliver_decodes_a_form_body(
 
 
 async def test_redeliver_after_a_skipped_attempt_sends_the_last_logged_body(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, org: str, admin_owned: Owned
 ) -> None:
-    h = admin(settings)
-    wh = await make_webhook(api, h, org)
+    h, wh = admin_owned
     did = await log_delivery(pool, wh, status="skipped", at=T0, outcomes=("failed",))
     # Then the webhook was disabled: a skipped attempt with no request logged.
     await pool.execute(
@@ -238,13 +236,9 @@ async def test_redeliver_after_a_skipped_attempt_sends_the_last_logged_body(
 
 
 async def test_redeliver_after_the_webhook_was_deleted_is_409(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, admin_owned: Owned
 ) -> None:
-    h = admin(settings)
-    wh = await make_webhook(api, h, org)
+    h, wh = admin_owned
     did = await log_delivery(pool, wh, status="failed", at=T0)
     assert (await api.delete(f"/api/v1/webhooks/{wh['id']}", headers=h)).status == 204
     await error_of(await api.post(f"/api/v1/deliveries/{did}/redeliver", headers=h), 409)
