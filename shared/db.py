@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
@@ -23,6 +24,7 @@ _MIGRATION_LOCK = 0x686F6F6B
 
 P = ParamSpec("P")
 T = TypeVar("T")
+D = TypeVar("D")  # a dataclass
 
 # The server cannot take the statement now; the same statement may succeed later.
 _OUTAGES = (
@@ -73,6 +75,12 @@ def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             return await fn(*args, **kwargs)
 
     return call
+
+
+def from_columns(cls: type[D], row: Mapping[str, Any], **computed: Any) -> D:
+    """A dataclass of `row`: each field the column of its name, but those in `computed`."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{n: row[n] for n in names if n not in computed}, **computed)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -18,7 +18,8 @@ from shared.core.inbound import DEFAULT_EVENT, ID_RANDOM_BYTES, is_inbound_id, n
 from shared.core.inbound import validate_inbound_fields as validate_fields
 from shared.core.signing import generate_secret
 from shared.crypto import SecretBox
-from shared.webhooks import check_scope_limit
+from shared.db import from_columns
+from shared.webhooks import ScopeLimit
 
 _COLUMNS = (
     "h.id, h.org, h.repo, h.name, h.target, h.event, h.verify, h.active, h.created_at, h.updated_at"
@@ -35,8 +36,8 @@ _INVOCATION_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class InboundWebhook:
-    """An inbound webhook as its owner sees it (never its secret)."""
+class InboundFields:
+    """What an inbound webhook is, to its owner and to the public edge alike."""
 
     id: str
     org: str
@@ -46,6 +47,12 @@ class InboundWebhook:
     event: str
     verify: str
     active: bool
+
+
+@dataclass(frozen=True)
+class InboundWebhook(InboundFields):
+    """An inbound webhook as its owner sees it (never its secret)."""
+
     created_at: datetime
     updated_at: datetime
     last_triggered_at: datetime | None
@@ -69,17 +76,9 @@ class InboundWebhook:
 
 
 @dataclass(frozen=True)
-class CallTarget:
+class CallTarget(InboundFields):
     """What the public edge needs to judge one call: the hook with its secret opened."""
 
-    id: str
-    org: str
-    repo: str | None
-    name: str
-    target: str | None
-    event: str
-    verify: str
-    active: bool
     secret: str
 
 
@@ -98,49 +97,16 @@ class Invocation:
 
 
 def _hook(row: asyncpg.Record) -> InboundWebhook:
-    return InboundWebhook(
-        id=row["id"],
-        org=row["org"],
-        repo=row["repo"],
-        name=row["name"],
-        target=row["target"],
-        event=row["event"],
-        verify=row["verify"],
-        active=row["active"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_triggered_at=row["last_triggered_at"],
-    )
+    return from_columns(InboundWebhook, row)
 
 
 def call_target(row: asyncpg.Record, box: SecretBox) -> CallTarget:
     """The hook a call names, its secret opened, from a row of its columns."""
-    return CallTarget(
-        id=row["id"],
-        org=row["org"],
-        repo=row["repo"],
-        name=row["name"],
-        target=row["target"],
-        event=row["event"],
-        verify=row["verify"],
-        active=row["active"],
-        secret=box.open(row["secret_enc"]),
-    )
+    return from_columns(CallTarget, row, secret=box.open(row["secret_enc"]))
 
 
 def _invocation(row: asyncpg.Record) -> Invocation:
-    return Invocation(
-        id=str(row["id"]),
-        received_at=row["received_at"],
-        source_ip=row["source_ip"],
-        headers=row["headers"],
-        body=row["body"],
-        result=row["result"],
-        status=row["status"],
-        event_id=row["event_id"],
-        error=row["error"],
-        test=row["test"],
-    )
+    return from_columns(Invocation, row, id=str(row["id"]))
 
 
 class InboundStore:
@@ -152,26 +118,20 @@ class InboundStore:
     ) -> None:
         self._pool = pool
         self._box = box
-        self._max_per_scope = max_per_scope  # per repo; org-level ones: max_org
-        self._max_org = max_org
+        self._limit = ScopeLimit(
+            "inbound_webhooks",
+            "inbound webhooks",
+            per_repo=max_per_scope,
+            per_org=max_org,
+            lock_prefix="inbound:",
+        )
 
     async def create(self, org: str, repo: str | None, body: object) -> tuple[InboundWebhook, str]:
         """Validates and stores an inbound webhook; returns it with its secret (shown now)."""
         fields = validate_fields(body, partial=False)
         secret = fields.pop("secret", None) or generate_secret(_random.token_bytes(32))
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))", f"inbound:{org}/{repo}"
-            )
-            await check_scope_limit(
-                conn,
-                "inbound_webhooks",
-                org,
-                repo,
-                per_repo=self._max_per_scope,
-                per_org=self._max_org,
-                what="inbound webhooks",
-            )
+            await self._limit.lock_and_check(conn, org, repo)
             row = await conn.fetchrow(
                 f"INSERT INTO inbound_webhooks AS h (id, org, repo, name, target, event, verify,"
                 f" secret_enc, active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"

@@ -101,33 +101,37 @@ def _record(row: asyncpg.Record) -> WebhookRecord:
     )
 
 
-async def check_scope_limit(
-    conn: asyncpg.Connection,
-    table: str,
-    org: str,
-    repo: str | None,
-    *,
-    per_repo: int,
-    per_org: int,
-    what: str,
-) -> None:
-    """409 when the repo (or, for org-level ones, the org) already holds as many rows of
-    `table` as its limit: the org's own (org_limits) or else the default. Call it under
-    the scope's advisory lock, so that the limit holds under concurrent creations."""
-    column = "max_webhooks_per_repo" if repo is not None else "max_org_webhooks"
-    own = await conn.fetchval(f"SELECT {column} FROM org_limits WHERE org = $1", org)
-    limit = own if own is not None else (per_repo if repo is not None else per_org)
-    alive = " AND deleted_at IS NULL" if table == "inbound_webhooks" else ""
-    count = await conn.fetchval(
-        f"SELECT count(*) FROM {table} WHERE org = $1 AND repo IS NOT DISTINCT FROM $2{alive}",
-        org,
-        repo,
-    )
-    if count >= limit:
-        where = f"{org}/{repo}" if repo is not None else f"org {org} (org-level)"
-        raise Conflict(
-            f"{where} already has {count} {what} (the limit is {limit}); delete one first"
+@dataclass(frozen=True)
+class ScopeLimit:
+    """How many rows of `table` a repo, or an org's org-level scope, may hold: the org's
+    own limit (org_limits) or else these defaults."""
+
+    table: str
+    what: str  # the rows, as the 409 names them
+    per_repo: int
+    per_org: int
+    lock_prefix: str = ""  # of the scope's advisory lock
+
+    async def lock_and_check(self, conn: asyncpg.Connection, org: str, repo: str | None) -> None:
+        """Serialises creations in the scope (an advisory lock held to the transaction's end,
+        so that the limit holds under concurrency); 409 when the scope is already full."""
+        scope = f"{self.lock_prefix}{org}/{repo}"
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", scope)
+        column = "max_webhooks_per_repo" if repo is not None else "max_org_webhooks"
+        own = await conn.fetchval(f"SELECT {column} FROM org_limits WHERE org = $1", org)
+        limit = own if own is not None else (self.per_repo if repo is not None else self.per_org)
+        alive = " AND deleted_at IS NULL" if self.table == "inbound_webhooks" else ""
+        count = await conn.fetchval(
+            f"SELECT count(*) FROM {self.table} WHERE org = $1"
+            f" AND repo IS NOT DISTINCT FROM $2{alive}",
+            org,
+            repo,
         )
+        if count >= limit:
+            where = f"{org}/{repo}" if repo is not None else f"org {org} (org-level)"
+            raise Conflict(
+                f"{where} already has {count} {self.what} (the limit is {limit}); delete one first"
+            )
 
 
 @dataclass(frozen=True)
@@ -156,8 +160,7 @@ class WebhookStore:
         self._box = box
         self._header_prefix = header_prefix  # custom headers may not replace its headers
         self._allow = allow
-        self._max_per_repo = max_per_repo  # defaults; an org's own limits (org_limits) win
-        self._max_org = max_org
+        self._limit = ScopeLimit("webhooks", "webhooks", per_repo=max_per_repo, per_org=max_org)
 
     async def _check_target(self, url: str) -> None:
         target = validate_url(url)  # the host the sender will look up, normalised as it will
@@ -182,17 +185,7 @@ class WebhookStore:
         headers = self._seal_headers(fields.get("headers") or {}, {})
         secret = fields.pop("secret", None) or generate_secret(_random.token_bytes(32))
         async with self._pool.acquire() as conn, conn.transaction():
-            # Serialise creations in one scope so the limit holds under concurrency.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{org}/{repo}")
-            await check_scope_limit(
-                conn,
-                "webhooks",
-                org,
-                repo,
-                per_repo=self._max_per_repo,
-                per_org=self._max_org,
-                what="webhooks",
-            )
+            await self._limit.lock_and_check(conn, org, repo)
             row = await conn.fetchrow(
                 f"INSERT INTO webhooks (id, org, repo, url, events, active, content_type,"
                 f" description, retry, timeout_s, secret_enc, headers, notify_email, disabled_at)"

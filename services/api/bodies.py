@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from services.api.auth import Principal
 from services.api.keys import SETTINGS
 from shared.core.errors import BadRequest, NotFound, PayloadTooLarge, ValidationError
 from shared.core.jsonbody import parse_json
@@ -40,6 +41,15 @@ async def read_object(request: web.Request, allowed: tuple[str, ...]) -> dict[st
         if key not in allowed:
             raise ValidationError(f"unknown field '{key}'", field=key)
     return body
+
+
+def path_scope(request: web.Request, who: Principal) -> tuple[str, str | None]:
+    """The org and repo a route names (`/repos/{org}/{repo}/…`), the repo None on an org's
+    route (`/orgs/{org}/…`); 404 unless `who` may see the org."""
+    org = path_name(request, "org")
+    repo = path_name(request, "repo") if "repo" in request.match_info else None
+    who.check_org(org)
+    return org, repo
 
 
 def path_name(request: web.Request, name: str) -> str:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from services.api.openapi_inbound import inbound_paths
@@ -15,43 +15,43 @@ from services.api.openapi_ops import (
     REPO,
     TID,
     WID,
+    Managed,
+    error_response,
     json_content,
     operation,
+    page_params,
     query_param,
 )
-from services.api.openapi_schemas import (
-    ERROR_RESPONSES,
-    FILTER_DOC,
-    SCHEMAS,
-    STR,
-    TIME,
-    Schema,
-)
+from services.api.openapi_schemas import FILTER_DOC, SCHEMAS, STR, Schema
 from shared.log.queries import MAX_LIMIT, STATUSES
 
 # PATCH with "recover_since": re-enabled, and what failed or was skipped sent again.
 RECOVERED = json_content("WebhookRecovered", "Re-enabled; `recovered` deliveries sent again.")
+WEBHOOKS = Managed("webhook", "Webhook", prefix="Webhook", tag="webhooks")
+QUEUED = {202: json_content("DeliveryRef", "Queued.")}
+
+
+def _public(
+    summary: str, schema: str, description: str, errors: tuple[int, ...] = (), *, tag: str
+) -> Schema:
+    """An operation without a token, answering 200."""
+    return operation(
+        summary, {200: json_content(schema, description)}, errors, public=True, tag=tag
+    )
 
 
 def _paths() -> dict[str, Schema]:
-    wh_ok = {
-        201: json_content(
-            "WebhookWithSecret", "Created; the secret is shown only here and on rotate."
-        )
-    }
-    list_ok = {200: json_content("WebhookList", "Webhooks, never with secrets.")}
-    list_params = [
-        query_param("status", {"enum": list(STATUSES)}, "derived status"),
-        query_param("event", STR, FILTER_DOC),
-        query_param("since", TIME, "first attempted at or after"),
-        query_param("until", TIME, "first attempted before"),
-        query_param(
-            "limit",
-            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
-            "page size",
-        ),
-        query_param("cursor", STR, "`next_cursor` of the previous page (opaque)"),
-    ]
+    hook = partial(operation, tag="webhooks")
+    delivery = partial(operation, tag="deliveries")
+    list_params = page_params(
+        [
+            query_param("status", {"enum": list(STATUSES)}, "derived status"),
+            query_param("event", STR, FILTER_DOC),
+        ],
+        since="first attempted at or after",
+        until="first attempted before",
+        max_limit=MAX_LIMIT,
+    )
     return {
         "/api/v1/tokens": {
             "post": operation(
@@ -71,160 +71,97 @@ def _paths() -> dict[str, Schema]:
                 tag="tokens",
             ),
         },
-        "/api/v1/repos/{org}/{repo}/webhooks": {
-            "post": operation(
-                "Create a repo webhook.",
-                wh_ok,
-                (409,),
-                body="WebhookCreate",
-                params=[ORG, REPO],
-                tag="webhooks",
-            ),
-            "get": operation(
-                "List a repo's webhooks.", list_ok, (), params=[ORG, REPO], tag="webhooks"
-            ),
-        },
-        "/api/v1/orgs/{org}/webhooks": {
-            "post": operation(
-                "Create an org-level webhook.",
-                wh_ok,
-                (409,),
-                body="WebhookCreate",
-                params=[ORG],
-                tag="webhooks",
-            ),
-            "get": operation(
-                "List an org's org-level webhooks.", list_ok, (), params=[ORG], tag="webhooks"
-            ),
-        },
-        "/api/v1/webhooks/{id}": {
-            "get": operation(
-                "Read a webhook.",
-                {200: json_content("Webhook", "The webhook.")},
-                (),
-                params=[WID],
-                tag="webhooks",
-            ),
-            "patch": operation(
-                "Change a webhook.",
-                {200: json_content("Webhook", "Updated."), 202: RECOVERED},
-                (429,),
-                body="WebhookPatch",
-                params=[WID],
-                tag="webhooks",
-            ),
-            "delete": operation(
-                "Delete a webhook.", {204: NO_CONTENT}, (), params=[WID], tag="webhooks"
-            ),
-        },
-        "/api/v1/repos/{org}/{repo}/webhooks/{id}": {
-            "get": operation(
-                "Read a webhook by its repository's path (another repo's: 404).",
-                {200: json_content("Webhook", "The webhook.")},
-                (),
-                params=[ORG, REPO, WID],
-                tag="webhooks",
-            ),
-            "patch": operation(
-                "Change a webhook by its repository's path.",
-                {200: json_content("Webhook", "Updated."), 202: RECOVERED},
-                (429,),
-                body="WebhookPatch",
-                params=[ORG, REPO, WID],
-                tag="webhooks",
-            ),
-            "delete": operation(
-                "Delete a webhook by its repository's path.",
-                {204: NO_CONTENT},
-                (),
-                params=[ORG, REPO, WID],
-                tag="webhooks",
-            ),
-        },
+        "/api/v1/repos/{org}/{repo}/webhooks": WEBHOOKS.collection(
+            [ORG, REPO], "Create a repo webhook.", "List a repo's webhooks."
+        ),
+        "/api/v1/orgs/{org}/webhooks": WEBHOOKS.collection(
+            [ORG], "Create an org-level webhook.", "List an org's org-level webhooks."
+        ),
+        "/api/v1/webhooks/{id}": WEBHOOKS.item(
+            [WID],
+            "Read a webhook.",
+            "Change a webhook.",
+            "Delete a webhook.",
+            patched={202: RECOVERED},
+            patch_errors=(429,),
+        ),
+        "/api/v1/repos/{org}/{repo}/webhooks/{id}": WEBHOOKS.item(
+            [ORG, REPO, WID],
+            "Read a webhook by its repository's path (another repo's: 404).",
+            "Change a webhook by its repository's path.",
+            "Delete a webhook by its repository's path.",
+            patched={202: RECOVERED},
+            patch_errors=(429,),
+        ),
         "/api/v1/repos/{org}/{repo}/webhooks/{id}/ping": {
-            "post": operation(
-                "Ping a webhook by its repository's path.",
-                {202: json_content("DeliveryRef", "Queued.")},
-                (),
-                params=[ORG, REPO, WID],
-                tag="webhooks",
+            "post": hook(
+                "Ping a webhook by its repository's path.", QUEUED, (), params=[ORG, REPO, WID]
             ),
         },
         "/api/v1/webhooks/{id}/test": {
-            "post": operation(
+            "post": hook(
                 "Send the catalog's example of `event` (default `push`) to this webhook"
                 " alone, trigger `test`, once. The body is optional.",
-                {202: json_content("DeliveryRef", "Queued.")},
+                QUEUED,
                 (),
                 body="WebhookTest",
                 params=[WID],
-                tag="webhooks",
             ),
         },
         "/api/v1/webhooks/{id}/ping": {
-            "post": operation(
-                "Send a `ping` event to this webhook alone, once.",
-                {202: json_content("DeliveryRef", "Queued.")},
-                (),
-                params=[WID],
-                tag="webhooks",
+            "post": hook(
+                "Send a `ping` event to this webhook alone, once.", QUEUED, (), params=[WID]
             ),
         },
         "/api/v1/webhooks/{id}/rotate-secret": {
-            "post": operation(
+            "post": hook(
                 "New secret; the old one keeps signing (webhook-signature) for 24 h.",
                 {200: json_content("Rotation", "Rotated.")},
                 (),
                 params=[WID],
-                tag="webhooks",
             ),
         },
         "/api/v1/webhooks/{id}/deliveries": {
-            "get": operation(
+            "get": delivery(
                 "A webhook's deliveries, newest first, keyset-paginated.",
                 {200: json_content("DeliveryPage", "A page.")},
                 (422,),
                 params=[WID, *list_params],
-                tag="deliveries",
             ),
         },
         "/api/v1/webhooks/{id}/recover": {
-            "post": operation(
+            "post": delivery(
                 "Redeliver (trigger `recover`) every failed or dead delivery first attempted"
                 " since `since`, newest first, at most 10000 per call.",
                 {202: json_content("Count", "Queued.")},
                 (),
                 body="Recover",
                 params=[WID],
-                tag="deliveries",
             ),
         },
         "/api/v1/webhooks/{id}/stats": {
-            "get": operation(
+            "get": delivery(
                 "Delivery counts and attempt latency percentiles.",
                 {200: json_content("Stats", "Stats.")},
                 (),
                 params=[WID],
-                tag="deliveries",
             ),
         },
         "/api/v1/deliveries/{id}": {
-            "get": operation(
+            "get": delivery(
                 "A delivery with all its attempts.",
                 {200: json_content("DeliveryDetail", "The delivery.")},
                 (),
                 params=[DID],
-                tag="deliveries",
             ),
         },
         "/api/v1/deliveries/{id}/redeliver": {
-            "post": operation(
+            "post": delivery(
                 "Send again: same delivery id, next attempt number, trigger `manual`; 409 if"
                 " its webhook was deleted or the log holds no body.",
-                {202: json_content("DeliveryRef", "Queued.")},
+                QUEUED,
                 (409,),
                 params=[DID],
-                tag="deliveries",
             ),
         },
         "/api/v1/repos/{org}/{repo}/events": {
@@ -242,13 +179,7 @@ def _paths() -> dict[str, Schema]:
             ),
         },
         "/api/v1/event-types": {
-            "get": operation(
-                "The event catalog.",
-                {200: json_content("Catalog", "The catalog.")},
-                (),
-                public=True,
-                tag="events",
-            ),
+            "get": _public("The event catalog.", "Catalog", "The catalog.", tag="events"),
         },
         "/api/v1/openapi.json": {
             "get": {
@@ -264,21 +195,11 @@ def _paths() -> dict[str, Schema]:
             },
         },
         "/healthz": {
-            "get": operation(
-                "Liveness: always 200.",
-                {200: json_content("Health", "Alive.")},
-                (),
-                public=True,
-                tag="meta",
-            ),
+            "get": _public("Liveness: always 200.", "Health", "Alive.", tag="meta"),
         },
         "/readyz": {
-            "get": operation(
-                "Readiness: PostgreSQL and Kafka reachable.",
-                {200: json_content("Health", "Ready.")},
-                (503,),
-                public=True,
-                tag="meta",
+            "get": _public(
+                "Readiness: PostgreSQL and Kafka reachable.", "Health", "Ready.", (503,), tag="meta"
             ),
         },
         "/metrics": {
@@ -303,11 +224,7 @@ def _with_manage_limits(paths: dict[str, Schema]) -> dict[str, Schema]:
     for item in paths.values():
         for method, op in item.items():
             if method in ("post", "put", "patch", "delete") and "429" not in op["responses"]:
-                resp = json_content("Error", ERROR_RESPONSES[429])
-                resp["headers"] = {
-                    "Retry-After": {"schema": {"type": "string"}, "description": "seconds"}
-                }
-                op["responses"]["429"] = resp
+                op["responses"]["429"] = error_response(429)
     return paths
 
 

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from services.api.openapi_ops import (
     ADMIN,
-    NO_CONTENT,
     ORG,
     REPO,
+    Managed,
     json_content,
     operation,
+    page_params,
     path_param,
     query_param,
 )
-from services.api.openapi_schemas import STR, TIME, Schema
+from services.api.openapi_schemas import Schema
 from shared.core.inbound import RESULTS as INBOUND_RESULTS
 
 IID = path_param("id", "inbound webhook id")
+INBOUND = Managed("inbound webhook", "InboundWebhook", prefix="Inbound", tag="inbound")
 
 
 def inbound_paths() -> dict[str, Schema]:
-    ih_ok = {
-        201: json_content(
-            "InboundWebhookWithSecret", "Created; the secret is shown only here and on rotate."
-        )
-    }
-    ih_list = {200: json_content("InboundList", "Inbound webhooks, never with secrets.")}
+    inbound = partial(operation, tag="inbound")
+    limits = partial(operation, errors=(403,), params=[ORG], tag="limits")
+    invocation_params = page_params(
+        [query_param("result", {"enum": list(INBOUND_RESULTS)}, "the call's result")],
+        since="received at or after",
+        until="received before",
+        max_limit=200,
+    )
     return {
         "/api/v1/events/batch": {
             "post": operation(
@@ -37,116 +43,58 @@ def inbound_paths() -> dict[str, Schema]:
                 tag="events",
             ),
         },
-        "/api/v1/repos/{org}/{repo}/inbound-webhooks": {
-            "post": operation(
-                "Create a repo inbound webhook: a URL external systems call to emit events.",
-                ih_ok,
-                (409,),
-                body="InboundCreate",
-                params=[ORG, REPO],
-                tag="inbound",
-            ),
-            "get": operation(
-                "List a repo's inbound webhooks.", ih_list, (), params=[ORG, REPO], tag="inbound"
-            ),
-        },
-        "/api/v1/orgs/{org}/inbound-webhooks": {
-            "post": operation(
-                "Create an org-level inbound webhook (its calls emit org events).",
-                ih_ok,
-                (409,),
-                body="InboundCreate",
-                params=[ORG],
-                tag="inbound",
-            ),
-            "get": operation(
-                "List an org's org-level inbound webhooks.",
-                ih_list,
-                (),
-                params=[ORG],
-                tag="inbound",
-            ),
-        },
-        "/api/v1/inbound-webhooks/{id}": {
-            "get": operation(
-                "Read an inbound webhook.",
-                {200: json_content("InboundWebhook", "The inbound webhook.")},
-                (),
-                params=[IID],
-                tag="inbound",
-            ),
-            "patch": operation(
-                "Change an inbound webhook (`active: false` refuses calls; the URL stays).",
-                {200: json_content("InboundWebhook", "Updated.")},
-                (),
-                body="InboundPatch",
-                params=[IID],
-                tag="inbound",
-            ),
-            "delete": operation(
-                "Delete an inbound webhook: its URL answers 404 for good.",
-                {204: NO_CONTENT},
-                (),
-                params=[IID],
-                tag="inbound",
-            ),
-        },
+        "/api/v1/repos/{org}/{repo}/inbound-webhooks": INBOUND.collection(
+            [ORG, REPO],
+            "Create a repo inbound webhook: a URL external systems call to emit events.",
+            "List a repo's inbound webhooks.",
+        ),
+        "/api/v1/orgs/{org}/inbound-webhooks": INBOUND.collection(
+            [ORG],
+            "Create an org-level inbound webhook (its calls emit org events).",
+            "List an org's org-level inbound webhooks.",
+        ),
+        "/api/v1/inbound-webhooks/{id}": INBOUND.item(
+            [IID],
+            "Read an inbound webhook.",
+            "Change an inbound webhook (`active: false` refuses calls; the URL stays).",
+            "Delete an inbound webhook: its URL answers 404 for good.",
+        ),
         "/api/v1/inbound-webhooks/{id}/rotate-secret": {
-            "post": operation(
+            "post": inbound(
                 "A new secret, in force at once.",
                 {200: json_content("InboundSecret", "Rotated; shown only here.")},
                 (),
                 params=[IID],
-                tag="inbound",
             ),
         },
         "/api/v1/inbound-webhooks/{id}/test": {
-            "post": operation(
+            "post": inbound(
                 "A test call through the same path as a real one (logged with `test: true`);"
                 " the body is optional.",
                 {202: json_content("InboundTestAccepted", "Accepted.")},
                 (403,),
                 body="InboundTest",
                 params=[IID],
-                tag="inbound",
             ),
         },
         "/api/v1/inbound-webhooks/{id}/invocations": {
-            "get": operation(
+            "get": inbound(
                 "Calls to an inbound webhook, accepted or refused, newest first.",
                 {200: json_content("InvocationPage", "A page.")},
                 (422,),
-                params=[
-                    IID,
-                    query_param("result", {"enum": list(INBOUND_RESULTS)}, "the call's result"),
-                    query_param("since", TIME, "received at or after"),
-                    query_param("until", TIME, "received before"),
-                    query_param(
-                        "limit",
-                        {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
-                        "page size",
-                    ),
-                    query_param("cursor", STR, "`next_cursor` of the previous page (opaque)"),
-                ],
-                tag="inbound",
+                params=[IID, *invocation_params],
             ),
         },
         "/api/v1/orgs/{org}/limits": {
-            "get": operation(
+            "get": limits(
                 "An org's limits: as set (null: the default) and in force." + ADMIN,
                 {200: json_content("Limits", "The limits.")},
-                (403,),
-                params=[ORG],
-                tag="limits",
             ),
-            "put": operation(
+            "put": limits(
                 "Set an org's limits (every field; null takes the HOOKLINE_* default); in"
                 " force on every replica within 5 s." + ADMIN,
                 {200: json_content("Limits", "Set.")},
-                (403,),
                 body="LimitsIn",
-                params=[ORG],
-                tag="limits",
             ),
         },
     }

@@ -101,6 +101,18 @@ class ApiClient:
                 return
             params["cursor"] = cursor
 
+    def listing(
+        self, path: str, key: str, query: Mapping[str, Any], *, follow: bool
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A listing's items, of its first page or (`follow`) of every page, and the cursor
+        of the next page (None when followed to the end)."""
+        found: list[dict[str, Any]] = []
+        next_cursor = None
+        for page in self.pages(path, key, query, follow=follow):
+            found += page[key]
+            next_cursor = page.get("next_cursor")
+        return found, None if follow else next_cursor
+
 
 def _why(exc: urllib.error.URLError) -> str:
     reason = exc.reason

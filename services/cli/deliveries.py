@@ -3,9 +3,12 @@ the delivery log and sending from it again."""
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import click
@@ -13,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from services.cli import output
 from services.cli.hooks import hook_path
-from services.cli.output import json_option
+from services.cli.output import F, json_option
 from services.cli.session import Session
 from services.cli.times import parse_moment, rfc3339
 
@@ -37,6 +40,59 @@ class Moment(click.ParamType):
 
 
 MOMENT = Moment()
+
+
+@dataclass(frozen=True)
+class Paging:
+    """A keyset-paginated listing's window and page: --since, --until, --limit, --cursor
+    and --all (`follow`)."""
+
+    since: str | None
+    until: str | None
+    limit: int
+    cursor: str | None
+    follow: bool
+
+    def query(self, **filters: str | None) -> dict[str, Any]:
+        window = {"since": self.since, "until": self.until}
+        return {**filters, **window, "limit": self.limit, "cursor": self.cursor}
+
+
+def paging_options(compared: str) -> Callable[[F], F]:
+    """The options of a paginated listing, handed to the command as one `paging`;
+    `compared` is what --since and --until bound ("First attempted")."""
+    options = [
+        click.option("--since", type=MOMENT, default=None, help=f"{compared} at or after."),
+        click.option("--until", type=MOMENT, default=None, help=f"{compared} before."),
+        click.option(
+            "--limit",
+            type=click.IntRange(1, PAGE_MAX),
+            default=50,
+            show_default=True,
+            help="Page size.",
+        ),
+        click.option("--cursor", default=None, help="The `next_cursor` of the previous page."),
+        click.option("--all", "follow", is_flag=True, help="Follow next_cursor to the last page."),
+    ]
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def command(
+            *args: Any,
+            since: str | None,
+            until: str | None,
+            limit: int,
+            cursor: str | None,
+            follow: bool,
+            **kwargs: Any,
+        ) -> Any:
+            return func(*args, paging=Paging(since, until, limit, cursor, follow), **kwargs)
+
+        for option in reversed(options):
+            command = option(command)
+        return cast(F, command)
+
+    return decorate
 
 
 def delivery_path(delivery_id: str) -> str:
@@ -68,13 +124,7 @@ def deliveries() -> None:
 @click.argument("hook_id", metavar="HOOK")
 @click.option("--status", type=click.Choice(STATUSES), default=None)
 @click.option("--event", default=None, help="An event type, a family, family.* or *.")
-@click.option("--since", type=MOMENT, default=None, help="First attempted at or after.")
-@click.option("--until", type=MOMENT, default=None, help="First attempted before.")
-@click.option(
-    "--limit", type=click.IntRange(1, PAGE_MAX), default=50, show_default=True, help="Page size."
-)
-@click.option("--cursor", default=None, help="The `next_cursor` of the previous page.")
-@click.option("--all", "follow", is_flag=True, help="Follow next_cursor to the last page.")
+@paging_options("First attempted")
 @json_option
 @click.pass_obj
 def list_deliveries(
@@ -82,35 +132,17 @@ def list_deliveries(
     hook_id: str,
     status: str | None,
     event: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int,
-    cursor: str | None,
-    follow: bool,
+    paging: Paging,
     as_json: bool,
 ) -> None:
     """A webhook's deliveries, newest first."""
-    query = {
-        "status": status,
-        "event": event,
-        "since": since,
-        "until": until,
-        "limit": limit,
-        "cursor": cursor,
-    }
-    found: list[dict[str, Any]] = []
-    next_cursor = None
-    for page in session.api.pages(
-        hook_path(hook_id) + "/deliveries", "deliveries", query, follow=follow
-    ):
-        found += page["deliveries"]
-        next_cursor = page.get("next_cursor")
-    if as_json:
-        output.print_json({"deliveries": found, "next_cursor": None if follow else next_cursor})
+    query = paging.query(status=status, event=event)
+    path = hook_path(hook_id) + "/deliveries"
+    found, next_cursor = session.api.listing(path, "deliveries", query, follow=paging.follow)
+    if output.printed_json({"deliveries": found, "next_cursor": next_cursor}, as_json):
         return
     output.console().print(output.table(None, DELIVERY_COLUMNS, (delivery_row(d) for d in found)))
-    if not follow:
-        output.more_hint(next_cursor)
+    output.more_hint(next_cursor)
 
 
 @deliveries.command("show")
@@ -121,19 +153,15 @@ def list_deliveries(
 def show_delivery(session: Session, delivery_id: str, bodies: bool, as_json: bool) -> None:
     """One delivery with every attempt."""
     found = session.api.get(delivery_path(delivery_id))
-    if as_json:
-        output.print_json(found)
+    if output.printed_json(found, as_json):
         return
-    out = output.console()
-    out.print(
-        output.details(
-            [
-                ("delivery", found["id"]),
-                ("webhook", found["webhook_id"]),
-                ("event", f"{found['event']} ({found['event_id']})"),
-                ("status", output.status_text(found["status"])),
-            ]
-        )
+    out = output.print_details(
+        [
+            ("delivery", found["id"]),
+            ("webhook", found["webhook_id"]),
+            ("event", f"{found['event']} ({found['event_id']})"),
+            ("status", output.status_text(found["status"])),
+        ]
     )
     attempts = found["attempts"]
     rows = [
@@ -174,8 +202,7 @@ def show_delivery(session: Session, delivery_id: str, bodies: bool, as_json: boo
 def redeliver(session: Session, delivery_id: str, as_json: bool) -> None:
     """Send a delivery again: same delivery id, the next attempt number, trigger manual."""
     sent = session.api.post(delivery_path(delivery_id) + "/redeliver")
-    if as_json:
-        output.print_json(sent)
+    if output.printed_json(sent, as_json):
         return
     click.echo(f"Redelivering {sent['delivery_id']} as attempt {sent.get('attempt')}.")
 

@@ -129,8 +129,7 @@ def list_dlq(
     ]
     found.sort(key=lambda d: (d.at, d.partition, d.offset), reverse=True)
     found = found[:limit]
-    if as_json:
-        output.print_json({"dead_letters": [d.to_json() for d in found]})
+    if output.printed_json({"dead_letters": [d.to_json() for d in found]}, as_json):
         return
     rows = [
         (

@@ -50,8 +50,7 @@ def hooks() -> None:
 def list_hooks(session: Session, scope: str, as_json: bool) -> None:
     """A repository's webhooks (ORG/REPO) or an org's org-level ones (ORG)."""
     found = session.api.get(scope_path(scope) + "/webhooks")
-    if as_json:
-        output.print_json(found)
+    if output.printed_json(found, as_json):
         return
     rows = [
         (h["id"], h["url"], h.get("events"), state(h), h.get("description") or "")
@@ -69,12 +68,10 @@ def list_hooks(session: Session, scope: str, as_json: bool) -> None:
 def show_hook(session: Session, hook_id: str, as_json: bool) -> None:
     """One webhook, with its delivery stats."""
     hook = session.api.get(hook_path(hook_id))
-    if as_json:
-        output.print_json(hook)
+    if output.printed_json(hook, as_json):
         return
     stats = session.api.get(hook_path(hook_id) + "/stats")
-    out = output.console()
-    out.print(output.details(_hook_pairs(hook)))
+    out = output.print_details(_hook_pairs(hook))
     rate = stats.get("success_rate")
     out.print(
         output.details(
@@ -151,11 +148,9 @@ def create_hook(
     if inactive:
         body["active"] = False
     hook = session.api.post(scope_path(scope) + "/webhooks", body)
-    if as_json:
-        output.print_json(hook)
+    if output.printed_json(hook, as_json):
         return
-    out = output.console()
-    out.print(output.details(_hook_pairs(hook)))
+    out = output.print_details(_hook_pairs(hook))
     out.print(Text.assemble(("secret ", "bold"), (hook["secret"], "yellow"), " (shown only now)"))
 
 
@@ -179,8 +174,7 @@ def delete_hook(session: Session, hook_id: str, yes: bool) -> None:
 def ping_hook(session: Session, hook_id: str, as_json: bool) -> None:
     """Send a `ping` to this webhook alone."""
     sent = session.api.post(hook_path(hook_id) + "/ping")
-    if as_json:
-        output.print_json(sent)
+    if output.printed_json(sent, as_json):
         return
     if not isinstance(sent, dict) or "delivery_id" not in sent:
         raise CliError("the API did not answer with a delivery id")

@@ -13,21 +13,11 @@ import click
 from rich.text import Text
 
 from services.cli import output
-from services.cli.deliveries import MOMENT, PAGE_MAX
+from services.cli.deliveries import Paging, paging_options
 from services.cli.hooks import SCOPE, scope_path
 from services.cli.output import json_option
 from services.cli.session import Session
-
-RESULTS = (
-    "accepted",
-    "duplicate",
-    "unauthorized",
-    "disabled",
-    "too_large",
-    "invalid_payload",
-    "rate_limited",
-)
-VERIFY = ("secret_header", "github", "standard", "none")
+from shared.core.inbound import RESULTS, VERIFY_MODES
 
 
 def read_payload(text: str) -> dict[str, Any]:
@@ -86,8 +76,7 @@ def send_event(
     if event_id is not None:
         body["id"] = event_id
     answer = session.api.post(path + "/events", body)
-    if as_json:
-        output.print_json(answer)
+    if output.printed_json(answer, as_json):
         return
     dup = " (already accepted: nothing delivered again)" if answer.get("duplicate") else ""
     click.echo(f"Event {answer['event_id']} accepted{dup}.")
@@ -109,8 +98,7 @@ def _state(hook: dict[str, Any]) -> Text:
 def list_inbound(session: Session, scope: str, as_json: bool) -> None:
     """A repository's inbound webhooks (ORG/REPO) or an org's (ORG)."""
     found = session.api.get(scope_path(scope) + "/inbound-webhooks")
-    if as_json:
-        output.print_json(found)
+    if output.printed_json(found, as_json):
         return
     rows = [
         (
@@ -141,7 +129,7 @@ def list_inbound(session: Session, scope: str, as_json: bool) -> None:
 @click.option("--event", default=None, help="The event each call emits (default agent.action).")
 @click.option(
     "--verify",
-    type=click.Choice(VERIFY),
+    type=click.Choice(VERIFY_MODES),
     default=None,
     help="How a call proves it knows the secret (default secret_header).",
 )
@@ -162,22 +150,18 @@ def create_inbound(
     optional = {"target": target, "event": event, "verify": verify, "secret": secret}
     body = {"name": name, **{k: v for k, v in optional.items() if v is not None}}
     hook = session.api.post(scope_path(scope) + "/inbound-webhooks", body)
-    if as_json:
-        output.print_json(hook)
+    if output.printed_json(hook, as_json):
         return
-    out = output.console()
-    out.print(
-        output.details(
-            [
-                ("id", hook["id"]),
-                ("name", hook["name"]),
-                ("scope", output.scope_of(hook)),
-                ("event", hook["event"]),
-                ("target", hook.get("target")),
-                ("verify", hook["verify"]),
-                ("url", hook["url"]),
-            ]
-        )
+    out = output.print_details(
+        [
+            ("id", hook["id"]),
+            ("name", hook["name"]),
+            ("scope", output.scope_of(hook)),
+            ("event", hook["event"]),
+            ("target", hook.get("target")),
+            ("verify", hook["verify"]),
+            ("url", hook["url"]),
+        ]
     )
     if hook.get("secret"):
         out.print(
@@ -188,40 +172,17 @@ def create_inbound(
 @inbound.command("invocations")
 @click.argument("inbound_id", metavar="ID")
 @click.option("--result", type=click.Choice(RESULTS), default=None)
-@click.option("--since", type=MOMENT, default=None)
-@click.option("--until", type=MOMENT, default=None)
-@click.option("--limit", type=click.IntRange(1, PAGE_MAX), default=50, show_default=True)
-@click.option("--cursor", default=None)
-@click.option("--all", "follow", is_flag=True, help="Follow next_cursor to the last page.")
+@paging_options("Received")
 @json_option
 @click.pass_obj
 def invocations(
-    session: Session,
-    inbound_id: str,
-    result: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int,
-    cursor: str | None,
-    follow: bool,
-    as_json: bool,
+    session: Session, inbound_id: str, result: str | None, paging: Paging, as_json: bool
 ) -> None:
     """An inbound webhook's calls, accepted or refused, newest first."""
     path = f"/inbound-webhooks/{quote(inbound_id, safe='')}/invocations"
-    query = {
-        "result": result,
-        "since": since,
-        "until": until,
-        "limit": limit,
-        "cursor": cursor,
-    }
-    found: list[dict[str, Any]] = []
-    next_cursor = None
-    for page in session.api.pages(path, "invocations", query, follow=follow):
-        found += page["invocations"]
-        next_cursor = page.get("next_cursor")
-    if as_json:
-        output.print_json({"invocations": found, "next_cursor": None if follow else next_cursor})
+    query = paging.query(result=result)
+    found, next_cursor = session.api.listing(path, "invocations", query, follow=paging.follow)
+    if output.printed_json({"invocations": found, "next_cursor": next_cursor}, as_json):
         return
     ok = {"accepted", "duplicate"}
     rows = [
@@ -242,5 +203,4 @@ def invocations(
             None, ("received", "id", "", "result", "status", "source", "event", "error"), rows
         )
     )
-    if not follow:
-        output.more_hint(next_cursor)
+    output.more_hint(next_cursor)

@@ -53,6 +53,13 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def printed_json(value: Any, as_json: bool) -> bool:
+    """With `--json`, prints `value` as the API gave it and says so: the command is done."""
+    if as_json:
+        print_json(value)
+    return as_json
+
+
 def mark(status: str | None) -> Text:
     symbol, style = STATUS_STYLE.get(status or "", ("?", ""))
     return Text(symbol, style=style)
@@ -82,6 +89,13 @@ def details(pairs: Iterable[tuple[str, Any]]) -> Table:
     for key, value in pairs:
         t.add_row(key, value if isinstance(value, Text) else Text(_cell(value)))
     return t
+
+
+def print_details(pairs: Iterable[tuple[str, Any]]) -> Console:
+    """Prints one object's key/value table; returns the console, for what follows it."""
+    out = console()
+    out.print(details(pairs))
+    return out
 
 
 def _cell(value: Any) -> str:

@@ -42,6 +42,24 @@ class HooklineError(Exception):
     http_status: ClassVar[int] = 500
     retryable: bool = False
 
+    def __init_subclass__(
+        cls,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        retryable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """`class NotFound(HooklineError, code="not_found", http_status=404)`: what a
+        class does not say, it inherits."""
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if http_status is not None:
+            cls.http_status = http_status
+        if retryable is not None:
+            cls.retryable = retryable
+
     def __init__(
         self, message: str, *, field: str | None = None, retryable: bool | None = None
     ) -> None:
@@ -64,147 +82,96 @@ class HooklineError(Exception):
         return f"{type(self).__name__}({self.message!r}, field={self.field!r})"
 
 
-class BadRequest(HooklineError):
+class BadRequest(HooklineError, code="bad_request", http_status=400):
     """The request could not be parsed at all (e.g. malformed JSON)."""
 
-    code = "bad_request"
-    http_status = 400
 
-
-class Forbidden(HooklineError):
+class Forbidden(HooklineError, code="forbidden", http_status=403):
     """An org token on a route that only the admin token may call."""
 
-    code = "forbidden"
-    http_status = 403
 
-
-class Unauthorized(HooklineError):
+class Unauthorized(HooklineError, code="unauthorized", http_status=401):
     """The bearer token is missing, unknown or revoked."""
 
-    code = "unauthorized"
-    http_status = 401
 
-
-class NotFound(HooklineError):
+class NotFound(HooklineError, code="not_found", http_status=404):
     """The resource does not exist, or belongs to an organisation the caller cannot see."""
 
-    code = "not_found"
-    http_status = 404
 
-
-class Conflict(HooklineError):
+class Conflict(HooklineError, code="conflict", http_status=409):
     """The request conflicts with the current state (e.g. too many webhooks on a repo)."""
 
-    code = "conflict"
-    http_status = 409
 
-
-class PayloadTooLarge(HooklineError):
+class PayloadTooLarge(HooklineError, code="payload_too_large", http_status=413):
     """The request body is over the configured maximum."""
 
-    code = "payload_too_large"
-    http_status = 413
 
-
-class ValidationError(HooklineError):
+class ValidationError(HooklineError, code="validation_error", http_status=422):
     """Well-formed input with an invalid value; ``field`` names the offending field."""
 
-    code = "validation_error"
-    http_status = 422
 
-
-class RateLimited(HooklineError):
+class RateLimited(HooklineError, code="rate_limited", http_status=429, retryable=True):
     """The caller is over its rate limit; ``retry_after`` is in whole seconds."""
-
-    code = "rate_limited"
-    http_status = 429
-    retryable = True
 
     def __init__(self, message: str, *, retry_after: int = 1, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.retry_after = retry_after
 
 
-class Unavailable(HooklineError):
+class Unavailable(HooklineError, code="unavailable", http_status=503, retryable=True):
     """A dependency (database, broker) is unavailable; the operation may be retried,
     after about ``retry_after`` seconds."""
 
-    code = "unavailable"
-    http_status = 503
-    retryable = True
     retry_after = 5
 
 
-class Unstorable(ValidationError):
+class Unstorable(ValidationError, code="validation_error"):
     """A value the database refuses to store (a NUL in a string, a number out of range):
     bad input, which no retry fixes."""
 
-    code = "validation_error"
 
-
-class ConfigError(HooklineError, ValueError):
+class ConfigError(HooklineError, ValueError, code="config_error"):
     """A HOOKLINE_* variable holds a value that cannot be used; the message names it."""
 
-    code = "config_error"
 
-
-class MessageError(HooklineError, ValueError):
+class MessageError(HooklineError, ValueError, code="invalid_message"):
     """A message that cannot be decoded; `reason` says why (goes into a header)."""
-
-    code = "invalid_message"
 
     @property
     def reason(self) -> str:
         return self.message
 
 
-class RowRejected(HooklineError):
+class RowRejected(HooklineError, code="row_rejected"):
     """A row (and its sanitised copy) the delivery log refused: it is not in the log."""
 
-    code = "row_rejected"
 
-
-class LogClosed(HooklineError):
+class LogClosed(HooklineError, code="log_closed", retryable=True):
     """The delivery log stopped before the row was written (shutdown): try again
     elsewhere."""
 
-    code = "log_closed"
-    retryable = True
 
-
-class BlockedTarget(HooklineError):
+class BlockedTarget(HooklineError, code="blocked"):
     """The target resolves to an address Hookline refuses to call (error class `blocked`)."""
 
-    code = "blocked"
 
-
-class ResolveFailed(HooklineError):
+class ResolveFailed(HooklineError, code="dns", retryable=True):
     """The host name does not resolve (error class `dns`)."""
 
-    code = "dns"
-    retryable = True
 
-
-class Undeliverable(HooklineError):
+class Undeliverable(HooklineError, code="undeliverable"):
     """A message no retry can fix (its webhook's secret cannot be decrypted with this
     HOOKLINE_SECRET_KEY): logged as dead and sent to the dead-letter topic with the
     reason instead of blocking its partition's commits."""
 
-    code = "undeliverable"
 
-
-class ProduceFailed(HooklineError):
+class ProduceFailed(HooklineError, code="produce_failed", retryable=True):
     """The broker did not acknowledge a message; ``retryable`` is aiokafka's
     ``retriable`` of the error it gave."""
 
-    code = "produce_failed"
-    retryable = True
 
-
-class ProducerBroken(HooklineError):
+class ProducerBroken(HooklineError, code="producer_broken"):
     """The producer hit a non-retriable error; it must be replaced before going on."""
-
-    code = "producer_broken"
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -52,18 +52,12 @@ _FIELDS = ("name", "target", "event", "verify", "secret", "active")
 _SECRET_WORDS = ("secret", "signature", "token", "authorization", "cookie", "password", "api-key")
 
 
-class Disabled(HooklineError):
+class Disabled(HooklineError, code="disabled", http_status=403):
     """The inbound webhook is disabled: its URL stays valid, calls are refused."""
 
-    code = "disabled"
-    http_status = 403
 
-
-class UnsupportedMediaType(HooklineError):
+class UnsupportedMediaType(HooklineError, code="unsupported_media_type", http_status=415):
     """The call's body is neither JSON nor a form."""
-
-    code = "unsupported_media_type"
-    http_status = 415
 
 
 # What the invocation log records for each refusal.

@@ -84,24 +84,6 @@ async def brokerloss(b: Bench) -> None:
         await asyncio.to_thread(kc.stop)
 
 
-async def _drain(b: Bench, phase: str, expected: int) -> float:
-    """Bench.drain for this phase's own ingest: until every delivery of `phase` arrived or
-    progress stalls."""
-    start = last_change = time.monotonic()
-    last = -1
-    while time.monotonic() - start < b.plan.drain_timeout:
-        b.log.poll()
-        got = b.log.phase(phase).unique
-        if got >= expected:
-            break
-        if got != last:
-            last, last_change = got, time.monotonic()
-        elif time.monotonic() - last_change > b.plan.stall_timeout:
-            break
-        await asyncio.sleep(0.2)
-    return round(time.monotonic() - start, 2)
-
-
 async def _fanned_out(b: Bench, ingest: Ingest, hooks: int) -> bool:
     deadline = time.monotonic() + 120
     n = 0
@@ -156,7 +138,7 @@ async def _through_faults(b: Bench, kc: KafkaCluster, ingest: Ingest, hooks: int
     figures = []
     for name, t0, t1 in windows:
         log, expected = b.log.phase(name), ingest.of(name).accepted * hooks
-        drained_s = await _drain(b, name, expected)
+        drained_s = await b.drain(name, expected)
         arrivals = sum(b.log.phase(n).count_between(t0, t1) for n, _, _ in windows)
         missing = max(0, expected - log.unique)
         lat = log.latency(missing=missing, missing_at_least_ms=(time.time() - t0) * 1000)

@@ -21,7 +21,7 @@ from shared.config import Settings
 from tests.browser.chrome import chrome
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.e2e.conftest import Pipeline, free_port, start_pipeline
-from tests.e2e.harness import Behaviour, Receiver, eventually
+from tests.e2e.harness import Behaviour, Receiver, wait_ready
 
 HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
@@ -80,15 +80,7 @@ async def inbound_edge(stack: Pipeline) -> str:
     proc = stack.start("inbound")
     base = stack.env["HOOKLINE_PUBLIC_URL"]
 
-    async def ready() -> bool:
-        assert proc.alive, proc.tail()
-        try:
-            async with aiohttp.ClientSession() as s, s.get(base + "/readyz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await eventually(ready, timeout=30, what="the inbound edge's /readyz")
+    await wait_ready(base, [proc], what="the inbound edge's /readyz")
     return base
 
 

@@ -87,6 +87,19 @@ def add_webhook(driver: WebDriver, base: str, url: str, *, events: tuple[str, ..
     return driver.current_url.rsplit("/", 1)[1].split("?")[0]
 
 
+def assert_fits_a_phone(browser: WebDriver) -> None:
+    """At a phone's width (390 px) the page, reloaded, is no wider than the screen."""
+    browser.set_window_size(390, 844)
+    try:
+        browser.refresh()
+        wide = browser.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert wide <= 1
+    finally:
+        browser.set_window_size(1280, 900)
+
+
 def test_sign_in(browser: WebDriver, stack: Pipeline) -> None:
     token = api(stack.api_url, "POST", "/tokens", {"org": ORG, "name": "browser"})["token"]
     state["token"] = token
@@ -134,15 +147,7 @@ def test_add_webhook_shows_the_secret_once_and_a_delivery_succeeds(
     assert got.signatures_valid(secret)
 
     # Readable at phone width: nothing wider than the screen.
-    browser.set_window_size(390, 844)
-    try:
-        browser.refresh()
-        wide = browser.execute_script(
-            "return document.documentElement.scrollWidth - window.innerWidth"
-        )
-        assert wide <= 1
-    finally:
-        browser.set_window_size(1280, 900)
+    assert_fits_a_phone(browser)
 
 
 def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
@@ -274,12 +279,4 @@ def test_inbound_webhook_call_is_logged_then_refused_once_disabled(
     ]  # newest first
 
     # Readable at phone width: the long URL and the curl example wrap.
-    browser.set_window_size(390, 844)
-    try:
-        browser.refresh()
-        wide = browser.execute_script(
-            "return document.documentElement.scrollWidth - window.innerWidth"
-        )
-        assert wide <= 1
-    finally:
-        browser.set_window_size(1280, 900)
+    assert_fits_a_phone(browser)

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 
 from shared.config import Settings
-from tests.e2e.harness import Receiver, ServiceProcess, eventually, logs_of
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.e2e.harness import Receiver, ServiceProcess, free_port, logs_of, wait_ready
 
 
 @dataclass
@@ -57,16 +49,8 @@ async def start_pipeline(service_env: dict[str, str], senders: int = 2, **env: s
     for _ in range(senders):
         pipeline.start("sender")
 
-    async def ready() -> bool:
-        assert all(p.alive for p in pipeline.processes), pipeline.logs()
-        try:
-            async with aiohttp.ClientSession() as s, s.get(pipeline.api_url + "/readyz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
     try:
-        await eventually(ready, timeout=60, what="the API's /readyz")
+        await wait_ready(pipeline.api_url, pipeline.processes, what="the API's /readyz", timeout=60)
     except BaseException:
         pipeline.stop()
         raise

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook as StandardWebhook
@@ -240,6 +242,28 @@ def pid_holding(local_port: int, pids: list[int]) -> int | None:
 
 def logs_of(processes: list[ServiceProcess]) -> str:
     return "\n".join(f"--- {p.instance} ---\n{p.tail()}" for p in processes)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(
+    base: str, processes: list[ServiceProcess], *, what: str, timeout: float = 30
+) -> None:
+    """Until `base`/readyz answers 200; each of `processes` must stay alive meanwhile."""
+
+    async def ready() -> bool:
+        assert all(p.alive for p in processes), logs_of(processes)
+        try:
+            async with aiohttp.ClientSession() as s, s.get(base + "/readyz") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(ready, timeout=timeout, what=what)
 
 
 __all__ = [

@@ -13,7 +13,7 @@ import pytest
 
 from shared.config import Settings
 from tests.e2e.conftest import Pipeline, free_port, start_pipeline
-from tests.e2e.harness import Receiver, ServiceProcess, eventually
+from tests.e2e.harness import Receiver, ServiceProcess, eventually, wait_ready
 from tests.e2e.test_pipeline import Api
 
 RATE_PER_HOOK = 100
@@ -36,15 +36,7 @@ async def start_inbound(pipeline: Pipeline) -> tuple[ServiceProcess, str]:
     proc = pipeline.start("inbound", HOOKLINE_INBOUND_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
 
-    async def ready() -> bool:
-        assert proc.alive, proc.tail()
-        try:
-            async with aiohttp.ClientSession() as s, s.get(base + "/readyz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await eventually(ready, timeout=30, what="the inbound edge's /readyz")
+    await wait_ready(base, [proc], what="the inbound edge's /readyz")
     return proc, base
 
 

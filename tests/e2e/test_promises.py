@@ -86,15 +86,32 @@ def sequence_with_headers(*answers: tuple[int, dict[str, str]]) -> Any:
 NO_RETRIES = {"max_retries": 0, "interval_s": 1}
 
 
+@pytest.fixture
+def api(pipeline: Pipeline) -> Api:
+    return Api(pipeline.api_url)
+
+
+async def failing_hook(api: Api, receiver: Receiver, org: str, path: str) -> dict[str, Any]:
+    """A webhook on `path` of the receiver, which answers it 500, without retries."""
+    receiver.behaviours[path] = answer(500)
+    return await api.webhook(org, "r", receiver.url(path), retry=NO_RETRIES)
+
+
+async def _tenth_failure(
+    api: Api, receiver: Receiver, pool: asyncpg.Pool, org: str, path: str, age: timedelta
+) -> tuple[dict[str, Any], list[asyncpg.Record]]:
+    """A failing webhook with nine failures `age` old, and its tenth failed attempt (an
+    event delivered and logged); the webhook and the log rows of that delivery."""
+    hook = await failing_hook(api, receiver, org, path)
+    await seed_failures(pool, hook["id"], 9, age)
+    event_id = await ingest(api, org, "r", "push", {"ref": path})
+    return hook, await logged(pool, delivery_id_for(event_id, hook["id"]))
+
+
 async def test_the_tenth_failure_disables_when_the_streak_spans_an_hour(
-    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, org: str
+    api: Api, receiver: Receiver, pool: asyncpg.Pool, org: str
 ) -> None:
-    api = Api(pipeline.api_url)
-    receiver.behaviours["/old"] = answer(500)
-    hook = await api.webhook(org, "r", receiver.url("/old"), retry=NO_RETRIES)
-    await seed_failures(pool, hook["id"], 9, timedelta(hours=2))
-    event_id = await ingest(api, org, "r", "push", {"ref": "x"})
-    rows = await logged(pool, delivery_id_for(event_id, hook["id"]))
+    hook, rows = await _tenth_failure(api, receiver, pool, org, "/old", timedelta(hours=2))
     assert rows[0]["outcome"] == "dead" and rows[0]["error"] == "http_status"
 
     async def disabled() -> Any:
@@ -106,14 +123,9 @@ async def test_the_tenth_failure_disables_when_the_streak_spans_an_hour(
 
 
 async def test_ten_failures_within_the_hour_do_not_disable(
-    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, org: str
+    api: Api, receiver: Receiver, pool: asyncpg.Pool, org: str
 ) -> None:
-    api = Api(pipeline.api_url)
-    receiver.behaviours["/young"] = answer(500)
-    hook = await api.webhook(org, "r", receiver.url("/young"), retry=NO_RETRIES)
-    await seed_failures(pool, hook["id"], 9, timedelta(minutes=30))
-    event_id = await ingest(api, org, "r", "push", {"ref": "tenth"})
-    await logged(pool, delivery_id_for(event_id, hook["id"]))
+    hook, _ = await _tenth_failure(api, receiver, pool, org, "/young", timedelta(minutes=30))
     assert await eventually(lambda: _at_least(pool, hook["id"], 10), what="10 failures counted")
     await pipeline_quiet(receiver)
     _status, body = await api.call("GET", f"/webhooks/{hook['id']}")
@@ -126,11 +138,9 @@ async def _at_least(pool: asyncpg.Pool, webhook_id: str, n: int) -> bool:
 
 
 async def test_patch_active_true_re_enables_and_resets_the_failure_count(
-    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, org: str
+    api: Api, receiver: Receiver, pool: asyncpg.Pool, org: str
 ) -> None:
-    api = Api(pipeline.api_url)
-    receiver.behaviours["/back"] = answer(500)
-    hook = await api.webhook(org, "r", receiver.url("/back"), retry=NO_RETRIES)
+    hook = await failing_hook(api, receiver, org, "/back")
     # Disabled with nine failures two hours old: one more would meet the rule again.
     await seed_failures(pool, hook["id"], 9, timedelta(hours=2))
     status, body = await api.call("PATCH", f"/webhooks/{hook['id']}", {"active": False})
@@ -153,9 +163,8 @@ async def test_patch_active_true_re_enables_and_resets_the_failure_count(
 
 
 async def test_old_secret_signs_for_24h_after_rotation_and_stops_after_it_expires(
-    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, settings: Settings, org: str
+    api: Api, receiver: Receiver, pool: asyncpg.Pool, settings: Settings, org: str
 ) -> None:
-    api = Api(pipeline.api_url)
     hook = await api.webhook(org, "r", receiver.url("/rot"), events=["push"])
     old = hook["secret"]
     status, rotated = await api.call("POST", f"/webhooks/{hook['id']}/rotate-secret")
@@ -189,9 +198,8 @@ async def test_old_secret_signs_for_24h_after_rotation_and_stops_after_it_expire
 
 
 async def test_form_content_type_is_delivered_as_a_form_and_verifies(
-    pipeline: Pipeline, receiver: Receiver, org: str
+    api: Api, receiver: Receiver, org: str
 ) -> None:
-    api = Api(pipeline.api_url)
     hook = await api.webhook(org, "r", receiver.url("/form"), content_type="form")
     event_id = await ingest(api, org, "r", "push", {"ref": "refs/heads/main"})
     got = await eventually(lambda: receiver.at("/form"), timeout=60, what="the form delivery")
@@ -205,9 +213,8 @@ async def test_form_content_type_is_delivered_as_a_form_and_verifies(
 
 
 async def test_retry_after_on_503_is_honoured_by_the_sender(
-    pipeline: Pipeline, receiver: Receiver, org: str
+    api: Api, receiver: Receiver, org: str
 ) -> None:
-    api = Api(pipeline.api_url)
     receiver.behaviours["/busy"] = sequence_with_headers((503, {"Retry-After": "6"}), (200, {}))
     await api.webhook(org, "r", receiver.url("/busy"), retry={"schedule": [1, 1]})
     await ingest(api, org, "r", "push", {"ref": "x"})
@@ -220,9 +227,8 @@ async def test_retry_after_on_503_is_honoured_by_the_sender(
 
 @pytest.mark.parametrize("status", [200, 500])
 async def test_a_ping_to_an_active_webhook_is_sent_exactly_once(
-    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, org: str, status: int
+    api: Api, receiver: Receiver, pool: asyncpg.Pool, org: str, status: int
 ) -> None:
-    api = Api(pipeline.api_url)
     receiver.behaviours["/ping"] = answer(status)
     hook = await api.webhook(org, "r", receiver.url("/ping"), events=["push"])
     code, answered = await api.call("POST", f"/webhooks/{hook['id']}/ping")
@@ -241,11 +247,9 @@ async def test_a_ping_to_an_active_webhook_is_sent_exactly_once(
 
 
 async def test_a_recovered_delivery_is_delivered_end_to_end(
-    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, org: str
+    api: Api, receiver: Receiver, pool: asyncpg.Pool, org: str
 ) -> None:
-    api = Api(pipeline.api_url)
-    receiver.behaviours["/recover"] = answer(500)
-    hook = await api.webhook(org, "r", receiver.url("/recover"), retry=NO_RETRIES)
+    hook = await failing_hook(api, receiver, org, "/recover")
     since = datetime.now(UTC) - timedelta(minutes=1)
     event_id = await ingest(api, org, "r", "push", {"ref": "again"})
     delivery_id = delivery_id_for(event_id, hook["id"])
@@ -277,12 +281,11 @@ async def _rows_when(pool: asyncpg.Pool, delivery_id: str, n: int) -> list[async
 
 
 async def test_a_sender_giving_up_its_partitions_resends_the_hung_request_only(
-    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, org: str
+    pipeline: Pipeline, api: Api, receiver: Receiver, pool: asyncpg.Pool, org: str
 ) -> None:
     """A rebalance (the owner stops): the request hanging past the 3 s hand-off is sent
     again, with the same delivery id, by the next owner; the deliveries done behind it
     are not."""
-    api = Api(pipeline.api_url)
     release = asyncio.Event()
     hung: list[Received] = []
 

@@ -50,6 +50,16 @@ async def org_token(client: TestClient, settings: Settings, org: str) -> dict[st
     return bearer((await resp.json())["token"])
 
 
+async def _owner(api: TestClient, settings: Settings, org: str) -> dict[str, str]:
+    return await org_token(api, settings, org)
+
+
+def owner_fixture() -> Any:
+    """The `owner` fixture: headers carrying a fresh token of the test's `org`, made through
+    the module's `api`; `owner = owner_fixture()` in the module."""
+    return pytest.fixture(name="owner")(_owner)
+
+
 async def make_webhook(
     client: TestClient,
     headers: dict[str, str],

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,13 +13,7 @@ import aiohttp
 from click.testing import CliRunner, Result
 
 from services.cli.main import cli
-from tests.e2e.harness import ServiceProcess, eventually
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.e2e.harness import ServiceProcess, free_port, wait_ready
 
 
 @dataclass
@@ -89,16 +82,8 @@ async def api_stack(service_env: dict[str, str]) -> AsyncIterator[Stack]:
         admin_token=service_env["HOOKLINE_ADMIN_TOKEN"],
     )
 
-    async def ready() -> bool:
-        assert proc.alive, proc.tail()
-        try:
-            async with aiohttp.ClientSession() as s, s.get(stack.url + "/readyz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
     try:
-        await eventually(ready, timeout=60, what="the API's /readyz")
+        await wait_ready(stack.url, [proc], what="the API's /readyz", timeout=60)
         yield stack
     finally:
         proc.stop()

@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from tests.integration.log_rows import delivery_of, insert, insert_summary
+
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -46,38 +48,35 @@ async def log_attempt(
     delivery_id = delivery_id or uuid.uuid4()
     at = at or datetime.now(UTC)
     event_id = "evt-" + uuid.uuid4().hex[:8]
-    await pool.execute(
-        "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type,"
-        " attempt, trigger, outcome, started_at, duration_ms, request_headers, request_body,"
-        " response_status, response_headers, response_body, error, resolved_ip)"
-        " VALUES ($1, $2, $3, $4, $13, 1, 'auto', $5, $6, 12.5, $7, $8, $9, $10, $11, $12,"
-        " '127.0.0.1')",
-        delivery_id,
-        uuid.UUID(webhook["id"]),
-        webhook["scope"]["org"],
-        event_id,
-        outcome,
-        at,
-        {"Content-Type": "application/json", "X-Hookline-Event": "push"},
-        '{"event":"push","ref":"refs/heads/main"}',
-        status,
-        response_headers or {"Server": "test"},
-        response_body,
-        None if outcome == "succeeded" else "http_status",
-        event_type,
+    error = None if outcome == "succeeded" else "http_status"
+    delivery = delivery_of(webhook, delivery_id, event_id, event_type)
+    await insert(
+        pool,
+        "delivery_attempts",
+        delivery
+        | {
+            "attempt": 1,
+            "trigger": "auto",
+            "outcome": outcome,
+            "started_at": at,
+            "duration_ms": 12.5,
+            "request_headers": {"Content-Type": "application/json", "X-Hookline-Event": "push"},
+            "request_body": '{"event":"push","ref":"refs/heads/main"}',
+            "response_status": status,
+            "response_headers": response_headers or {"Server": "test"},
+            "response_body": response_body,
+            "error": error,
+            "resolved_ip": "127.0.0.1",
+        },
     )
-    await pool.execute(
-        "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status, attempts,"
-        " first_at, last_at, last_error, last_status)"
-        " VALUES ($1, $2, $3, $4, $9, $5, 1, $6, $6, $7, $8)",
-        delivery_id,
-        uuid.UUID(webhook["id"]),
-        webhook["scope"]["org"],
-        event_id,
-        "dead" if outcome == "dead" else outcome,
-        at,
-        None if outcome == "succeeded" else "http_status",
-        status,
-        event_type,
+    await insert_summary(
+        pool,
+        delivery,
+        status=outcome,
+        attempts=1,
+        first_at=at,
+        last_at=at,
+        last_error=error,
+        last_status=status,
     )
     return str(delivery_id)

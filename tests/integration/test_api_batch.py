@@ -17,22 +17,22 @@ from tests.integration.api_support import (
     api_fixture,
     error_of,
     new_repo,
-    org_token,
     outbox_rows,
+    owner_fixture,
 )
 
 api = api_fixture()
+owner = owner_fixture()
 
 
 async def test_each_event_gets_the_single_routes_answer(
-    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo, other_repo = new_repo(), new_repo()
     first = await api.post(
         f"/api/v1/repos/{org}/{other_repo}/events",
         json={"event": "push", "id": "taken", "payload": {}},
-        headers=h,
+        headers=owner,
     )
     assert first.status == 202
     events = [
@@ -44,7 +44,7 @@ async def test_each_event_gets_the_single_routes_answer(
         {"org": org, "repo": repo, "event": "push", "id": "taken", "payload": {}},
         "not an object",
     ]
-    resp = await api.post("/api/v1/events/batch", json={"events": events}, headers=h)
+    resp = await api.post("/api/v1/events/batch", json={"events": events}, headers=owner)
     assert resp.status == 200, await resp.text()
     results = (await resp.json())["results"]
     assert [r["index"] for r in results] == list(range(len(events)))
@@ -56,7 +56,7 @@ async def test_each_event_gets_the_single_routes_answer(
     assert sorted(e.id for e in published) == sorted(["a", results[1]["event_id"]])
     assert next(e for e in published if e.id == "a").payload == {"n": 1}
     # Sent again, the whole batch is duplicates: nothing more is published.
-    again = await api.post("/api/v1/events/batch", json={"events": events[:2]}, headers=h)
+    again = await api.post("/api/v1/events/batch", json={"events": events[:2]}, headers=owner)
     assert [r["status"] for r in (await again.json())["results"]] == [200, 202]
     assert len(await _values(pool, org, repo)) == 3
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import asyncpg
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
@@ -24,10 +25,28 @@ from tests.integration.api_support import (
     make_webhook,
     org_token,
 )
+from tests.integration.log_rows import delivery_of, insert, insert_summary
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 api = api_fixture()
+
+
+Owned = tuple[dict[str, str], dict[str, Any]]  # an org token's headers, a webhook it made
+
+
+@pytest.fixture
+async def owned(api: TestClient, settings: Settings, org: str) -> Owned:
+    """An org token's headers, and a webhook of the org it made."""
+    h = await org_token(api, settings, org)
+    return h, await make_webhook(api, h, org)
+
+
+@pytest.fixture
+async def admin_owned(api: TestClient, settings: Settings, org: str) -> Owned:
+    """The admin token's headers, and a webhook of the org it made."""
+    h = admin(settings)
+    return h, await make_webhook(api, h, org)
 
 
 async def log_delivery(
@@ -45,53 +64,38 @@ async def log_delivery(
     delivery_id = uuid.uuid4()
     event_id = "evt-" + uuid.uuid4().hex[:8]
     body = body if body is not None else orjson.dumps({"event": event_type, "n": 1}).decode()
+    delivery = delivery_of(webhook, delivery_id, event_id, event_type)
     for n, outcome in enumerate(outcomes, start=1):
-        await pool.execute(
-            "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type,"
-            " attempt, trigger, outcome, started_at, duration_ms, request_headers, request_body,"
-            " response_status, response_headers, response_body, error)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            delivery_id,
-            uuid.UUID(webhook["id"]),
-            webhook["scope"]["org"],
-            event_id,
-            event_type,
-            n,
-            "auto" if n == 1 else "retry",
-            outcome,
-            at + timedelta(seconds=n),
-            duration_ms * n,
-            {"Content-Type": "application/json"},
-            body,
-            200 if outcome == "succeeded" else 500,
-            {"Server": "x"},
-            "r" * 20_000,
-            None if outcome == "succeeded" else "http_status",
+        ok = outcome == "succeeded"
+        await insert(
+            pool,
+            "delivery_attempts",
+            delivery
+            | {
+                "attempt": n,
+                "trigger": "auto" if n == 1 else "retry",
+                "outcome": outcome,
+                "started_at": at + timedelta(seconds=n),
+                "duration_ms": duration_ms * n,
+                "request_headers": {"Content-Type": "application/json"},
+                "request_body": body,
+                "response_status": 200 if ok else 500,
+                "response_headers": {"Server": "x"},
+                "response_body": "r" * 20_000,
+                "error": None if ok else "http_status",
+            },
         )
-    await pool.execute(
-        "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status, attempts,"
-        " first_at, last_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        delivery_id,
-        uuid.UUID(webhook["id"]),
-        webhook["scope"]["org"],
-        event_id,
-        event_type,
-        status,
-        len(outcomes),
-        at + timedelta(seconds=1),
-        at + timedelta(seconds=len(outcomes)),
+    first, last = at + timedelta(seconds=1), at + timedelta(seconds=len(outcomes))
+    await insert_summary(
+        pool, delivery, status=status, attempts=len(outcomes), first_at=first, last_at=last
     )
     return str(delivery_id)
 
 
 async def test_list_pages_newest_first_with_filters(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, owned: Owned
 ) -> None:
-    h = await org_token(api, settings, org)
-    wh = await make_webhook(api, h, org)
+    h, wh = owned
     ids = []
     for i in range(7):
         status = "succeeded" if i % 2 else "failed"
@@ -130,13 +134,8 @@ async def test_list_pages_newest_first_with_filters(
     assert first["event"] == "push" and first["attempts"] == 1 and first["status"] == "failed"
 
 
-async def test_list_rejects_bad_parameters_naming_them(
-    api: TestClient,
-    settings: Settings,
-    org: str,
-) -> None:
-    h = admin(settings)
-    wh = await make_webhook(api, h, org)
+async def test_list_rejects_bad_parameters_naming_them(api: TestClient, admin_owned: Owned) -> None:
+    h, wh = admin_owned
     base = f"/api/v1/webhooks/{wh['id']}/deliveries"
     for query, field in [
         ("cursor=garbage!", "cursor"),
@@ -159,9 +158,9 @@ async def test_get_delivery_with_attempts_and_cut_bodies(
     settings: Settings,
     pool: asyncpg.Pool,
     org: str,
+    owned: Owned,
 ) -> None:
-    h = await org_token(api, settings, org)
-    wh = await make_webhook(api, h, org)
+    h, wh = owned
     did = await log_delivery(pool, wh, status="dead", at=T0, outcomes=("failed", "dead"))
     resp = await api.get(f"/api/v1/deliveries/{did}", headers=h)
     assert resp.status == 200
@@ -186,13 +185,9 @@ async def test_get_delivery_with_attempts_and_cut_bodies(
 
 
 async def test_redeliver_enqueues_the_next_attempt(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, org: str, owned: Owned
 ) -> None:
-    h = await org_token(api, settings, org)
-    wh = await make_webhook(api, h, org)
+    h, wh = owned
     did = await log_delivery(pool, wh, status="dead", at=T0, outcomes=("failed", "failed", "dead"))
     resp = await api.post(f"/api/v1/deliveries/{did}/redeliver", headers=h)
     assert resp.status == 202
@@ -222,13 +217,9 @@ async def test_redeliver_decodes_a_form_body(
 
 
 async def test_redeliver_after_a_skipped_attempt_sends_the_last_logged_body(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, org: str, admin_owned: Owned
 ) -> None:
-    h = admin(settings)
-    wh = await make_webhook(api, h, org)
+    h, wh = admin_owned
     did = await log_delivery(pool, wh, status="skipped", at=T0, outcomes=("failed",))
     # Then the webhook was disabled: a skipped attempt with no request logged.
     await pool.execute(
@@ -245,26 +236,18 @@ async def test_redeliver_after_a_skipped_attempt_sends_the_last_logged_body(
 
 
 async def test_redeliver_after_the_webhook_was_deleted_is_409(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, admin_owned: Owned
 ) -> None:
-    h = admin(settings)
-    wh = await make_webhook(api, h, org)
+    h, wh = admin_owned
     did = await log_delivery(pool, wh, status="failed", at=T0)
     assert (await api.delete(f"/api/v1/webhooks/{wh['id']}", headers=h)).status == 204
     await error_of(await api.post(f"/api/v1/deliveries/{did}/redeliver", headers=h), 409)
 
 
 async def test_concurrent_redeliveries_never_share_an_attempt_number(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, owned: Owned
 ) -> None:
-    h = await org_token(api, settings, org)
-    wh = await make_webhook(api, h, org)
+    h, wh = owned
     did = await log_delivery(pool, wh, status="dead", at=T0, outcomes=("failed", "dead"))
     path = f"/api/v1/deliveries/{did}/redeliver"
     answers = await asyncio.gather(*(api.post(path, headers=h) for _ in range(4)))
@@ -279,13 +262,9 @@ async def test_concurrent_redeliveries_never_share_an_attempt_number(
 
 
 async def test_recover_redelivers_failed_and_dead_since(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, owned: Owned
 ) -> None:
-    h = await org_token(api, settings, org)
-    wh = await make_webhook(api, h, org)
+    h, wh = owned
     old = await log_delivery(pool, wh, status="failed", at=T0 - timedelta(days=2))
     dead = await log_delivery(pool, wh, status="dead", at=T0, outcomes=("failed", "dead"))
     failed = await log_delivery(pool, wh, status="failed", at=T0 + timedelta(minutes=1))
@@ -303,14 +282,8 @@ async def test_recover_redelivers_failed_and_dead_since(
         assert (await error_of(await api.post(path, json=body, headers=h), 422))["field"] == field
 
 
-async def test_stats(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
-) -> None:
-    h = await org_token(api, settings, org)
-    wh = await make_webhook(api, h, org)
+async def test_stats(api: TestClient, pool: asyncpg.Pool, owned: Owned) -> None:
+    h, wh = owned
     path = f"/api/v1/webhooks/{wh['id']}/stats"
     empty = await (await api.get(path, headers=h)).json()
     assert empty == {
@@ -347,13 +320,9 @@ async def _delivery_messages(pool: asyncpg.Pool, webhook_id: str) -> list[bytes]
 
 
 async def test_recover_redelivers_at_most_10000_per_call_newest_first(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, org: str, owned: Owned
 ) -> None:
-    h = await org_token(api, settings, org)
-    wh = await make_webhook(api, h, org)
+    h, wh = owned
     wid = uuid.UUID(wh["id"])
     # 10,001 dead deliveries a second apart, each with its attempt and body in the log.
     await pool.execute(

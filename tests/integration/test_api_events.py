@@ -18,23 +18,21 @@ from tests.integration.api_support import (
     new_repo,
     org_token,
     outbox_rows,
+    owner_fixture,
 )
 
 api = api_fixture()
+owner = owner_fixture()
 
 
 async def test_ingest_writes_the_event_to_the_outbox(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
     resp = await api.post(
         f"/api/v1/repos/{org}/{repo}/events",
         json={"event": "pull_request", "action": "opened", "payload": {"number": 7}},
-        headers=h,
+        headers=owner,
     )
     assert resp.status == 202
     event_id = (await resp.json())["event_id"]
@@ -55,21 +53,17 @@ async def test_ingest_writes_the_event_to_the_outbox(
 
 
 async def test_repeated_id_answers_200_and_enqueues_nothing_more(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
     body = {"event": "push", "id": f"{org}-evt-1", "payload": {"ref": "refs/heads/main"}}
-    first = await api.post(f"/api/v1/repos/{org}/{repo}/events", json=body, headers=h)
-    second = await api.post(f"/api/v1/repos/{org}/{repo}/events", json=body, headers=h)
+    first = await api.post(f"/api/v1/repos/{org}/{repo}/events", json=body, headers=owner)
+    second = await api.post(f"/api/v1/repos/{org}/{repo}/events", json=body, headers=owner)
     assert (first.status, second.status) == (202, 200)
     assert (await first.json())["event_id"] == (await second.json())["event_id"] == body["id"]
     assert len(await outbox_rows(pool, EVENTS, f"{org}/{repo}")) == 1
     # The same id from another repository is refused, not silently dropped.
-    resp = await api.post(f"/api/v1/repos/{org}/{new_repo()}/events", json=body, headers=h)
+    resp = await api.post(f"/api/v1/repos/{org}/{new_repo()}/events", json=body, headers=owner)
     assert (await error_of(resp, 409))["field"] == "id"
     # Ids are per org: another tenant's use of the same id neither blocks nor shows.
     other = org + "-b"
@@ -146,16 +140,15 @@ async def test_rate_limit_per_org_is_429_with_retry_after(provisioned: Settings,
 
 
 async def test_deep_nesting_and_huge_integers_are_422_not_500(
-    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
     path = f"/api/v1/repos/{org}/{repo}/events"
     for depth in (254, 600, 1023):
         nested = b'{"event":"push","payload":{"x":' + b"[" * depth + b"]" * depth + b"}}"
-        err = await error_of(await api.post(path, data=nested, headers=h), 422)
+        err = await error_of(await api.post(path, data=nested, headers=owner), 422)
         assert err["field"] == "body" and "nests deeper" in err["message"]
     huge = b'{"event":"push","payload":{"n":123456789012345678901234567890}}'
-    err = await error_of(await api.post(path, data=huge, headers=h), 422)
+    err = await error_of(await api.post(path, data=huge, headers=owner), 422)
     assert "64 bits" in err["message"]
     assert await outbox_rows(pool, EVENTS, f"{org}/{repo}") == []

@@ -17,9 +17,11 @@ from tests.integration.api_support import (
     error_of,
     make_webhook,
     org_token,
+    owner_fixture,
 )
 
 api = api_fixture()
+owner = owner_fixture()
 NULLS = dict.fromkeys(RANGES)
 
 
@@ -61,30 +63,29 @@ async def test_limits_are_admin_only_and_validated(
 
 
 async def test_webhook_counts_follow_the_orgs_limits(
-    api: TestClient, settings: Settings, org: str
+    api: TestClient, settings: Settings, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     path = f"/api/v1/orgs/{org}/limits"
     limits = {"max_webhooks_per_repo": 2, "max_org_webhooks": 1}
     assert (await api.put(path, json=limits, headers=admin(settings))).status == 200
     for _ in range(2):
-        await make_webhook(api, h, org, "widgets")
+        await make_webhook(api, owner, org, "widgets")
     over = await api.post(
         f"/api/v1/repos/{org}/widgets/webhooks",
-        json={"url": "http://127.0.0.1:9/h", "events": ["push"]},
-        headers=h,
+        json={"url": "http://127.0.0.1:9/owner", "events": ["push"]},
+        headers=owner,
     )
     assert "limit is 2" in (await error_of(over, 409))["message"]
-    await make_webhook(api, h, org, None)
+    await make_webhook(api, owner, org, None)
     over = await api.post(
         f"/api/v1/orgs/{org}/webhooks",
-        json={"url": "http://127.0.0.1:9/h", "events": ["push"]},
-        headers=h,
+        json={"url": "http://127.0.0.1:9/owner", "events": ["push"]},
+        headers=owner,
     )
     assert "limit is 1" in (await error_of(over, 409))["message"]
     inbound = f"/api/v1/orgs/{org}/inbound-webhooks"
-    assert (await api.post(inbound, json={"name": "a"}, headers=h)).status == 201
-    await error_of(await api.post(inbound, json={"name": "b"}, headers=h), 409)
+    assert (await api.post(inbound, json={"name": "a"}, headers=owner)).status == 201
+    await error_of(await api.post(inbound, json={"name": "b"}, headers=owner), 409)
 
 
 async def test_org_level_webhooks_have_a_default_limit(provisioned: Settings, org: str) -> None:
@@ -102,20 +103,21 @@ async def test_org_level_webhooks_have_a_default_limit(provisioned: Settings, or
 
 
 async def test_ingest_and_inbound_rates_follow_the_orgs_limits(
-    api: TestClient, settings: Settings, org: str
+    api: TestClient, settings: Settings, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     limits = {"ingest_rate_per_min": 2, "inbound_rate_per_hook": 3}
     put = await api.put(f"/api/v1/orgs/{org}/limits", json=limits, headers=admin(settings))
     assert put.status == 200
     body = {"event": "push", "payload": {}}
     statuses = [
-        (await api.post(f"/api/v1/repos/{org}/r/events", json=body, headers=h)).status
+        (await api.post(f"/api/v1/repos/{org}/r/events", json=body, headers=owner)).status
         for _ in range(3)
     ]
     assert statuses == [202, 202, 429]
     created = await api.post(
-        f"/api/v1/repos/{org}/r/inbound-webhooks", json={"name": "n", "verify": "none"}, headers=h
+        f"/api/v1/repos/{org}/r/inbound-webhooks",
+        json={"name": "n", "verify": "none"},
+        headers=owner,
     )
     hook = await created.json()
     async with TestClient(TestServer(create_edge(settings, maintenance=False))) as edge:

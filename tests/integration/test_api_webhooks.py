@@ -20,37 +20,38 @@ from tests.integration.api_support import (
     make_webhook,
     org_token,
     outbox_rows,
+    owner_fixture,
 )
 
 api = api_fixture()
+owner = owner_fixture()
 
 
-async def test_repo_webhook_crud(api: TestClient, settings: Settings, org: str) -> None:
-    h = await org_token(api, settings, org)
-    created = await make_webhook(api, h, org, events=["pull_request", "push"], timeout_s=5)
+async def test_repo_webhook_crud(api: TestClient, org: str, owner: dict[str, str]) -> None:
+    created = await make_webhook(api, owner, org, events=["pull_request", "push"], timeout_s=5)
     assert created["secret"].startswith("whsec_")
     assert created["scope"] == {"org": org, "repo": "widgets"}
     assert created["events"] == ["pull_request", "push"] and created["active"] is True
     wid = created["id"]
 
-    listed = await (await api.get(f"/api/v1/repos/{org}/widgets/webhooks", headers=h)).json()
+    listed = await (await api.get(f"/api/v1/repos/{org}/widgets/webhooks", headers=owner)).json()
     assert [w["id"] for w in listed["webhooks"]] == [wid]
     assert "secret" not in listed["webhooks"][0]
 
-    got = await api.get(f"/api/v1/webhooks/{wid}", headers=h)
+    got = await api.get(f"/api/v1/webhooks/{wid}", headers=owner)
     assert got.status == 200 and "secret" not in await got.json()
 
     resp = await api.patch(
-        f"/api/v1/webhooks/{wid}", json={"active": False, "description": "off"}, headers=h
+        f"/api/v1/webhooks/{wid}", json={"active": False, "description": "off"}, headers=owner
     )
     assert resp.status == 200
     patched = await resp.json()
     assert patched["active"] is False and patched["description"] == "off"
     assert "secret" not in patched
 
-    assert (await api.delete(f"/api/v1/webhooks/{wid}", headers=h)).status == 204
-    await error_of(await api.get(f"/api/v1/webhooks/{wid}", headers=h), 404)
-    await error_of(await api.delete(f"/api/v1/webhooks/{wid}", headers=h), 404)
+    assert (await api.delete(f"/api/v1/webhooks/{wid}", headers=owner)).status == 204
+    await error_of(await api.get(f"/api/v1/webhooks/{wid}", headers=owner), 404)
+    await error_of(await api.delete(f"/api/v1/webhooks/{wid}", headers=owner), 404)
 
 
 async def test_org_webhooks_are_listed_apart_from_repo_ones(
@@ -148,14 +149,10 @@ async def test_per_repo_limit_is_409(provisioned: Settings, org: str) -> None:
 
 
 async def test_ping_writes_one_single_shot_delivery(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
-    wid = (await make_webhook(api, h, org))["id"]
-    resp = await api.post(f"/api/v1/webhooks/{wid}/ping", headers=h)
+    wid = (await make_webhook(api, owner, org))["id"]
+    resp = await api.post(f"/api/v1/webhooks/{wid}/ping", headers=owner)
     assert resp.status == 202
     delivery_id = (await resp.json())["delivery_id"]
     rows = await outbox_rows(pool, DELIVERIES, wid)
@@ -177,14 +174,10 @@ async def _raw(pool: asyncpg.Pool, wid: str) -> bytes:
 
 
 async def test_rotate_secret(
-    api: TestClient,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    org: str,
+    api: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
-    created = await make_webhook(api, h, org)
-    resp = await api.post(f"/api/v1/webhooks/{created['id']}/rotate-secret", headers=h)
+    created = await make_webhook(api, owner, org)
+    resp = await api.post(f"/api/v1/webhooks/{created['id']}/rotate-secret", headers=owner)
     assert resp.status == 200
     body = await resp.json()
     assert set(body) == {"secret", "previous_expires_at"}
@@ -241,34 +234,34 @@ async def test_defaults_users_expect(api: TestClient, settings: Settings, org: s
     assert (await error_of(short, 422))["field"] == "secret"
 
 
-async def test_repo_scoped_paths_are_aliases(api: TestClient, settings: Settings, org: str) -> None:
-    h = await org_token(api, settings, org)
-    hook = await make_webhook(api, h, org, "widgets")
+async def test_repo_scoped_paths_are_aliases(
+    api: TestClient, org: str, owner: dict[str, str]
+) -> None:
+    hook = await make_webhook(api, owner, org, "widgets")
     scoped = f"/api/v1/repos/{org}/widgets/webhooks/{hook['id']}"
-    got = await api.get(scoped, headers=h)
+    got = await api.get(scoped, headers=owner)
     assert got.status == 200 and (await got.json())["id"] == hook["id"]
-    patched = await api.patch(scoped, json={"description": "via repo path"}, headers=h)
+    patched = await api.patch(scoped, json={"description": "via repo path"}, headers=owner)
     assert (await patched.json())["description"] == "via repo path"
-    assert (await api.post(scoped + "/ping", headers=h)).status == 202
+    assert (await api.post(scoped + "/ping", headers=owner)).status == 202
     # Another repo's (or org's) path does not reach it.
     for wrong in (
         f"/api/v1/repos/{org}/other/webhooks/{hook['id']}",
         f"/api/v1/repos/{org}x/widgets/webhooks/{hook['id']}",
     ):
-        await error_of(await api.get(wrong, headers=h), 404)
-        await error_of(await api.delete(wrong, headers=h), 404)
-        await error_of(await api.post(wrong + "/ping", headers=h), 404)
-    assert (await api.delete(scoped, headers=h)).status == 204
-    await error_of(await api.get(f"/api/v1/webhooks/{hook['id']}", headers=h), 404)
+        await error_of(await api.get(wrong, headers=owner), 404)
+        await error_of(await api.delete(wrong, headers=owner), 404)
+        await error_of(await api.post(wrong + "/ping", headers=owner), 404)
+    assert (await api.delete(scoped, headers=owner)).status == 204
+    await error_of(await api.get(f"/api/v1/webhooks/{hook['id']}", headers=owner), 404)
 
 
 async def test_test_sends_the_catalog_example_to_this_webhook_alone(
-    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
-    hook = await make_webhook(api, h, org, "widgets")
+    hook = await make_webhook(api, owner, org, "widgets")
     resp = await api.post(
-        f"/api/v1/webhooks/{hook['id']}/test", json={"event": "pull_request.opened"}, headers=h
+        f"/api/v1/webhooks/{hook['id']}/test", json={"event": "pull_request.opened"}, headers=owner
     )
     assert resp.status == 202, await resp.text()
     delivery_id = (await resp.json())["delivery_id"]
@@ -280,12 +273,12 @@ async def test_test_sends_the_catalog_example_to_this_webhook_alone(
     assert sent.event_type == "pull_request.opened"
     assert sent.body["type"] == "pull_request.opened" and sent.body["number"] == 42
     assert sent.body["repository"]["full_name"] == f"{org}/widgets"
-    plain = await api.post(f"/api/v1/webhooks/{hook['id']}/test", headers=h)
+    plain = await api.post(f"/api/v1/webhooks/{hook['id']}/test", headers=owner)
     assert plain.status == 202
     for body, field in (
         ({"event": "nope"}, "event"),
         ({"event": "ping"}, "event"),
         ({"x": 1}, "x"),
     ):
-        bad = await api.post(f"/api/v1/webhooks/{hook['id']}/test", json=body, headers=h)
+        bad = await api.post(f"/api/v1/webhooks/{hook['id']}/test", json=body, headers=owner)
         assert (await error_of(bad, 422))["field"] == field

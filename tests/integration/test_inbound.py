@@ -25,9 +25,11 @@ from tests.integration.api_support import (
     error_of,
     new_repo,
     org_token,
+    owner_fixture,
 )
 
 api = api_fixture()
+owner = owner_fixture()
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +73,9 @@ async def invocations(api: TestClient, h: dict[str, str], hook: dict[str, Any], 
 
 
 async def test_create_shows_the_url_and_the_secret_once(
-    api: TestClient, settings: Settings, org: str
+    api: TestClient, settings: Settings, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
-    hook = await make_inbound(api, h, org, "widgets", target="triage-bot")
+    hook = await make_inbound(api, owner, org, "widgets", target="triage-bot")
     assert hook["url"] == f"{settings.public_url}/hooks/in/{hook['id']}"
     assert hook["id"].startswith("ih_") and len(hook["id"]) >= 3 + 22  # >= 128 random bits
     assert hook["secret"].startswith("whsec_")
@@ -83,19 +84,18 @@ async def test_create_shows_the_url_and_the_secret_once(
     assert hook["active"] is True and hook["last_triggered_at"] is None
 
     listed = await (
-        await api.get(f"/api/v1/repos/{org}/widgets/inbound-webhooks", headers=h)
+        await api.get(f"/api/v1/repos/{org}/widgets/inbound-webhooks", headers=owner)
     ).json()
     assert [x["id"] for x in listed["inbound_webhooks"]] == [hook["id"]]
-    got = await (await api.get(f"/api/v1/inbound-webhooks/{hook['id']}", headers=h)).json()
+    got = await (await api.get(f"/api/v1/inbound-webhooks/{hook['id']}", headers=owner)).json()
     for shown in (listed["inbound_webhooks"][0], got):
         assert "secret" not in shown and hook["secret"] not in orjson.dumps(shown).decode()
 
 
 async def test_secret_is_encrypted_at_rest(
-    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
-    hook = await make_inbound(api, h, org, "widgets", secret="my-own-secret-1")
+    hook = await make_inbound(api, owner, org, "widgets", secret="my-own-secret-1")
     sealed = await pool.fetchval(
         "SELECT secret_enc FROM inbound_webhooks WHERE id = $1", hook["id"]
     )
@@ -104,9 +104,8 @@ async def test_secret_is_encrypted_at_rest(
 
 
 async def test_fields_are_validated_naming_the_field(
-    api: TestClient, settings: Settings, org: str
+    api: TestClient, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     path = f"/api/v1/repos/{org}/widgets/inbound-webhooks"
     for body, field in (
         ({}, "name"),
@@ -116,16 +115,15 @@ async def test_fields_are_validated_naming_the_field(
         ({"name": "x", "secret": "short"}, "secret"),
         ({"name": "x", "colour": "red"}, "colour"),
     ):
-        err = await error_of(await api.post(path, json=body, headers=h), 422)
+        err = await error_of(await api.post(path, json=body, headers=owner), 422)
         assert err["field"] == field, (body, err)
 
 
 async def test_another_orgs_inbound_webhook_is_404(
-    api: TestClient, settings: Settings, org: str
+    api: TestClient, settings: Settings, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     other = await org_token(api, settings, org + "-other")
-    hook = await make_inbound(api, h, org, None)
+    hook = await make_inbound(api, owner, org, None)
     base = f"/api/v1/inbound-webhooks/{hook['id']}"
     for method, path in (
         ("GET", base),
@@ -138,15 +136,14 @@ async def test_another_orgs_inbound_webhook_is_404(
         resp = await api.request(method, path, json={"active": False}, headers=other)
         await error_of(resp, 404)
     await error_of(await api.get(f"/api/v1/orgs/{org}/inbound-webhooks", headers=other), 404)
-    assert (await api.get(base, headers=h)).status == 200
+    assert (await api.get(base, headers=owner)).status == 200
 
 
 async def test_secret_header_call_becomes_an_event(
-    api: TestClient, edge: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
-    hook = await make_inbound(api, h, org, repo, target="deploy-agent")
+    hook = await make_inbound(api, owner, org, repo, target="deploy-agent")
     resp = await edge.post(
         path_of(hook),
         json={"message": "deploy please", "data": {"env": "prod"}},
@@ -163,7 +160,7 @@ async def test_secret_header_call_becomes_an_event(
     assert payload["data"] == {"message": "deploy please", "data": {"env": "prod"}}
     assert payload["inbound"]["webhook_id"] == hook["id"] and payload["inbound"]["name"] == "ci"
 
-    page = await invocations(api, h, hook)
+    page = await invocations(api, owner, hook)
     [inv] = page["invocations"]
     assert (inv["result"], inv["status"], inv["event_id"], inv["test"]) == (
         "accepted",
@@ -175,32 +172,30 @@ async def test_secret_header_call_becomes_an_event(
     assert hook["secret"] not in orjson.dumps(page).decode()
     assert orjson.loads(inv["body"])["message"] == "deploy please"
     assert inv["source_ip"] == "127.0.0.1"
-    got = await (await api.get(f"/api/v1/inbound-webhooks/{hook['id']}", headers=h)).json()
+    got = await (await api.get(f"/api/v1/inbound-webhooks/{hook['id']}", headers=owner)).json()
     assert got["last_triggered_at"] == inv["received_at"]
 
 
 async def test_a_wrong_or_missing_secret_is_401_logged_and_emits_nothing(
-    api: TestClient, edge: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
-    hook = await make_inbound(api, h, org, repo)
+    hook = await make_inbound(api, owner, org, repo)
     wrong = await edge.post(path_of(hook), json={}, headers={"X-Webhook-Secret": "whsec_nope"})
     assert "wrong" in (await error_of(wrong, 401))["message"]
     missing = await edge.post(path_of(hook), json={})
     assert "missing" in (await error_of(missing, 401))["message"]
     assert await events_of(pool, f"{org}/{repo}") == []
-    page = await invocations(api, h, hook, result="unauthorized")
+    page = await invocations(api, owner, hook, result="unauthorized")
     assert [i["status"] for i in page["invocations"]] == [401, 401]
     assert all(i["event_id"] is None for i in page["invocations"])
 
 
 async def test_github_and_standard_signatures(
-    api: TestClient, edge: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
-    gh = await make_inbound(api, h, org, repo, verify="github", name="gh")
+    gh = await make_inbound(api, owner, org, repo, verify="github", name="gh")
     body = orjson.dumps({"message": "signed"})
     signed = {
         "X-Hub-Signature-256": github_signature(gh["secret"], body),
@@ -210,7 +205,7 @@ async def test_github_and_standard_signatures(
     tampered = await edge.post(path_of(gh), data=body + b" ", headers=signed)
     await error_of(tampered, 401)
 
-    std = await make_inbound(api, h, org, repo, verify="standard", name="std")
+    std = await make_inbound(api, owner, org, repo, verify="standard", name="std")
     signer = StandardWebhook(std["secret"])
     now = int(time.time())
     headers = {
@@ -241,21 +236,19 @@ def _utc(epoch: int) -> Any:
 
 
 async def test_none_accepts_any_call_only_when_asked_for(
-    api: TestClient, edge: TestClient, settings: Settings, org: str
+    api: TestClient, edge: TestClient, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
-    hook = await make_inbound(api, h, org, "widgets", verify="none")
+    hook = await make_inbound(api, owner, org, "widgets", verify="none")
     assert (await edge.post(path_of(hook), json={"message": "hi"})).status == 202
-    default = await make_inbound(api, h, org, "widgets", name="default")
+    default = await make_inbound(api, owner, org, "widgets", name="default")
     await error_of(await edge.post(path_of(default), json={"message": "hi"}), 401)
 
 
 async def test_idempotency_key_emits_one_event(
-    api: TestClient, edge: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
-    hook = await make_inbound(api, h, org, repo)
+    hook = await make_inbound(api, owner, org, repo)
     headers = {"X-Webhook-Secret": hook["secret"], "Idempotency-Key": "build-42"}
     first = await edge.post(path_of(hook), json={"n": 1}, headers=headers)
     second = await edge.post(path_of(hook), json={"n": 2}, headers=headers)
@@ -263,39 +256,42 @@ async def test_idempotency_key_emits_one_event(
     event_id = (await first.json())["event_id"]
     assert await second.json() == {"event_id": event_id, "duplicate": True}
     assert [e["id"] for e in await events_of(pool, f"{org}/{repo}")] == [event_id]
-    results = [i["result"] for i in (await invocations(api, h, hook))["invocations"]]
+    results = [i["result"] for i in (await invocations(api, owner, hook))["invocations"]]
     assert results == ["duplicate", "accepted"]
 
 
 async def test_disabled_is_403_and_logged_deleted_is_404(
-    api: TestClient, edge: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
-    hook = await make_inbound(api, h, org, repo)
+    hook = await make_inbound(api, owner, org, repo)
     base = f"/api/v1/inbound-webhooks/{hook['id']}"
-    patched = await api.patch(base, json={"active": False}, headers=h)
+    patched = await api.patch(base, json={"active": False}, headers=owner)
     assert (await patched.json())["active"] is False
     secret = {"X-Webhook-Secret": hook["secret"]}
     err = await error_of(await edge.post(path_of(hook), json={}, headers=secret), 403)
     assert err["code"] == "disabled"
-    [inv] = (await invocations(api, h, hook))["invocations"]
+    [inv] = (await invocations(api, owner, hook))["invocations"]
     assert (inv["result"], inv["status"]) == ("disabled", 403)
 
-    await api.patch(base, json={"active": True}, headers=h)
+    await api.patch(base, json={"active": True}, headers=owner)
     assert (await edge.post(path_of(hook), json={}, headers=secret)).status == 202
-    assert (await api.delete(base, headers=h)).status == 204
+    assert (await api.delete(base, headers=owner)).status == 204
     await error_of(await edge.post(path_of(hook), json={}, headers=secret), 404)
-    await error_of(await api.get(base, headers=h), 404)
+    await error_of(await api.get(base, headers=owner), 404)
     assert len(await events_of(pool, f"{org}/{repo}")) == 1
 
 
 async def test_bodies_that_are_refused(
-    api: TestClient, edge: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient,
+    edge: TestClient,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    org: str,
+    owner: dict[str, str],
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
-    hook = await make_inbound(api, h, org, repo)
+    hook = await make_inbound(api, owner, org, repo)
     secret = {"X-Webhook-Secret": hook["secret"]}
     too_big = b'{"x":"' + b"a" * settings.max_payload_bytes + b'"}'
     await error_of(
@@ -317,18 +313,17 @@ async def test_bodies_that_are_refused(
         ),
         400,
     )
-    results = [i["result"] for i in (await invocations(api, h, hook))["invocations"]]
+    results = [i["result"] for i in (await invocations(api, owner, hook))["invocations"]]
     assert results == ["invalid_payload", "invalid_payload", "invalid_payload", "too_large"]
     assert await events_of(pool, f"{org}/{repo}") == []
     await error_of(await edge.post("/hooks/in/ih_unknown", json={}), 404)
 
 
 async def test_forms_and_curl_without_a_content_type(
-    api: TestClient, edge: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
     repo = new_repo()
-    hook = await make_inbound(api, h, org, repo, verify="none")
+    hook = await make_inbound(api, owner, org, repo, verify="none")
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     assert (
         await edge.post(path_of(hook), data=b"message=hi&tag=a&tag=b", headers=form)
@@ -364,12 +359,13 @@ async def test_rate_limit_per_hook_and_per_org(
 
 
 async def test_test_route_goes_the_same_way_and_is_marked(
-    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+    api: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
-    hook = await make_inbound(api, h, org, None, event="pipeline.run_completed")
+    hook = await make_inbound(api, owner, org, None, event="pipeline.run_completed")
     resp = await api.post(
-        f"/api/v1/inbound-webhooks/{hook['id']}/test", json={"payload": {"message": "t"}}, headers=h
+        f"/api/v1/inbound-webhooks/{hook['id']}/test",
+        json={"payload": {"message": "t"}},
+        headers=owner,
     )
     assert resp.status == 202, await resp.text()
     body = await resp.json()
@@ -377,18 +373,17 @@ async def test_test_route_goes_the_same_way_and_is_marked(
     assert event["id"] == body["event_id"] and event["repo"] is None
     assert event["type"] == "pipeline.run_completed"
     assert event["payload"]["inbound"]["invocation_id"] == body["invocation_id"]
-    [inv] = (await invocations(api, h, hook))["invocations"]
+    [inv] = (await invocations(api, owner, hook))["invocations"]
     assert inv["test"] is True and inv["id"] == body["invocation_id"]
-    empty = await api.post(f"/api/v1/inbound-webhooks/{hook['id']}/test", headers=h)
+    empty = await api.post(f"/api/v1/inbound-webhooks/{hook['id']}/test", headers=owner)
     assert empty.status == 202
 
 
 async def test_rotate_secret_replaces_it(
-    api: TestClient, edge: TestClient, settings: Settings, org: str
+    api: TestClient, edge: TestClient, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
-    hook = await make_inbound(api, h, org, "widgets")
-    resp = await api.post(f"/api/v1/inbound-webhooks/{hook['id']}/rotate-secret", headers=h)
+    hook = await make_inbound(api, owner, org, "widgets")
+    resp = await api.post(f"/api/v1/inbound-webhooks/{hook['id']}/rotate-secret", headers=owner)
     new = (await resp.json())["secret"]
     assert new != hook["secret"]
     await error_of(
@@ -400,24 +395,25 @@ async def test_rotate_secret_replaces_it(
 
 
 async def test_invocations_page_with_a_cursor(
-    api: TestClient, edge: TestClient, settings: Settings, org: str
+    api: TestClient, edge: TestClient, org: str, owner: dict[str, str]
 ) -> None:
-    h = await org_token(api, settings, org)
-    hook = await make_inbound(api, h, org, "widgets", verify="none")
+    hook = await make_inbound(api, owner, org, "widgets", verify="none")
     for n in range(5):
         assert (await edge.post(path_of(hook), json={"n": n})).status == 202
     seen: list[int] = []
     cursor = None
     while True:
         q = {"limit": "2", **({"cursor": cursor} if cursor else {})}
-        page = await invocations(api, h, hook, **q)
+        page = await invocations(api, owner, hook, **q)
         seen += [orjson.loads(i["body"])["n"] for i in page["invocations"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert seen == [4, 3, 2, 1, 0]
     err = await error_of(
-        await api.get(f"/api/v1/inbound-webhooks/{hook['id']}/invocations?result=maybe", headers=h),
+        await api.get(
+            f"/api/v1/inbound-webhooks/{hook['id']}/invocations?result=maybe", headers=owner
+        ),
         422,
     )
     assert err["field"] == "result"

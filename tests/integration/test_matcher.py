@@ -38,6 +38,7 @@ from shared.kafka import (
 from shared.outbox import enqueue_event
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
+from tests.records import webhook_record
 
 WAIT_S = 60.0
 
@@ -138,21 +139,7 @@ async def pipeline(provisioned: Settings) -> AsyncIterator[Pipeline]:
 def hook(
     org: str, repo: str | None, events: tuple[str, ...], *, active: bool = True
 ) -> WebhookRecord:
-    return WebhookRecord(
-        id=str(uuid.uuid4()),
-        org=org,
-        repo=repo,
-        url="http://127.0.0.1:9/hook",
-        events=events,
-        active=active,
-        content_type="json",
-        timeout_s=10,
-        retry=None,
-        secret_enc="sealed",
-        previous_secret_enc=None,
-        previous_expires_at=None,
-        revision=1,
-    )
+    return webhook_record(id=str(uuid.uuid4()), org=org, repo=repo, events=events, active=active)
 
 
 def event(org: str, repo: str = "widgets", **over: object) -> bytes:

@@ -22,6 +22,7 @@ from shared.core.messages import decode_event
 from shared.kafka import EVENTS, make_producer
 from shared.outbox import CHANNEL, enqueue_event
 from tests.infra import ROOT
+from tests.integration.clients import started
 from tests.integration.test_relay import Tail, event_ids, insert_events, running
 
 # Far longer than any wait below: a row published in time was woken, not polled.
@@ -34,10 +35,10 @@ class Boom(Exception):
 
 @pytest.fixture
 async def producer(provisioned: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    p = make_producer(provisioned.kafka_bootstrap, client_id="test-promises-outbox")
-    await p.start()
-    yield p
-    await p.stop()
+    async with started(
+        make_producer(provisioned.kafka_bootstrap, client_id="test-promises-outbox")
+    ) as p:
+        yield p
 
 
 async def unpublished(pool: asyncpg.Pool, key: bytes) -> int:

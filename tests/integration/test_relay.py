@@ -34,6 +34,7 @@ from shared.kafka import (
 )
 from shared.outbox import enqueue, enqueue_event
 from tests.infra import ROOT
+from tests.integration.clients import started
 
 DEADLINE_S = 60.0
 
@@ -103,10 +104,24 @@ async def running(relay: Relay) -> AsyncIterator[asyncio.Task[None]]:
 
 @pytest.fixture
 async def producer(provisioned: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    p = make_producer(provisioned.kafka_bootstrap, client_id="test-relay")
-    await p.start()
-    yield p
-    await p.stop()
+    async with started(make_producer(provisioned.kafka_bootstrap, client_id="test-relay")) as p:
+        yield p
+
+
+@pytest.fixture
+async def tail(provisioned: Settings) -> AsyncIterator[Tail]:
+    """The events topic, read from its end as the test starts."""
+    async with started(Tail(provisioned.kafka_bootstrap, EVENTS)) as t:
+        yield t
+
+
+@pytest.fixture
+async def own_tail(provisioned: Settings) -> AsyncIterator[Tail]:
+    """A topic of the test's own (one partition), read from its start."""
+    topic = "test.relay." + uuid.uuid4().hex[:8]
+    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 1, {})])
+    async with started(Tail(provisioned.kafka_bootstrap, topic)) as t:
+        yield t
 
 
 async def insert_events(pool: asyncpg.Pool, org: str, n: int) -> list[str]:
@@ -137,40 +152,31 @@ def event_ids(messages: list[Any], org: str) -> list[str]:
 
 
 async def test_enqueued_events_reach_the_events_topic(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings, org: str
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings, org: str, tail: Tail
 ) -> None:
-    tail = await Tail(provisioned.kafka_bootstrap, EVENTS).start()
-    try:
-        ids = await insert_events(pool, org, 20)
-        async with running(Relay(pool, producer, dsn=provisioned.database_url)):
-            await tail.until(lambda ms: len(event_ids(ms, org)) >= 20)
-        mine = [m for m in tail.messages if m.key == f"{org}/r".encode()]
-        # One key, so one partition, in id order.
-        assert [orjson.loads(m.value)["id"] for m in mine] == ids
-        assert orjson.loads(mine[0].value)["type"] == "push"
-        assert len({m.partition for m in mine}) == 1
-    finally:
-        await tail.stop()
+    ids = await insert_events(pool, org, 20)
+    async with running(Relay(pool, producer, dsn=provisioned.database_url)):
+        await tail.until(lambda ms: len(event_ids(ms, org)) >= 20)
+    mine = [m for m in tail.messages if m.key == f"{org}/r".encode()]
+    # One key, so one partition, in id order.
+    assert [orjson.loads(m.value)["id"] for m in mine] == ids
+    assert orjson.loads(mine[0].value)["type"] == "push"
+    assert len({m.partition for m in mine}) == 1
     await wait_published(pool, org)
 
 
 async def test_headers_and_tombstones_are_published_as_written(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings, own_tail: Tail
 ) -> None:
-    topic = "test.relay." + uuid.uuid4().hex[:8]
-    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 1, {})])
-    tail = await Tail(provisioned.kafka_bootstrap, topic).start()
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, topic=topic, key="k1", value=b"v1", headers={"trace": "abc"})
-            await enqueue(conn, topic=topic, key="k1", value=None)
-        async with running(Relay(pool, producer, dsn=provisioned.database_url)):
-            await tail.until(lambda ms: len(ms) >= 2)
-        first, second = tail.messages
-        assert (first.key, first.value, list(first.headers)) == (b"k1", b"v1", [("trace", b"abc")])
-        assert (second.key, second.value) == (b"k1", None)
-    finally:
-        await tail.stop()
+    topic = own_tail.topic
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue(conn, topic=topic, key="k1", value=b"v1", headers={"trace": "abc"})
+        await enqueue(conn, topic=topic, key="k1", value=None)
+    async with running(Relay(pool, producer, dsn=provisioned.database_url)):
+        await own_tail.until(lambda ms: len(ms) >= 2)
+    first, second = own_tail.messages
+    assert (first.key, first.value, list(first.headers)) == (b"k1", b"v1", [("trace", b"abc")])
+    assert (second.key, second.value) == (b"k1", None)
 
 
 async def test_two_relays_publish_each_row_exactly_once(
@@ -215,26 +221,22 @@ class StallingProducer:
 
 
 async def test_relay_killed_mid_batch_loses_nothing(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings, org: str
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings, org: str, tail: Tail
 ) -> None:
-    tail = await Tail(provisioned.kafka_bootstrap, EVENTS).start()
-    try:
-        ids = await insert_events(pool, org, 300)
-        stalling = StallingProducer(producer, after=120)
-        crashed = Relay(pool, stalling, config=RelayConfig(batch_size=50))  # type: ignore[arg-type]
-        task = asyncio.create_task(crashed.run(asyncio.Event()))
-        await asyncio.wait_for(stalling.stalled.wait(), DEADLINE_S)
-        task.cancel()  # mid-batch: 20 rows of the third batch sent, none of it marked
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        assert crashed.published <= 120  # the stalled batch was rolled back, not marked
-        # A fresh relay takes over: every row reaches Kafka at least once.
-        async with running(Relay(pool, producer, dsn=provisioned.database_url)):
-            await wait_published(pool, org)
-        await tail.drain()
-        assert set(event_ids(tail.messages, org)) == set(ids)
-    finally:
-        await tail.stop()
+    ids = await insert_events(pool, org, 300)
+    stalling = StallingProducer(producer, after=120)
+    crashed = Relay(pool, stalling, config=RelayConfig(batch_size=50))  # type: ignore[arg-type]
+    task = asyncio.create_task(crashed.run(asyncio.Event()))
+    await asyncio.wait_for(stalling.stalled.wait(), DEADLINE_S)
+    task.cancel()  # mid-batch: 20 rows of the third batch sent, none of it marked
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert crashed.published <= 120  # the stalled batch was rolled back, not marked
+    # A fresh relay takes over: every row reaches Kafka at least once.
+    async with running(Relay(pool, producer, dsn=provisioned.database_url)):
+        await wait_published(pool, org)
+    await tail.drain()
+    assert set(event_ids(tail.messages, org)) == set(ids)
 
 
 async def test_prune_deletes_only_rows_published_over_an_hour_ago(
@@ -289,43 +291,34 @@ async def test_relay_process_publishes_and_stops_on_sigterm(
         await tail.stop()
 
 
-async def test_a_row_too_large_for_kafka_is_set_aside_and_the_rest_flows(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("k", b"x" * (MAX_MESSAGE_BYTES + 1), "exceeds"),  # too large for Kafka
+        (None, None, "a message needs a key or a value"),  # would stall the relay
+    ],
+    ids=["too-large", "without-key-or-value"],
+)
+async def test_a_row_kafka_cannot_take_is_set_aside_and_the_rest_flows(
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    provisioned: Settings,
+    own_tail: Tail,
+    key: str | None,
+    value: bytes | None,
+    reason: str,
 ) -> None:
-    topic = "test.relay.big." + uuid.uuid4().hex[:8]
-    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 1, {})])
-    tail = await Tail(provisioned.kafka_bootstrap, topic).start()
+    topic = own_tail.topic
     try:
         async with pool.acquire() as conn, conn.transaction():
-            big = await enqueue(conn, topic=topic, key="k", value=b"x" * (MAX_MESSAGE_BYTES + 1))
+            refused = await enqueue(conn, topic=topic, key=key, value=value)
             await enqueue(conn, topic=topic, key="k", value=b"after")
         async with running(Relay(pool, producer, dsn=provisioned.database_url)):
-            await tail.until(lambda ms: len(ms) >= 1)
-        assert [m.value for m in tail.messages] == [b"after"]
+            await own_tail.until(lambda ms: len(ms) >= 1)
+        assert [m.value for m in own_tail.messages] == [b"after"]
         row = await pool.fetchrow(
-            "SELECT published_at, refused_reason FROM outbox WHERE id = $1", big
+            "SELECT published_at, refused_reason FROM outbox WHERE id = $1", refused
         )
-        assert row["published_at"] is not None and "exceeds" in row["refused_reason"]
+        assert row["published_at"] is not None and reason in row["refused_reason"]
     finally:
-        await tail.stop()
-        await pool.execute("DELETE FROM outbox WHERE topic = $1", topic)
-
-
-async def test_a_row_without_key_or_value_is_set_aside_instead_of_stalling_the_relay(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, provisioned: Settings
-) -> None:
-    topic = "test.relay.empty." + uuid.uuid4().hex[:8]
-    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 1, {})])
-    tail = await Tail(provisioned.kafka_bootstrap, topic).start()
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            empty = await enqueue(conn, topic=topic, key=None, value=None)
-            await enqueue(conn, topic=topic, key="k", value=b"after")
-        async with running(Relay(pool, producer, dsn=provisioned.database_url)):
-            await tail.until(lambda ms: len(ms) >= 1)
-        assert [m.value for m in tail.messages] == [b"after"]
-        reason = await pool.fetchval("SELECT refused_reason FROM outbox WHERE id = $1", empty)
-        assert reason == "a message needs a key or a value"
-    finally:
-        await tail.stop()
         await pool.execute("DELETE FROM outbox WHERE topic = $1", topic)

@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from services.relay.relay import Relay
 from shared.config import Settings
@@ -20,6 +19,8 @@ from shared.crypto import SecretBox
 from shared.kafka import TopicSpec, ensure_topics, make_producer
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
+from tests.integration.clients import started
+from tests.records import webhook_record
 
 WAIT_S = 30.0
 URL = "http://127.0.0.1:9/hook"
@@ -51,10 +52,8 @@ def store(pool: asyncpg.Pool, settings: Settings) -> WebhookStore:
 
 @pytest.fixture
 async def table(provisioned: Settings) -> AsyncIterator[WebhookTable]:
-    t = WebhookTable(provisioned.kafka_bootstrap, client_id="test-table")
-    await t.start()
-    yield t
-    await t.stop()
+    async with started(WebhookTable(provisioned.kafka_bootstrap, client_id="test-table")) as t:
+        yield t
 
 
 def ids(records: list[WebhookRecord]) -> set[str]:
@@ -121,21 +120,7 @@ async def test_a_table_started_later_is_complete_when_start_returns(
 def _record(
     org: str, revision: int, *, repo: str | None = "widgets", **kw: object
 ) -> WebhookRecord:
-    return WebhookRecord(
-        id=str(kw.pop("id", "hook-1")),
-        org=org,
-        repo=repo,
-        url=URL,
-        events=("push",),
-        active=bool(kw.pop("active", True)),
-        content_type="json",
-        timeout_s=10,
-        retry=None,
-        secret_enc="sealed",
-        previous_secret_enc=None,
-        previous_expires_at=None,
-        revision=revision,
-    )
+    return webhook_record(org=org, repo=repo, url=URL, revision=revision, **kw)
 
 
 async def test_put_ignores_older_revisions_and_moves_between_indexes(org: str) -> None:
@@ -152,53 +137,56 @@ async def test_put_ignores_older_revisions_and_moves_between_indexes(org: str) -
     assert len(table) == 0
 
 
+async def _own_topic(provisioned: Settings, *, partitions: int) -> str:
+    """A webhooks topic of the test's own."""
+    topic = "test.webhooks." + uuid.uuid4().hex[:8]
+    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, partitions, {})])
+    return topic
+
+
 async def test_bad_records_are_skipped_and_following_goes_on(
     provisioned: Settings, org: str
 ) -> None:
-    topic = "test.webhooks." + uuid.uuid4().hex[:8]
-    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 2, {})])
-    producer: AIOKafkaProducer = make_producer(provisioned.kafka_bootstrap, client_id="t")
-    await producer.start()
+    topic = await _own_topic(provisioned, partitions=2)
     table = WebhookTable(provisioned.kafka_bootstrap, client_id="test-bad", topic=topic)
-    try:
-        good = _record(org, 1, id="good")
-        await producer.send_and_wait(topic, key=b"junk", value=b"not json")
-        await producer.send_and_wait(topic, key=b"good", value=good.encode())
-        await producer.send_and_wait(topic, key=b"gone", value=_record(org, 1, id="gone").encode())
-        await producer.send_and_wait(topic, key=b"gone", value=None)
-        await table.start()
-        assert table.get("good") == good and table.get("gone") is None and len(table) == 1
+    producer = make_producer(provisioned.kafka_bootstrap, client_id="t")
+    async with started(producer):
+        try:
+            good = _record(org, 1, id="good")
+            await producer.send_and_wait(topic, key=b"junk", value=b"not json")
+            await producer.send_and_wait(topic, key=b"good", value=good.encode())
+            await producer.send_and_wait(
+                topic, key=b"gone", value=_record(org, 1, id="gone").encode()
+            )
+            await producer.send_and_wait(topic, key=b"gone", value=None)
+            await table.start()
+            assert table.get("good") == good and table.get("gone") is None and len(table) == 1
 
-        # Following: garbage, then an older revision, then a newer one.
-        await producer.send_and_wait(topic, key=b"good", value=b'{"id": "good"}')
-        await producer.send_and_wait(topic, key=b"good", value=replace(good, revision=0).encode())
-        newer = replace(good, revision=2, active=False)
-        await producer.send_and_wait(topic, key=b"good", value=newer.encode())
-        assert await table.wait_for_revision("good", 2, WAIT_S)
-        assert table.get("good") == newer and table.subscribers(org, "widgets") == []
-    finally:
-        with contextlib.suppress(Exception):
-            await table.stop()
-        await producer.stop()
+            # Following: garbage, then an older revision, then a newer one.
+            await producer.send_and_wait(topic, key=b"good", value=b'{"id": "good"}')
+            await producer.send_and_wait(
+                topic, key=b"good", value=replace(good, revision=0).encode()
+            )
+            newer = replace(good, revision=2, active=False)
+            await producer.send_and_wait(topic, key=b"good", value=newer.encode())
+            assert await table.wait_for_revision("good", 2, WAIT_S)
+            assert table.get("good") == newer and table.subscribers(org, "widgets") == []
+        finally:
+            with contextlib.suppress(Exception):
+                await table.stop()
 
 
 async def test_catch_up_returns_once_every_record_on_the_topic_is_in_the_table(
     provisioned: Settings, org: str
 ) -> None:
-    topic = "test.webhooks." + uuid.uuid4().hex[:8]
-    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 3, {})])
-    producer: AIOKafkaProducer = make_producer(provisioned.kafka_bootstrap, client_id="t")
-    await producer.start()
+    topic = await _own_topic(provisioned, partitions=3)
+    producer = make_producer(provisioned.kafka_bootstrap, client_id="t")
     # Right after the sends the background follower may still be behind the topic.
     table = WebhookTable(provisioned.kafka_bootstrap, client_id="test-catch-up", topic=topic)
-    try:
-        await table.start()
+    async with started(producer), started(table):
         for i in range(20):
             await producer.send_and_wait(
                 topic, key=f"h{i}".encode(), value=_record(org, 1, id=f"h{i}").encode()
             )
         assert await table.catch_up(timeout=10)
         assert all(table.get(f"h{i}") is not None for i in range(20))
-    finally:
-        await table.stop()
-        await producer.stop()

@@ -21,9 +21,9 @@ from shared.core.attempts import (
     delivery_status,
 )
 from shared.core.health import FailureStreak, health_deltas, should_disable
-from shared.core.messages import DeliveryMessage
 from shared.core.retry import RetryPolicy
 from shared.core.signing import verify_github, verify_standard
+from tests.records import delivery_message
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 POLICY = RetryPolicy(schedule=(10.0, 20.0))
@@ -91,15 +91,7 @@ def test_delivery_status_follows_the_outcome() -> None:
 
 
 def _request(content_type: str, secrets: list[str]) -> tuple[bytes, dict[str, str]]:
-    msg = DeliveryMessage(
-        delivery_id="d-1",
-        webhook_id="w",
-        org="o",
-        event_id="e",
-        event_type="push",
-        body={"event": "push", "n": 1, "text": "héllo & more"},
-        attempt=3,
-    )
+    msg = delivery_message(body={"event": "push", "n": 1, "text": "héllo & more"}, attempt=3)
     return build_request(
         msg,
         content_type=content_type,
@@ -139,7 +131,7 @@ def test_cut_text_keeps_16_kib() -> None:
     assert cut_text("é".encode() * 9000).startswith("é")
 
 
-def _row(webhook: str, outcome: str, at: int) -> AttemptRow:
+def _row(webhook: str, outcome: str, at: int, error: str | None = "http_status") -> AttemptRow:
     return AttemptRow(
         delivery_id="d",
         webhook_id=webhook,
@@ -150,7 +142,7 @@ def _row(webhook: str, outcome: str, at: int) -> AttemptRow:
         trigger="auto",
         outcome=outcome,
         started_at=NOW + timedelta(seconds=at),
-        error="http_status" if outcome in ("failed", "dead") else None,
+        error=error if outcome in ("failed", "dead") else None,
     )
 
 
@@ -173,17 +165,7 @@ def test_health_counts_failures_after_the_last_success() -> None:
 
 def test_a_dead_row_without_an_error_class_is_no_endpoint_failure() -> None:
     # Dead because this process could not decrypt the secret: nothing was sent.
-    unsent = AttemptRow(
-        delivery_id="d",
-        webhook_id="x",
-        org="o",
-        event_id="e",
-        event_type="push",
-        attempt=1,
-        trigger="auto",
-        outcome="dead",
-        started_at=NOW,
-    )
+    unsent = _row("x", "dead", 0, error=None)
     assert not unsent.counts_as_failure
     assert "x" not in health_deltas([unsent])
     assert health_deltas([_row("x", "failed", 0), unsent])["x"].failures == 1

@@ -11,6 +11,7 @@ from services.cli.hooks import scope_path
 from services.cli.session import CliSettings
 from services.cli.tail import Follower
 from shared.core.messages import DeliveryMessage
+from tests.records import delivery_message
 
 
 def test_scopes() -> None:
@@ -45,12 +46,9 @@ def test_tail_shows_each_logged_attempt_once() -> None:
 
 
 def test_a_replay_is_one_manual_attempt_due_now_numbered_by_the_sender() -> None:
-    dead = DeliveryMessage(
+    dead = delivery_message(
         delivery_id="5b0c1d1e-6f6f-4b6c-8e69-6e65686f6f6b",
         webhook_id="6b0c1d1e-6f6f-4b6c-8e69-6e65686f6f6b",
-        org="acme",
-        event_id="e1",
-        event_type="push",
         body={"event": "push"},
         attempt=6,
         trigger="retry",

@@ -19,6 +19,7 @@ from shared.core.messages import (
     delivery_id_for,
     make_event,
 )
+from tests.records import webhook_record
 
 
 def _event(**over: object) -> bytes:
@@ -219,20 +220,8 @@ def test_direct_published_event_with_a_nul_id_is_rejected_with_a_reason() -> Non
 
 
 def test_webhook_record_round_trip_and_bad_record() -> None:
-    record = WebhookRecord(
-        id="w",
-        org="acme",
-        repo=None,
-        url="https://example.com/hook",
-        events=("push", "pull_request.*"),
-        active=True,
-        content_type="json",
-        timeout_s=10,
-        retry=None,
-        secret_enc="gAAAA",
-        previous_secret_enc=None,
-        previous_expires_at=None,
-        revision=3,
+    record = webhook_record(
+        org="acme", repo=None, events=("push", "pull_request.*"), secret_enc="gAAAA", revision=3
     )
     assert WebhookRecord.decode(record.encode()) == record
     with pytest.raises(MessageError, match="bad webhook record"):

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 from shared.core.messages import WebhookRecord
 from shared.subscriptions import MAX_DELETED, WebhookTable
+from tests.records import webhook_record
 
 
 def _record(wid: str) -> WebhookRecord:
-    return WebhookRecord(
-        id=wid,
-        org="o",
-        repo="r",
-        url="http://127.0.0.1/",
-        events=("push",),
-        active=True,
-        content_type="json",
-        timeout_s=10,
-        retry=None,
-        secret_enc="sealed",
-        previous_secret_enc=None,
-        previous_expires_at=None,
-        revision=1,
-    )
+    return webhook_record(id=wid)
 
 
 async def test_deleted_ids_are_remembered_up_to_a_bound_newest_first() -> None:

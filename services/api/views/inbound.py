@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from services.api.auth import principal
-from services.api.bodies import API, json_response, path_name, query_int, read_json
+from services.api.bodies import API, json_response, path_scope, query_int, read_json
 from services.api.keys import INBOUND, INVOCATIONS, SETTINGS
 from services.api.paging import decode_cursor, encode_cursor, parse_time
 from shared.core.errors import NotFound, ValidationError
@@ -28,36 +28,20 @@ def _api(request: web.Request, hook: InboundWebhook) -> dict[str, Any]:
     return hook.to_api(request.app[SETTINGS].public_url)
 
 
-async def _create(request: web.Request, org: str, repo: str | None) -> web.Response:
-    principal(request).check_org(org)
+@routes.post(API + "/repos/{org}/{repo}/inbound-webhooks")
+@routes.post(API + "/orgs/{org}/inbound-webhooks")
+async def create_inbound(request: web.Request) -> web.Response:
+    org, repo = path_scope(request, principal(request))
     hook, secret = await request.app[INBOUND].create(org, repo, await read_json(request))
     return json_response({**_api(request, hook), "secret": secret}, status=201)
 
 
-async def _list(request: web.Request, org: str, repo: str | None) -> web.Response:
-    principal(request).check_org(org)
+@routes.get(API + "/repos/{org}/{repo}/inbound-webhooks")
+@routes.get(API + "/orgs/{org}/inbound-webhooks")
+async def list_inbound(request: web.Request) -> web.Response:
+    org, repo = path_scope(request, principal(request))
     hooks = await request.app[INBOUND].list(org, repo)
     return json_response({"inbound_webhooks": [_api(request, h) for h in hooks]})
-
-
-@routes.post(API + "/repos/{org}/{repo}/inbound-webhooks")
-async def create_repo_inbound(request: web.Request) -> web.Response:
-    return await _create(request, path_name(request, "org"), path_name(request, "repo"))
-
-
-@routes.get(API + "/repos/{org}/{repo}/inbound-webhooks")
-async def list_repo_inbound(request: web.Request) -> web.Response:
-    return await _list(request, path_name(request, "org"), path_name(request, "repo"))
-
-
-@routes.post(API + "/orgs/{org}/inbound-webhooks")
-async def create_org_inbound(request: web.Request) -> web.Response:
-    return await _create(request, path_name(request, "org"), None)
-
-
-@routes.get(API + "/orgs/{org}/inbound-webhooks")
-async def list_org_inbound(request: web.Request) -> web.Response:
-    return await _list(request, path_name(request, "org"), None)
 
 
 @routes.get(API + "/inbound-webhooks/{id}")

@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from services.api.auth import principal
-from services.api.bodies import API, json_response, path_name, read_json, read_object
+from services.api.bodies import API, json_response, path_scope, read_json, read_object
 from services.api.keys import POOL, RATES, REDELIVERY, SETTINGS, WEBHOOKS
 from services.api.paging import parse_time
 from shared.core.errors import NotFound, RateLimited, ValidationError
@@ -24,37 +24,21 @@ from shared.outbox import enqueue
 routes = web.RouteTableDef()
 
 
-async def _create(request: web.Request, org: str, repo: str | None) -> web.Response:
-    principal(request).check_org(org)
+@routes.post(API + "/repos/{org}/{repo}/webhooks")
+@routes.post(API + "/orgs/{org}/webhooks")
+async def create_webhook(request: web.Request) -> web.Response:
+    org, repo = path_scope(request, principal(request))
     body = await read_json(request)
     webhook, secret = await request.app[WEBHOOKS].create(org, repo, body)
     return json_response({**webhook.to_api(), "secret": secret}, status=201)
 
 
-async def _list(request: web.Request, org: str, repo: str | None) -> web.Response:
-    principal(request).check_org(org)
+@routes.get(API + "/repos/{org}/{repo}/webhooks")
+@routes.get(API + "/orgs/{org}/webhooks")
+async def list_webhooks(request: web.Request) -> web.Response:
+    org, repo = path_scope(request, principal(request))
     webhooks = await request.app[WEBHOOKS].list(org, repo)
     return json_response({"webhooks": [w.to_api() for w in webhooks]})
-
-
-@routes.post(API + "/repos/{org}/{repo}/webhooks")
-async def create_repo_webhook(request: web.Request) -> web.Response:
-    return await _create(request, path_name(request, "org"), path_name(request, "repo"))
-
-
-@routes.get(API + "/repos/{org}/{repo}/webhooks")
-async def list_repo_webhooks(request: web.Request) -> web.Response:
-    return await _list(request, path_name(request, "org"), path_name(request, "repo"))
-
-
-@routes.post(API + "/orgs/{org}/webhooks")
-async def create_org_webhook(request: web.Request) -> web.Response:
-    return await _create(request, path_name(request, "org"), None)
-
-
-@routes.get(API + "/orgs/{org}/webhooks")
-async def list_org_webhooks(request: web.Request) -> web.Response:
-    return await _list(request, path_name(request, "org"), None)
 
 
 # Each route on one webhook is also served under its repository's path, as GitHub-style

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from services.api.bodies import path_name
+from services.api.bodies import path_name, path_scope
 from services.api.console import queries
 from services.api.console.views import me, page, see_other
 from services.api.keys import POOL, WEBHOOKS
@@ -32,8 +32,10 @@ async def overview(request: web.Request) -> web.Response:
     )
 
 
-async def _listing(request: web.Request, org: str, repo: str | None) -> web.Response:
-    me(request).check_org(org)
+@routes.get("/orgs/{org}/webhooks")
+@routes.get("/repos/{org}/{repo}")
+async def webhook_list(request: web.Request) -> web.Response:
+    org, repo = path_scope(request, me(request))
     webhooks = await request.config_dict[WEBHOOKS].list(org, repo)
     health = await queries.health_of(
         request.config_dict[POOL], [w.id for w in webhooks], datetime.now(UTC)
@@ -43,13 +45,3 @@ async def _listing(request: web.Request, org: str, repo: str | None) -> web.Resp
         "webhooks.html",
         {"org": org, "repo": repo, "webhooks": webhooks, "health": health},
     )
-
-
-@routes.get("/orgs/{org}/webhooks")
-async def org_webhooks(request: web.Request) -> web.Response:
-    return await _listing(request, path_name(request, "org"), None)
-
-
-@routes.get("/repos/{org}/{repo}")
-async def repo_webhooks(request: web.Request) -> web.Response:
-    return await _listing(request, path_name(request, "org"), path_name(request, "repo"))

@@ -11,15 +11,15 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from services.api.bodies import path_name
 from services.api.console import forms, queries
 from services.api.console.render import event_groups
 from services.api.console.views import me, notice, page, read_form, see_other
+from services.api.console.views.editing import Editor
 from services.api.keys import DELIVERIES, POOL, REDELIVERY, WEBHOOKS
 from services.api.paging import parse_time
 from services.api.views.deliveries import deliveries_page, delivery_json
 from services.api.views.webhooks import enqueue_ping
-from shared.core.errors import Conflict, NotFound, ValidationError
+from shared.core.errors import NotFound, ValidationError
 from shared.core.events import EVENT_TYPES, FAMILIES
 from shared.core.webhooks import Webhook
 from shared.log.queries import STATUSES
@@ -30,10 +30,31 @@ PING_WAIT_S = 3.0  # Send test waits this long for the answer before showing the
 PING_REFRESH_S = 60  # then the page reloads itself while waiting, for at most this long
 
 
+EDITOR = Editor(
+    path="/webhooks",
+    new_path="/orgs/{org}/webhooks/new",
+    template="form.html",
+    name="webhook",
+    fields=forms,
+    store=WEBHOOKS,
+    choices=lambda: {"groups": event_groups(), "content_types": forms.CONTENT_TYPES},
+    added=lambda webhook: "Webhook added.",
+    disabled="Disabled.",
+    noun="webhook",
+    deleted=lambda webhook: f"Deleted the webhook to {webhook.url}.",
+    scope_path=lambda webhook: _scope_path(webhook),
+    rotated=lambda rotation: (
+        rotation.secret,
+        "New secret made. The previous one keeps signing (webhook-signature) until "
+        + rotation.previous_expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        + ".",
+    ),
+)
+EDITOR.add_routes(routes)
+
+
 async def _webhook(request: web.Request) -> Webhook:
-    found: Webhook = await request.config_dict[WEBHOOKS].get(
-        request.match_info["id"], me(request).org
-    )
+    found: Webhook = await EDITOR.item(request)
     return found
 
 
@@ -104,84 +125,6 @@ async def show(request: web.Request) -> web.Response:
     return await page(request, "webhook.html", context)
 
 
-def _form_context(values: dict[str, Any], errors: dict[str, str], **more: Any) -> dict[str, Any]:
-    return {
-        "values": values,
-        "errors": errors,
-        "groups": event_groups(),
-        "content_types": forms.CONTENT_TYPES,
-        **more,
-    }
-
-
-@routes.get("/orgs/{org}/webhooks/new")
-async def new_form(request: web.Request) -> web.Response:
-    org = path_name(request, "org")
-    me(request).check_org(org)
-    values = forms.blank(request.query.get("repo"))
-    return await page(request, "form.html", _form_context(values, {}, org=org, webhook=None))
-
-
-@routes.post("/orgs/{org}/webhooks/new")
-async def create(request: web.Request) -> web.Response:
-    org = path_name(request, "org")
-    me(request).check_org(org)
-    form = await read_form(request)
-    values = forms.submitted(form)
-    secret = form.get("secret")
-    try:
-        repo = values["repo"] or None
-        if repo is not None and (len(repo) > 100 or "/" in repo or not repo.isprintable()):
-            raise ValidationError("a repository name is 1-100 characters without '/'", field="repo")
-        body = forms.body_of(values, secret=secret if isinstance(secret, str) else None)
-        webhook, plain = await request.config_dict[WEBHOOKS].create(org, repo, body)
-    except (ValidationError, Conflict) as exc:
-        field = forms.form_field(exc.field) if isinstance(exc, ValidationError) else "form"
-        context = _form_context(values, {field: exc.message}, org=org, webhook=None)
-        return await page(request, "form.html", context, status=exc.http_status)
-    await notice(request, secret=plain, label="Secret", text="Webhook added.")
-    see_other(f"/webhooks/{webhook.id}")
-
-
-@routes.get("/webhooks/{id}/edit")
-async def edit_form(request: web.Request) -> web.Response:
-    webhook = await _webhook(request)
-    context = _form_context(forms.values_of(webhook), {}, org=webhook.org, webhook=webhook)
-    return await page(request, "form.html", context)
-
-
-@routes.post("/webhooks/{id}/edit")
-async def save(request: web.Request) -> web.Response:
-    webhook = await _webhook(request)
-    form = await read_form(request)
-    values = {**forms.submitted(form), "repo": webhook.repo or ""}
-    try:
-        body = forms.changes(webhook, forms.body_of(values))
-        if body:
-            await request.config_dict[WEBHOOKS].update(webhook.id, me(request).org, body)
-    except ValidationError as exc:
-        errors = {forms.form_field(exc.field): exc.message}
-        context = _form_context(values, errors, org=webhook.org, webhook=webhook)
-        return await page(request, "form.html", context, status=422)
-    await notice(request, text="Saved." if body else "Nothing changed.")
-    see_other(f"/webhooks/{webhook.id}")
-
-
-@routes.get("/webhooks/{id}/delete")
-async def confirm_delete(request: web.Request) -> web.Response:
-    webhook = await _webhook(request)
-    return await page(request, "delete.html", {"webhook": webhook})
-
-
-@routes.post("/webhooks/{id}/delete")
-async def delete(request: web.Request) -> web.Response:
-    webhook = await _webhook(request)
-    await read_form(request)
-    await request.config_dict[WEBHOOKS].delete(webhook.id, me(request).org)
-    await notice(request, text=f"Deleted the webhook to {webhook.url}.")
-    see_other(_scope_path(webhook))
-
-
 @routes.post("/webhooks/{id}/ping")
 async def send_test(request: web.Request) -> web.Response:
     """Send test: a ping to this webhook alone; waits briefly so the answer shows inline."""
@@ -196,37 +139,6 @@ async def send_test(request: web.Request) -> web.Response:
         except NotFound:
             await asyncio.sleep(0.2)
     see_other(f"/webhooks/{webhook.id}?ping={delivery_id}&sent={int(time.time())}#test")
-
-
-@routes.post("/webhooks/{id}/rotate-secret")
-async def rotate(request: web.Request) -> web.Response:
-    webhook = await _webhook(request)
-    await read_form(request)
-    rotation = await request.config_dict[WEBHOOKS].rotate(webhook.id, me(request).org)
-    text = "New secret made. The previous one keeps signing (webhook-signature) until " + (
-        rotation.previous_expires_at.strftime("%Y-%m-%d %H:%M UTC") + "."
-    )
-    await notice(request, secret=rotation.secret, label="Secret", text=text)
-    see_other(f"/webhooks/{webhook.id}")
-
-
-async def _set_active(request: web.Request, active: bool) -> web.Response:
-    webhook = await _webhook(request)
-    await read_form(request)
-    if webhook.active != active:
-        await request.config_dict[WEBHOOKS].update(webhook.id, me(request).org, {"active": active})
-    await notice(request, text="Enabled." if active else "Disabled.")
-    see_other(f"/webhooks/{webhook.id}")
-
-
-@routes.post("/webhooks/{id}/enable")
-async def enable(request: web.Request) -> web.Response:
-    return await _set_active(request, True)
-
-
-@routes.post("/webhooks/{id}/disable")
-async def disable(request: web.Request) -> web.Response:
-    return await _set_active(request, False)
 
 
 @routes.post("/webhooks/{id}/recover")
