@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tests.bench.load import JsonClients
 from tests.bench.phases import Bench, fmt, say
 
 CLIENTS = 32
@@ -32,26 +33,16 @@ def _body(phase: str, seq: int) -> bytes:
     )
 
 
-class Caller:
+class Caller(JsonClients):
     """Posts calls to one inbound URL and counts the answers."""
 
     def __init__(self, url: str, secret: str) -> None:
+        super().__init__({"X-Webhook-Secret": secret}, CLIENTS)
         self.url = url
-        self.headers = {"X-Webhook-Secret": secret, "Content-Type": "application/json"}
         self.seq = 0
         self.accepted: dict[str, int] = {}
         self.refused: dict[str, int] = {}
         self.last_error = ""
-        self.session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Caller:
-        connector = aiohttp.TCPConnector(limit=CLIENTS, limit_per_host=0)
-        self.session = aiohttp.ClientSession(connector=connector, headers=self.headers)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self.session is not None:
-            await self.session.close()
 
     async def one(self, phase: str) -> float | None:
         """One call; its accept time, or None if it was not accepted."""

@@ -18,7 +18,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-from tests.bench.load import push_payload
+from tests.bench.load import JsonClients, push_payload
 from tests.bench.phases import Bench, fmt, say
 
 CLIENTS = 32
@@ -30,27 +30,17 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-class Poster:
+class Poster(JsonClients):
     """Posts events to the API and counts what was accepted, with each request's time."""
 
     def __init__(self, base: str, token: str, org: str, repo: str) -> None:
+        super().__init__({"Authorization": f"Bearer {token}"}, CLIENTS)
         self.base = base.rstrip("/") + "/api/v1"
         self.org, self.repo = org, repo
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self.seq = 0
         self.accepted = 0
         self.refused: dict[str, int] = {}
         self.took_ms: list[float] = []
-        self.session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Poster:
-        connector = aiohttp.TCPConnector(limit=CLIENTS, limit_per_host=0)
-        self.session = aiohttp.ClientSession(connector=connector, headers=self.headers)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self.session is not None:
-            await self.session.close()
 
     def _refused(self, why: str) -> None:
         self.refused[why] = self.refused.get(why, 0) + 1

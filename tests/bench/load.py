@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import asyncpg
@@ -41,6 +41,25 @@ def push_payload(phase: str, seq: int) -> dict[str, Any]:
         },
         "compare": f"https://code.example.com/bench/compare/{sha[:12]}",
     }
+
+
+class JsonClients:
+    """One session for `limit` concurrent JSON posts (an async context manager); the
+    callers of a phase build on it."""
+
+    def __init__(self, headers: dict[str, str], limit: int = 32) -> None:
+        self.headers = {**headers, "Content-Type": "application/json"}
+        self.limit = limit
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        connector = aiohttp.TCPConnector(limit=self.limit, limit_per_host=0)
+        self.session = aiohttp.ClientSession(connector=connector, headers=self.headers)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.session is not None:
+            await self.session.close()
 
 
 class Api:

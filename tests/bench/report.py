@@ -55,150 +55,68 @@ def _get(results: dict[str, Any], *path: str) -> Any:
     return node
 
 
-def _check(value: Any, test: Any) -> bool | None:
-    return None if value is None else bool(test(value))
+# Each figure: (name, its dotted path in the results, unit, floor). A floor "" is shown for
+# information; "<= x" or ">= x" gives the verdict. "derived" holds the ratios to the ceiling.
+FIGURES: tuple[tuple[str, str, str, str], ...] = (
+    ("idle: CPU of all processes", "idle.cpu_percent", "% core", f"<= {IDLE_CPU_FLOOR:g}"),
+    ("sustained deliveries/s", "sustained.deliveries_per_s", "/s", ">= 3000"),
+    ("ceiling (bare aiohttp loop)", "ceiling.req_per_s", "req/s", ""),
+    ("end-to-end / ceiling (half via outbox)", "derived.outbox_ratio", "", ">= 0.8"),
+    ("core-s per 1,000 deliveries (sustained)", "sustained.core_s_per_1000", "core-s", "<= 0.2"),
+    ("sustained deliveries/s, all via HTTP ingest", "sustained_http.deliveries_per_s", "/s", ""),
+    ("end-to-end / ceiling (all via HTTP ingest)", "derived.http_ratio", "", ">= 0.6"),
+    (
+        "core-s per 1,000 deliveries (HTTP ingest)",
+        "sustained_http.core_s_per_1000",
+        "core-s",
+        "<= 0.2",
+    ),
+    ("ingest: events/s, one API, 32 clients", "ingest.single.events_per_s", "/s", ">= 3000"),
+    ("ingest: p99 per request", "ingest.single.p99_ms", "ms", "<= 50"),
+    ("ingest: events/s in batches of 500", "ingest.batch.events_per_s", "/s", ">= 20000"),
+    ("p50 at 1,000 deliveries/s", "latency.p50_ms", "ms", ""),
+    ("p99 at 1,000 deliveries/s", "latency.p99_ms", "ms", "<= 50"),
+    ("isolation: fast p99 without", "isolation.baseline_p99_ms", "ms", ""),
+    ("isolation: fast p99 with dead hook", "isolation.p99_ms", "ms", ""),
+    ("isolation: ratio with/without", "isolation.ratio", "x", "<= 1.2"),
+    ("inbound: accepted calls/s (32 clients)", "inbound.accepted_calls_per_s", "/s", ">= 2000"),
+    ("inbound: call->delivery p50", "inbound.paced.p50_ms", "ms", ""),
+    ("inbound: call->delivery p99", "inbound.paced.p99_ms", "ms", ""),
+)
+
+
+def verdict(value: float | None, floor: str) -> bool | None:
+    """Whether `value` meets `floor` ("<= x" / ">= x"); None when unmeasured or no floor."""
+    if value is None or not floor:
+        return None
+    op, target = floor.split()
+    return value <= float(target) if op == "<=" else value >= float(target)
+
+
+def _ratio(part: float | None, whole: float | None) -> float | None:
+    return round(part / whole, 3) if part and whole else None
 
 
 def floors(results: dict[str, Any], rss_peak_mb: dict[str, float]) -> list[Row]:
-    """Each figure of the issue "Benchmark and the first performance floor", with verdict."""
-    sustained = _get(results, "sustained", "deliveries_per_s")
+    """Each figure of the bench's issues, with its verdict."""
     ceiling = _get(results, "ceiling", "req_per_s")
-    ratio = sustained / ceiling if sustained and ceiling else None
-    http_rate = _get(results, "sustained_http", "deliveries_per_s")
-    http_ratio = http_rate / ceiling if http_rate and ceiling else None
-    p99 = _get(results, "latency", "p99_ms")
-    iso = _get(results, "isolation", "ratio")
-    idle_cpu = _get(results, "idle", "cpu_percent")
-    rows = [
-        Row(
-            "idle: CPU of all processes",
-            idle_cpu,
-            "% core",
-            f"<= {IDLE_CPU_FLOOR:g}",
-            _check(idle_cpu, lambda v: v <= IDLE_CPU_FLOOR),
-        ),
-        Row(
-            "sustained deliveries/s",
-            sustained,
-            "/s",
-            ">= 3000",
-            _check(sustained, lambda v: v >= 3000),
-        ),
-        Row("ceiling (bare aiohttp loop)", ceiling, "req/s", "", None),
-        Row(
-            "end-to-end / ceiling (half via outbox)",
-            round(ratio, 3) if ratio else None,
-            "",
-            ">= 0.8",
-            _check(ratio, lambda v: v >= 0.8),
-        ),
-        Row(
-            "core-s per 1,000 deliveries (sustained)",
-            _get(results, "sustained", "core_s_per_1000"),
-            "core-s",
-            "<= 0.2",
-            _check(_get(results, "sustained", "core_s_per_1000"), lambda v: v <= 0.2),
-        ),
-        Row(
-            "sustained deliveries/s, all via HTTP ingest",
-            http_rate,
-            "/s",
-            "",
-            None,
-        ),
-        Row(
-            "end-to-end / ceiling (all via HTTP ingest)",
-            round(http_ratio, 3) if http_ratio else None,
-            "",
-            ">= 0.6",
-            _check(http_ratio, lambda v: v >= 0.6),
-        ),
-        Row(
-            "core-s per 1,000 deliveries (HTTP ingest)",
-            _get(results, "sustained_http", "core_s_per_1000"),
-            "core-s",
-            "<= 0.2",
-            _check(_get(results, "sustained_http", "core_s_per_1000"), lambda v: v <= 0.2),
-        ),
-        Row(
-            "ingest: events/s, one API, 32 clients",
-            _get(results, "ingest", "single", "events_per_s"),
-            "/s",
-            ">= 3000",
-            _check(_get(results, "ingest", "single", "events_per_s"), lambda v: v >= 3000),
-        ),
-        Row(
-            "ingest: p99 per request",
-            _get(results, "ingest", "single", "p99_ms"),
-            "ms",
-            "<= 50",
-            _check(_get(results, "ingest", "single", "p99_ms"), lambda v: v <= 50),
-        ),
-        Row(
-            "ingest: events/s in batches of 500",
-            _get(results, "ingest", "batch", "events_per_s"),
-            "/s",
-            ">= 20000",
-            _check(_get(results, "ingest", "batch", "events_per_s"), lambda v: v >= 20000),
-        ),
-        Row("p50 at 1,000 deliveries/s", _get(results, "latency", "p50_ms"), "ms", "", None),
-        Row("p99 at 1,000 deliveries/s", p99, "ms", "<= 50", _check(p99, lambda v: v <= 50)),
-        Row(
-            "isolation: fast p99 without",
-            _get(results, "isolation", "baseline_p99_ms"),
-            "ms",
-            "",
-            None,
-        ),
-        Row(
-            "isolation: fast p99 with dead hook",
-            _get(results, "isolation", "p99_ms"),
-            "ms",
-            "",
-            None,
-        ),
-        Row("isolation: ratio with/without", iso, "x", "<= 1.2", _check(iso, lambda v: v <= 1.2)),
-    ]
-    calls = _get(results, "inbound", "accepted_calls_per_s")
-    rows += [
-        Row(
-            "inbound: accepted calls/s (32 clients)",
-            calls,
-            "/s",
-            ">= 2000",
-            _check(calls, lambda v: v >= 2000),
-        ),
-        Row(
-            "inbound: call->delivery p50",
-            _get(results, "inbound", "paced", "p50_ms"),
-            "ms",
-            "",
-            None,
-        ),
-        Row(
-            "inbound: call->delivery p99",
-            _get(results, "inbound", "paced", "p99_ms"),
-            "ms",
-            "",
-            None,
-        ),
-    ]
+    view = {
+        **results,
+        "derived": {
+            "outbox_ratio": _ratio(_get(results, "sustained", "deliveries_per_s"), ceiling),
+            "http_ratio": _ratio(_get(results, "sustained_http", "deliveries_per_s"), ceiling),
+        },
+    }
+    rows = []
+    for name, path, unit, floor in FIGURES:
+        value = _get(view, *path.split("."))
+        rows.append(Row(name, value, unit, floor, verdict(value, floor)))
     replicas = _get(results, "scale", "replicas") or {}
     for n, rate in sorted(replicas.items()):
         rows.append(Row(f"scale: deliveries/s with {n} sender(s)", rate, "/s", "", None))
     for name, mb in sorted(rss_peak_mb.items()):
-        if name in BENCH_OWN:
-            rows.append(Row(f"peak RSS {name}", mb, "MB", "", None))
-        else:
-            rows.append(
-                Row(
-                    f"peak RSS {name}",
-                    mb,
-                    "MB",
-                    f"<= {RSS_FLOOR_MB}",
-                    _check(mb, lambda v: v <= RSS_FLOOR_MB),
-                )
-            )
+        floor = "" if name in BENCH_OWN else f"<= {RSS_FLOOR_MB}"
+        rows.append(Row(f"peak RSS {name}", mb, "MB", floor, verdict(mb, floor)))
     return rows
 
 
