@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -115,12 +116,13 @@ def make_consumer(
     group_id: str | None,
     client_id: str,
     busy_fetch_wait_ms: int | None = None,
+    busy_min_bytes: int = 1,
     **kw: object,
 ) -> AIOKafkaConsumer:
     """Consumer with manual commits; starts at the earliest offset of a new group.
 
-    With `busy_fetch_wait_ms`, the consumer long-polls (`fetch_max_wait_ms`) while it holds
-    no unconsumed records and polls short only while it does (see `AdaptiveFetchConsumer`).
+    With `busy_fetch_wait_ms`, the consumer long-polls (`fetch_max_wait_ms`) while idle and
+    batches its fetches while records flow (see `AdaptiveFetchConsumer`).
     """
     options: dict[str, object] = {
         "auto_offset_reset": "earliest",
@@ -140,53 +142,72 @@ def make_consumer(
     if busy_fetch_wait_ms is None:
         return AIOKafkaConsumer(*topics, **common, **options)  # type: ignore[arg-type]
     return AdaptiveFetchConsumer(
-        *topics, busy_fetch_wait_ms=busy_fetch_wait_ms, **common, **options
+        *topics,
+        busy_fetch_wait_ms=busy_fetch_wait_ms,
+        busy_min_bytes=busy_min_bytes,
+        **common,
+        **options,
     )
 
 
 class AdaptiveFetchConsumer(AIOKafkaConsumer):  # type: ignore[misc]
-    """A consumer whose fetches wait long when it is idle and short when it is busy.
+    """A consumer whose fetches wait long while it is idle, and batch while records flow.
 
-    aiokafka sends one fetch per broker at a time, and leaves out of it the partitions
-    whose records are still buffered. While some are, a partition drained meanwhile waits
-    for the fetch in flight, so that fetch must be short (`busy_fetch_wait_ms`). While none
-    are (and none is paused), the fetch names every partition and the broker answers it
-    as soon as any of them has a record: a long wait (`fetch_max_wait_ms`) then costs no
-    latency, and spares the client and the broker the idle re-polls (a short poll of an
-    idle consumer is a request the broker parks and answers, a hundred a second at 10 ms).
+    aiokafka sends one fetch per broker at a time and leaves out of it the partitions
+    whose records are still buffered. Two modes, chosen as each fetch request is built:
 
-    The choice is made as each fetch request is built, in the fetcher's
-    `_get_actions_per_node` (aiokafka 0.14, pinned in pyproject.toml; a test checks the
-    waits it puts into requests).
+    - idle (no record fetched for `STREAM_WINDOW_S`, none buffered, none paused): the
+      fetch names every partition and waits up to `fetch_max_wait_ms` for one byte. The
+      broker answers as soon as any partition has a record, so the long wait costs no
+      latency and spares the client and the broker idle re-polls.
+    - streaming: the fetch waits at most `busy_fetch_wait_ms` for `busy_min_bytes`. With
+      one byte enough, a busy consumer fetched a handful of records per request, thousands
+      of requests a second, each a syscall on both ends and a request the broker handles
+      (a quarter of a saturated sender's CPU went to writing fetch requests). A short wait
+      for a batch bounds both what a record waits and how often the consumer asks.
+
+    The hook is the fetcher's `_get_actions_per_node` (aiokafka 0.14, pinned in
+    pyproject.toml; a test checks what it puts into requests).
     """
 
-    def __init__(self, *topics: str, busy_fetch_wait_ms: int, **kw: object) -> None:
+    def __init__(
+        self, *topics: str, busy_fetch_wait_ms: int, busy_min_bytes: int, **kw: object
+    ) -> None:
         super().__init__(*topics, **kw)
         self._busy_fetch_wait_ms = busy_fetch_wait_ms
+        self._busy_min_bytes = busy_min_bytes
+        self._data_at = float("-inf")  # when a fetched record was last seen buffered
 
     async def start(self) -> None:
         await super().start()
         fetcher = self._fetcher
-        idle_ms, busy_ms = fetcher._fetch_max_wait_ms, self._busy_fetch_wait_ms
+        idle_ms = fetcher._fetch_max_wait_ms
         plan = fetcher._get_actions_per_node
 
         def actions(assignment: object) -> object:
+            now = time.monotonic()
+            if fetcher._records:
+                self._data_at = now
             # A paused partition is left out of fetches too, and once resumed it would wait
-            # for the one in flight: poll short while any is.
-            busy = bool(fetcher._records) or bool(self.paused())
-            fetcher._fetch_max_wait_ms = busy_ms if busy else idle_ms
+            # for the one in flight: a long poll must not be out meanwhile.
+            if now - self._data_at < STREAM_WINDOW_S or self.paused():
+                fetcher._fetch_max_wait_ms = self._busy_fetch_wait_ms
+                fetcher._fetch_min_bytes = self._busy_min_bytes
+            else:
+                fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = idle_ms, 1
             return plan(assignment)
 
         fetcher._get_actions_per_node = actions
 
 
-# For the consumers on the delivery path (matcher, sender) while records are buffered:
-# aiokafka sends one fetch per broker at a time, so a partition whose records were just
-# consumed waits for the poll in flight before it is fetched again; a short poll bounds
-# that wait.
-HOT_PATH_FETCH_WAIT_MS = 10
-# The same consumers while nothing is buffered: a fetch then names every partition and
-# returns as soon as one has data, so only the idle re-polls get rarer.
+# The consumers on the delivery path (matcher, sender) while records flow: a fetch waits
+# at most this long for HOT_PATH_MIN_BYTES (about 40 deliveries) before it is answered.
+HOT_PATH_FETCH_WAIT_MS = 5
+HOT_PATH_MIN_BYTES = 64 * 1024
+# Records flowed this recently: the consumer is streaming.
+STREAM_WINDOW_S = 0.5
+# The same consumers while idle: a fetch names every partition and returns as soon as
+# one has a record, so only the idle re-polls get rarer.
 HOT_PATH_IDLE_FETCH_WAIT_MS = 1000
 # The delay tiers: a partition paused until its head is due is fetched again, once
 # resumed, after the fetch in flight; this bounds that lateness.

@@ -40,6 +40,7 @@ from shared.kafka import (
     EVENTS_REJECTED,
     HOT_PATH_FETCH_WAIT_MS,
     HOT_PATH_IDLE_FETCH_WAIT_MS,
+    HOT_PATH_MIN_BYTES,
     MATCHER_GROUP,
     MAX_MESSAGE_BYTES,
     REJECT_HEADER,
@@ -319,6 +320,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, group_id: str = GROU
                 client_id=name,
                 fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
                 busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
+                busy_min_bytes=HOT_PATH_MIN_BYTES,
             )
             matcher = Matcher(consumer, producer, table)
             consumer.subscribe([EVENTS], listener=matcher.listener)

@@ -18,6 +18,7 @@ from shared.db import create_pool
 from shared.kafka import (
     HOT_PATH_FETCH_WAIT_MS,
     HOT_PATH_IDLE_FETCH_WAIT_MS,
+    HOT_PATH_MIN_BYTES,
     IDLE_FETCH_WAIT_MS,
     SENDER_GROUP,
     make_consumer,
@@ -119,6 +120,7 @@ async def serve(
             client_id=name,
             fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
             busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
+            busy_min_bytes=HOT_PATH_MIN_BYTES,
         )
         offsets = Offsets()
 

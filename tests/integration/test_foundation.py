@@ -15,6 +15,7 @@ from shared.db import connect, migrate, migration_files
 from shared.kafka import (
     DELIVERIES,
     EVENTS,
+    STREAM_WINDOW_S,
     WEBHOOKS,
     AdaptiveFetchConsumer,
     TopicSpec,
@@ -134,8 +135,9 @@ async def test_idempotent_produce_and_manual_commit_round_trip(provisioned: Sett
 async def test_an_adaptive_consumer_long_polls_when_idle_yet_gets_a_new_record_at_once(
     provisioned: Settings,
 ) -> None:
-    """Idle, its fetch waits long (sparing the broker); a record still answers that fetch
-    at once; while records stay buffered, fetches are short again."""
+    """Idle, its fetch waits long for one byte (sparing the broker); a record still
+    answers that fetch at once; while records flow, fetches wait briefly for a batch; once
+    they stop, it long-polls again."""
     topic = "test.adaptive." + uuid.uuid4().hex[:8]
     await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 2, {})])
     idle_ms = 60_000  # far longer than the waits below: a record that waited for it is late
@@ -146,6 +148,7 @@ async def test_an_adaptive_consumer_long_polls_when_idle_yet_gets_a_new_record_a
         client_id="adaptive",
         fetch_max_wait_ms=idle_ms,
         busy_fetch_wait_ms=10,
+        busy_min_bytes=64 * 1024,
     )
     assert isinstance(consumer, AdaptiveFetchConsumer)
     producer = make_producer(provisioned.kafka_bootstrap, client_id="adaptive-p")
@@ -154,26 +157,28 @@ async def test_an_adaptive_consumer_long_polls_when_idle_yet_gets_a_new_record_a
     try:
         fetcher = consumer._fetcher
         assert await consumer.getmany(timeout_ms=2000) == {}  # assigned, nothing there
-        assert fetcher._fetch_max_wait_ms == idle_ms
+        assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (idle_ms, 1)
         # The long poll in flight names every partition: a record ends it.
         await producer.send_and_wait(topic, b"one", partition=0)
         got = await consumer.getmany(timeout_ms=10_000)
         assert [r.value for rs in got.values() for r in rs] == [b"one"]
-        # Records left buffered (one taken of many): the next fetch is a short one.
+        # Records flowing (one taken of many): the next fetches wait briefly for a batch.
         for i in range(50):
             await producer.send(topic, f"r{i}".encode(), partition=1)
         await producer.flush()
         first = await consumer.getmany(timeout_ms=10_000, max_records=1)
         assert sum(len(rs) for rs in first.values()) == 1
         await asyncio.sleep(0.1)  # the fetcher builds its next request
-        assert fetcher._records and fetcher._fetch_max_wait_ms == 10
+        assert fetcher._records
+        assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (10, 64 * 1024)
         rest: list[bytes] = []
         while len(rest) < 49:
             batch = await consumer.getmany(timeout_ms=10_000)
             assert batch, "a buffered record was not handed out"
             rest += [r.value for rs in batch.values() for r in rs]
-        await asyncio.sleep(0.1)
-        assert not fetcher._records and fetcher._fetch_max_wait_ms == idle_ms
+        await asyncio.sleep(STREAM_WINDOW_S + 0.5)  # nothing more came: idle again
+        assert not fetcher._records
+        assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (idle_ms, 1)
     finally:
         await consumer.stop()
         await producer.stop()
