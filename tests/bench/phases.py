@@ -16,7 +16,17 @@ from tests.bench.load import Api, Ingest, paced, saturate
 from tests.bench.observe import ReceiverLog
 from tests.infra import ROOT
 
-ORDER = ("setup", "ceiling", "sustained", "latency", "isolation", "inbound", "scale", "brokerloss")
+ORDER = (
+    "setup",
+    "timeouts",
+    "ceiling",
+    "sustained",
+    "latency",
+    "isolation",
+    "inbound",
+    "scale",
+    "brokerloss",
+)
 
 
 @dataclass(frozen=True)
@@ -202,6 +212,22 @@ def hook_partitions(webhook_ids: list[str]) -> list[int]:
     every = list(range(count))
     partitioner = CachedPartitioner()
     return [partitioner(wid.encode(), every, every) for wid in webhook_ids]
+
+
+# Attempt timeouts measured by the "timeouts" phase, in seconds.
+TIMEOUTS_S = (0.5, 1.0)
+
+
+async def timeouts(b: Bench) -> None:
+    """How long the sender's HTTP client takes to give up on an endpoint that accepts and
+    never answers, per timeout: the timing tests/integration/test_http_client.py and
+    test_sender.py only bound from below."""
+    from services.sender.http import WebhookClient
+    from tests.bench.http_client import timeout_accuracy
+
+    took = {str(t): round(await timeout_accuracy(WebhookClient, t), 1) for t in TIMEOUTS_S}
+    b.results["timeouts"] = {"took_ms": took}
+    say("timeouts: " + ", ".join(f"{t} s took {ms:.0f} ms" for t, ms in took.items()))
 
 
 async def ceiling(b: Bench) -> None:
@@ -406,6 +432,7 @@ async def scale(b: Bench) -> None:
 
 PHASES = {
     "setup": setup,
+    "timeouts": timeouts,
     "ceiling": ceiling,
     "sustained": sustained,
     "latency": latency,

@@ -91,6 +91,18 @@ def floors(results: dict[str, Any], rss_peak_mb: dict[str, float]) -> list[Row]:
         ),
         Row("isolation: ratio with/without", iso, "x", "<= 1.5", _check(iso, lambda v: v <= 1.5)),
     ]
+    # An attempt's timeout: the client gives up within half the timeout again.
+    for timeout, took in sorted((_get(results, "timeouts", "took_ms") or {}).items()):
+        limit = 1.5 * float(timeout) * 1000
+        rows.append(
+            Row(
+                f"a {timeout} s attempt timeout took",
+                took,
+                "ms",
+                f"<= {limit:.0f}",
+                _check(took, lambda v, limit=limit: v <= limit),
+            )
+        )
     calls = _get(results, "inbound", "accepted_calls_per_s")
     rows += [
         Row(
