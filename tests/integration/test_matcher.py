@@ -39,6 +39,9 @@ from shared.outbox import enqueue_event
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
+# Its own database: a relay publishes every unpublished outbox row, only this module's.
+pytestmark = pytest.mark.own_database
+
 WAIT_S = 60.0
 
 

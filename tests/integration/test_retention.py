@@ -14,6 +14,9 @@ import pytest
 from shared.inbound_maintenance import maintain as maintain_inbound
 from shared.log.partitions import maintain
 
+# Its own database: retention goes by the longest in force over every org's limits.
+pytestmark = pytest.mark.own_database
+
 
 async def _attempt(pool: asyncpg.Pool, org: str, days_ago: float) -> uuid.UUID:
     delivery_id, at = uuid.uuid4(), datetime.now(UTC) - timedelta(days=days_ago)

@@ -21,6 +21,9 @@ from shared.kafka import TopicSpec, ensure_topics, make_producer
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
+# Its own database: a relay publishes every unpublished outbox row, only this module's.
+pytestmark = pytest.mark.own_database
+
 WAIT_S = 30.0
 URL = "http://127.0.0.1:9/hook"
 
