@@ -642,7 +642,8 @@ async def test_an_undecodable_message_reaches_the_dlq_despite_a_failed_publish(
     dead = await _dead_letters(sender_settings, topics, lambda v: v == value)
     assert failures == []
     assert len(dead) == 1 and b"not JSON" in dead[0][1][REJECT_HEADER]
-    # Its offset completes too: test_offsets_are_committed_... (next) checks the ends.
+    # Its offset completes too: test_offsets_are_committed_... checks the ends, with what
+    # came before them, in whichever order the two run.
 
 
 async def test_a_repeat_attempt_takes_the_next_number_free_in_the_log(
@@ -720,10 +721,12 @@ async def test_offsets_are_committed_up_to_the_end_once_all_is_done(
         while time.monotonic() < deadline:
             got = await admin.list_consumer_group_offsets(sender.group_id)
             committed = {tp: meta.offset for tp, meta in got.items()}
-            if all(committed.get(tp, 0) == ends[tp] for tp in tps if ends[tp]):
+            if all(committed.get(tp, 0) >= ends[tp] for tp in tps):
                 break
             await asyncio.sleep(0.1)
-        assert {tp: committed.get(tp, 0) for tp in tps} == ends
+        # At least the ends: a retry of an earlier test's delivery may land (and be
+        # committed) after they were read.
+        assert all(committed.get(tp, 0) >= ends[tp] for tp in tps), (committed, ends)
     finally:
         await consumer.stop()
         await admin.close()
