@@ -22,6 +22,16 @@ TEST_SECRET_KEY = base64.urlsafe_b64encode(b"hookline-test-key-not-for-prod!!").
 TEST_ADMIN_TOKEN = "hla_" + secrets.token_urlsafe(32)
 
 
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """The order's seed, also under -q (pytest-randomly prints it only in the header):
+    `-p randomly --randomly-seed=N` replays a failing order."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(f"test order: --randomly-seed={seed}")
+
+
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
     with test_infra() as found:
