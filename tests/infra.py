@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from shared.db import connect, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_HOME = ROOT / ".hookline" / "test"
@@ -104,3 +109,37 @@ def test_infra() -> Iterator[Infra]:
     else:
         with _local() as infra:
             yield infra
+
+
+async def migrated(database_url: str) -> None:
+    """Hookline's migrations applied to that database (those not applied yet)."""
+    conn = await connect(database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def own_database(database_url: str, name: str) -> AsyncIterator[str]:
+    """A database of its own on the server of `database_url`, migrated, dropped at the
+    end (with whatever is still connected to it); its URL. The role must be allowed to
+    create databases (the local scripts' and testcontainers' are)."""
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[-30:]
+    database = f"hookline_t_{slug}_{uuid.uuid4().hex[:8]}"
+    url = urlsplit(database_url)._replace(path="/" + database).geturl()
+
+    async def run(statement: str) -> None:
+        # A connection per statement: the server may be stopped and started meanwhile.
+        admin = await connect(database_url)
+        try:
+            await admin.execute(statement)
+        finally:
+            await admin.close()
+
+    await run(f'CREATE DATABASE "{database}"')
+    try:
+        await migrated(url)
+        yield url
+    finally:
+        await run(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -55,8 +55,10 @@ async def serve(
     client_id: str | None = None,
     drain_timeout: float = 10.0,
     ready: asyncio.Event | None = None,
+    maintenance_interval_s: float = 3600.0,
 ) -> None:
-    """One sender replica until `stop` is set; `ready` is set once it has partitions."""
+    """One sender replica until `stop` is set; `ready` is set once it has partitions. It
+    also runs the delivery log's maintenance every `maintenance_interval_s`."""
     s = settings
     s.require("secret_key")
     configure_logging(s.log_level, service="sender")
@@ -112,7 +114,10 @@ async def serve(
         )
         await stack.enter_async_context(_task(tiers.run(), "retry-tiers", grace=5.0))
         await stack.enter_async_context(
-            _task(maintain_forever(pool, s.retention_days, stop), "log-maintenance")
+            _task(
+                maintain_forever(pool, s.retention_days, stop, interval_s=maintenance_interval_s),
+                "log-maintenance",
+            )
         )
         kafka = make_consumer(
             s.kafka_bootstrap,

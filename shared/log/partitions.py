@@ -113,8 +113,11 @@ async def maintain(
     return dropped
 
 
-async def maintain_forever(pool: asyncpg.Pool, retention_days: int, stop: asyncio.Event) -> None:
-    """`maintain` now and then hourly until `stop` is set; failures are logged."""
+async def maintain_forever(
+    pool: asyncpg.Pool, retention_days: int, stop: asyncio.Event, *, interval_s: float = 3600
+) -> None:
+    """`maintain` now and then every `interval_s` (hourly) until `stop` is set; failures
+    are logged."""
     while not stop.is_set():
         try:
             await maintain(pool, retention_days)
@@ -123,5 +126,5 @@ async def maintain_forever(pool: asyncpg.Pool, retention_days: int, stop: asynci
                 "delivery log maintenance failed", error=repr(exc), outage=is_retryable(exc)
             )
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(3600):
+            async with asyncio.timeout(interval_s):
                 await stop.wait()

@@ -19,6 +19,7 @@ from tests.infra import ROOT
 ORDER = (
     "setup",
     "idle",
+    "timeouts",
     "ingest",
     "ceiling",
     "sustained",
@@ -234,6 +235,22 @@ def hook_partitions(webhook_ids: list[str]) -> list[int]:
     every = list(range(count))
     partitioner = CachedPartitioner()
     return [partitioner(wid.encode(), every, every) for wid in webhook_ids]
+
+
+# Attempt timeouts measured by the "timeouts" phase, in seconds.
+TIMEOUTS_S = (0.5, 1.0)
+
+
+async def timeouts(b: Bench) -> None:
+    """How long the sender's HTTP client takes to give up on an endpoint that accepts and
+    never answers, per timeout: the timing tests/integration/test_http_client.py and
+    test_sender.py only bound from below."""
+    from services.sender.http import WebhookClient
+    from tests.bench.http_client import timeout_accuracy
+
+    took = {str(t): round(await timeout_accuracy(WebhookClient, t), 1) for t in TIMEOUTS_S}
+    b.results["timeouts"] = {"took_ms": took}
+    say("timeouts: " + ", ".join(f"{t} s took {ms:.0f} ms" for t, ms in took.items()))
 
 
 async def ceiling(b: Bench) -> None:
@@ -462,6 +479,7 @@ async def scale(b: Bench) -> None:
 PHASES = {
     "setup": setup,
     "idle": idle,
+    "timeouts": timeouts,
     "ceiling": ceiling,
     "sustained": sustained,
     "sustained_http": sustained_http,

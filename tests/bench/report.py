@@ -111,6 +111,12 @@ def floors(results: dict[str, Any], rss_peak_mb: dict[str, float]) -> list[Row]:
     for name, path, unit, floor in FIGURES:
         value = _get(view, *path.split("."))
         rows.append(Row(name, value, unit, floor, verdict(value, floor)))
+    # An attempt's timeout: the client gives up within half the timeout again.
+    for timeout, took in sorted((_get(results, "timeouts", "took_ms") or {}).items()):
+        floor = f"<= {1.5 * float(timeout) * 1000:.0f}"
+        rows.append(
+            Row(f"a {timeout} s attempt timeout took", took, "ms", floor, verdict(took, floor))
+        )
     replicas = _get(results, "scale", "replicas") or {}
     for n, rate in sorted(replicas.items()):
         rows.append(Row(f"scale: deliveries/s with {n} sender(s)", rate, "/s", "", None))

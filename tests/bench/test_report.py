@@ -45,6 +45,7 @@ def test_floors_mark_pass_fail_and_unmeasured() -> None:
         "sustained": {"deliveries_per_s": 3500.0},
         "ceiling": {"req_per_s": 20000.0},
         "latency": {"p50_ms": 20.0, "p99_ms": 150.0},
+        "timeouts": {"took_ms": {"0.5": 510.0, "1.0": 1600.0}},
     }
     rows = {
         r.figure: r for r in report.floors(results, {"bench-sender-1": 120.0, "bench-api-1": 400.0})
@@ -56,6 +57,8 @@ def test_floors_mark_pass_fail_and_unmeasured() -> None:
     assert rows["peak RSS bench-sender-1"].verdict == "PASS"
     assert rows["peak RSS bench-api-1"].verdict == "FAIL"
     assert rows["ingest: events/s, one API, 32 clients"].verdict == "n/a"
+    assert rows["a 0.5 s attempt timeout took"].verdict == "PASS"
+    assert rows["a 1.0 s attempt timeout took"].verdict == "FAIL"  # 1600 > 1500
     assert "FAIL" in report.table(list(rows.values()))
 
 

@@ -22,6 +22,7 @@ from tests.browser.chrome import chrome
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.e2e.conftest import Pipeline, free_port, start_pipeline
 from tests.e2e.harness import Behaviour, Receiver, wait_ready
+from tests.infra import own_database
 
 HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
@@ -56,6 +57,14 @@ class ThreadedReceiver:
 
     def at(self, path: str) -> list[Any]:
         return list(self.receiver.at(path))
+
+
+@pytest.fixture(scope="module")
+async def database_url(request: pytest.FixtureRequest, shared_database: str) -> AsyncIterator[str]:
+    """A database of its own, as for the e2e modules: the stack's relay publishes only the
+    outbox rows of these tests."""
+    async with own_database(shared_database, request.module.__name__) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The whole pipeline as real processes: relay, matcher, two senders and the API."""
+"""The whole pipeline as real processes: relay, matcher, two senders and the API; each
+module on a database of its own."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from shared.config import Settings
 from tests.e2e.harness import Receiver, ServiceProcess, free_port, logs_of, wait_ready
+from tests.infra import own_database
 
 
 @dataclass
@@ -55,6 +57,14 @@ async def start_pipeline(service_env: dict[str, str], senders: int = 2, **env: s
         pipeline.stop()
         raise
     return pipeline
+
+
+@pytest.fixture(scope="module")
+async def database_url(request: pytest.FixtureRequest, shared_database: str) -> AsyncIterator[str]:
+    """Every e2e module on a database of its own: its relay publishes only the outbox rows
+    its own tests wrote, never those other tests or earlier runs left unpublished."""
+    async with own_database(shared_database, request.module.__name__) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,9 @@ from shared.core.health import FailureStreak, should_disable
 from shared.log.partitions import maintain
 from shared.log.writer import DeliveryLog
 
+# Its own database: maintenance goes by the longest retention in force over every org.
+pytestmark = pytest.mark.own_database
+
 
 def _row(
     delivery: str, webhook: str, attempt: int, outcome: str, at: datetime, **kw: object

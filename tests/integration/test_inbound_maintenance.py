@@ -6,9 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 
 from shared.inbound_maintenance import maintain
 from shared.ratelimit import SharedRateLimiter
+
+# Its own database: maintenance goes by the longest retention in force over every org.
+pytestmark = pytest.mark.own_database
 
 
 async def test_partitions_ahead_and_retention(pool: asyncpg.Pool) -> None:

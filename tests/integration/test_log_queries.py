@@ -16,6 +16,9 @@ from shared.core.events import format_timestamp
 from shared.log import queries as dl
 from shared.log.queries import DeliveryQueries
 
+# Its own database: the EXPLAIN test ANALYZEs whole tables, only this module's rows.
+pytestmark = pytest.mark.own_database
+
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 

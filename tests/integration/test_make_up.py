@@ -14,11 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import ROOT
+from tests.infra import ROOT, TEST_KAFKA_PORT, TEST_PG_PORT
 
-PG_PORT, KAFKA_PORT, CONTROLLER_PORT = 54429, 19892, 19893
-# Workers' /metrics ports: this base plus each one's place (relay-1 on 19971).
-METRICS_BASE_PORT = 19970
+# Ports of their own, overridable; by default offset from the suite's (54429, 19892 and
+# 19893 for 54339 and 19092), so two checkouts that set their own test ports run this
+# side by side.
+PG_PORT = int(os.environ.get("HOOKLINE_TEST_MAKEUP_PG_PORT", int(TEST_PG_PORT) + 90))
+KAFKA_PORT = int(os.environ.get("HOOKLINE_TEST_MAKEUP_KAFKA_PORT", int(TEST_KAFKA_PORT) + 800))
+CONTROLLER_PORT = KAFKA_PORT + 1
+# Workers' /metrics ports: this base plus each one's place (relay-1 on base + 1).
+METRICS_BASE_PORT = KAFKA_PORT + 78
 # Variables that would point the stack at other servers or reuse another one's secrets.
 FOREIGN = (
     "HOOKLINE_DATABASE_URL",

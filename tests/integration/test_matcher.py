@@ -40,6 +40,9 @@ from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 from tests.records import webhook_record
 
+# Its own database: a relay publishes every unpublished outbox row, only this module's.
+pytestmark = pytest.mark.own_database
+
 WAIT_S = 60.0
 
 

@@ -25,6 +25,9 @@ from tests.infra import ROOT
 from tests.integration.clients import started
 from tests.integration.test_relay import Tail, event_ids, insert_events, running
 
+# Its own database: a relay publishes every unpublished outbox row, only this module's.
+pytestmark = pytest.mark.own_database
+
 # Far longer than any wait below: a row published in time was woken, not polled.
 NO_POLL = RelayConfig(poll_interval_s=600.0)
 

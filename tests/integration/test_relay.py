@@ -36,6 +36,9 @@ from shared.outbox import enqueue, enqueue_event
 from tests.infra import ROOT
 from tests.integration.clients import started
 
+# Its own database: a relay publishes every unpublished outbox row, only this module's.
+pytestmark = pytest.mark.own_database
+
 DEADLINE_S = 60.0
 
 

@@ -4,15 +4,23 @@ a shorter one loses its older rows (attempts, summaries, inbound calls) in batch
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from services.sender.main import serve
+from services.sender.retry_tiers import Topics
+from shared.config import Settings
 from shared.inbound_maintenance import maintain as maintain_inbound
+from shared.kafka import TopicSpec, ensure_topics
 from shared.log.partitions import maintain
+
+# Its own database: retention goes by the longest in force over every org's limits.
+pytestmark = pytest.mark.own_database
 
 
 async def _attempt(pool: asyncpg.Pool, org: str, days_ago: float) -> uuid.UUID:
@@ -128,3 +136,62 @@ async def test_inbound_calls_follow_their_orgs_retention(
         for r in await pool.fetch("SELECT id FROM inbound_invocations WHERE id = ANY($1)", ids)
     }
     assert kept == {ids[1], ids[2]}
+
+
+async def _partition(pool: asyncpg.Pool, days_ago: int) -> str:
+    """The delivery log's partition of that day, made if missing; its name. (A day whose
+    rows another test left in the default partition cannot have one.)"""
+    day: date = (datetime.now(UTC) - timedelta(days=days_ago)).date()
+    name = f"delivery_attempts_{day:%Y%m%d}"
+    await pool.execute(
+        f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF delivery_attempts'
+        f" FOR VALUES FROM ('{day}') TO ('{day + timedelta(days=1)}')"
+    )
+    return name
+
+
+async def _gone(pool: asyncpg.Pool, name: str, task: asyncio.Task[None], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await pool.fetchval("SELECT to_regclass($1)", name) is not None:
+        if task.done():
+            task.result()  # raises what stopped the sender
+            raise AssertionError("the sender stopped")
+        assert asyncio.get_running_loop().time() < deadline, f"{name} still there"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_running_sender_drops_expired_partitions_on_its_maintenance_loop(
+    provisioned: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    """HOOKLINE_RETENTION_DAYS=3 through a sender replica `serve`d on this module's
+    database, its maintenance every 0.5 s instead of hourly: a partition past the retention
+    goes at the first pass, one made after that at a later pass; younger ones stay."""
+    settings = dataclasses.replace(provisioned, retention_days=3)
+    prefix = f"test-retention-{uuid.uuid4().hex[:8]}."
+    topics = Topics(deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix)
+    await ensure_topics(settings.kafka_bootstrap, [TopicSpec(n, 1, {}) for n in topics.all()])
+    expired, young = await _partition(pool, 10), await _partition(pool, 2)
+    gone_row, kept_row = await _attempt(pool, org, 10), await _attempt(pool, org, 2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve(
+            settings,
+            stop,
+            topics=topics,
+            group_id=prefix + "g",
+            retry_group_id=prefix + "rg",
+            client_id=prefix + "c",
+            maintenance_interval_s=0.5,
+        )
+    )
+    try:
+        await _gone(pool, expired, task, timeout=60)
+        # Made once the first pass is over: only a later pass of the loop can drop it.
+        later = await _partition(pool, 8)
+        await _attempt(pool, org, 8)
+        await _gone(pool, later, task, timeout=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert await pool.fetchval("SELECT to_regclass($1)", young) == young
+    assert await _kept(pool, [gone_row, kept_row]) == {kept_row}

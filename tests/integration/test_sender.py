@@ -333,24 +333,14 @@ async def test_always_failing_goes_dead_to_the_dlq_and_disables(
     assert all(r["error"] == "http_status" and r["response_status"] == 500 for r in rows)
     assert all(len(r["response_body"]) == 16384 for r in rows)  # cut at 16 KiB
     assert (await _summary(pool, msg.delivery_id))["status"] == "dead"
-    # Copied to the dead-letter topic with the last error.
-    consumer = make_consumer(
-        sender_settings.kafka_bootstrap, topics.dlq, group_id=None, client_id="test-dlq"
+    # Copied to the dead-letter topic with the last error. (The topic also holds what
+    # other tests of this module dead-lettered, undecodable records included.)
+    dead = await _dead_letters(
+        sender_settings, topics, lambda v: msg.delivery_id.encode() in (v or b"")
     )
-    await consumer.start()
-    try:
-        found: DeliveryMessage | None = None
-        deadline = time.monotonic() + 20
-        while found is None and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    dead = DeliveryMessage.decode(record.value)
-                    if dead.delivery_id == msg.delivery_id:
-                        found = dead
-    finally:
-        await consumer.stop()
-    assert found is not None and found.attempt == 3
+    assert len(dead) == 1
+    found = DeliveryMessage.decode(dead[0][0])
+    assert found.attempt == 3
     assert found.last_error == "http_status 500"
     # Three consecutive failures with a 0 s span: disabled.
     deadline = time.monotonic() + 20
@@ -642,7 +632,8 @@ async def test_an_undecodable_message_reaches_the_dlq_despite_a_failed_publish(
     dead = await _dead_letters(sender_settings, topics, lambda v: v == value)
     assert failures == []
     assert len(dead) == 1 and b"not JSON" in dead[0][1][REJECT_HEADER]
-    # Its offset completes too: test_offsets_are_committed_... (next) checks the ends.
+    # Its offset completes too: test_offsets_are_committed_... checks the ends, with what
+    # came before them, in whichever order the two run.
 
 
 async def test_a_repeat_attempt_takes_the_next_number_free_in_the_log(
@@ -720,10 +711,12 @@ async def test_offsets_are_committed_up_to_the_end_once_all_is_done(
         while time.monotonic() < deadline:
             got = await admin.list_consumer_group_offsets(sender.group_id)
             committed = {tp: meta.offset for tp, meta in got.items()}
-            if all(committed.get(tp, 0) == ends[tp] for tp in tps if ends[tp]):
+            if all(committed.get(tp, 0) >= ends[tp] for tp in tps):
                 break
             await asyncio.sleep(0.1)
-        assert {tp: committed.get(tp, 0) for tp in tps} == ends
+        # At least the ends: a retry of an earlier test's delivery may land (and be
+        # committed) after they were read.
+        assert all(committed.get(tp, 0) >= ends[tp] for tp in tps), (committed, ends)
     finally:
         await consumer.stop()
         await admin.close()

@@ -22,6 +22,9 @@ from shared.webhooks import WebhookStore
 from tests.integration.clients import started
 from tests.records import webhook_record
 
+# Its own database: a relay publishes every unpublished outbox row, only this module's.
+pytestmark = pytest.mark.own_database
+
 WAIT_S = 30.0
 URL = "http://127.0.0.1:9/hook"
 
