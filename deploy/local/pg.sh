@@ -98,8 +98,10 @@ CONF
   [[ ${#RUN_AS[@]} -gt 0 ]] && chown -h postgres "$PGROOT/sock"
   chmod 0700 "$PGROOT/sock"
   local conf="$PGDATA/postgresql.conf" changed=0
-  for setting in "synchronous_commit = on" "max_wal_size = 4GB" "checkpoint_timeout = 15min" \
-      "unix_socket_directories = '$PGROOT/sock'" "unix_socket_permissions = 0700"; do
+  # The port too: a state directory first made for other ports starts on this one.
+  for setting in "port = $PG_PORT" "synchronous_commit = on" "max_wal_size = 4GB" \
+      "checkpoint_timeout = 15min" "unix_socket_directories = '$PGROOT/sock'" \
+      "unix_socket_permissions = 0700"; do
     if [[ "$(grep "^${setting%% *} " "$conf" | tail -1 || true)" != "$setting" ]]; then
       echo "$setting" | "${RUN_AS[@]}" tee -a "$conf" >/dev/null
       changed=1
