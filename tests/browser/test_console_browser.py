@@ -1,7 +1,9 @@
 """The console in a real headless Chromium against the real stack (API, relay, matcher and
 sender as processes, PostgreSQL, Kafka, a receiver): what an owner does when a hook breaks.
 
-The tests run in order and share one signed-in browser, as one user's session would.
+The tests share one browser, as one user's session would, but each stands alone (they run
+in any order): `signed_in` signs the browser in when it is not, `hook` is a webhook made
+through the API for the tests that only change one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,25 @@ from tests.e2e.conftest import Pipeline
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 ORG = "browser-" + uuid.uuid4().hex[:8]
-state: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module")
+def token(stack: Pipeline) -> str:
+    """An org token for ORG."""
+    return str(api(stack.api_url, "POST", "/tokens", {"org": ORG, "name": "browser"})["token"])
+
+
+@pytest.fixture(scope="module")
+def hook(stack: Pipeline, token: str, receiver: ThreadedReceiver) -> str:
+    """A push webhook on ORG/app, made through the API."""
+    made = api(
+        stack.api_url,
+        "POST",
+        f"/repos/{ORG}/app/webhooks",
+        {"url": receiver.url("/made-by-api"), "events": ["push"]},
+        token=token,
+    )
+    return str(made["id"])
 
 
 def button(driver: WebDriver, text: str, within: WebElement | None = None) -> WebElement:
@@ -100,9 +120,19 @@ def assert_fits_a_phone(browser: WebDriver) -> None:
         browser.set_window_size(1280, 900)
 
 
-def test_sign_in(browser: WebDriver, stack: Pipeline) -> None:
-    token = api(stack.api_url, "POST", "/tokens", {"org": ORG, "name": "browser"})["token"]
-    state["token"] = token
+@pytest.fixture
+def signed_in(browser: WebDriver, stack: Pipeline, token: str) -> str:
+    """The browser signed in with ORG's token (whatever an earlier test left)."""
+    browser.get(stack.api_url + "/console/")
+    if browser.current_url.endswith("/console/login"):
+        browser.find_element(By.ID, "token").send_keys(token)
+        go(browser, button(browser, "Sign in"))
+    assert browser.current_url.endswith(f"/console/orgs/{ORG}")
+    return token
+
+
+def test_sign_in(browser: WebDriver, stack: Pipeline, token: str) -> None:
+    browser.delete_all_cookies()  # signed out, whatever ran before
     browser.get(stack.api_url + "/console/")
     assert browser.current_url.endswith("/console/login")
     field = browser.find_element(By.ID, "token")
@@ -118,10 +148,9 @@ def test_sign_in(browser: WebDriver, stack: Pipeline) -> None:
 
 
 def test_add_webhook_shows_the_secret_once_and_a_delivery_succeeds(
-    browser: WebDriver, stack: Pipeline, receiver: ThreadedReceiver
+    browser: WebDriver, stack: Pipeline, receiver: ThreadedReceiver, signed_in: str
 ) -> None:
-    hook_id = add_webhook(browser, stack.api_url, receiver.url("/ok"))
-    state["ok"] = hook_id
+    add_webhook(browser, stack.api_url, receiver.url("/ok"))
     secret = browser.find_element(By.CSS_SELECTOR, "[data-secret]").text
     assert secret.startswith("whsec_")
     copy = button(browser, "Copy")
@@ -137,7 +166,7 @@ def test_add_webhook_shows_the_secret_once_and_a_delivery_succeeds(
         "POST",
         f"/repos/{ORG}/app/events",
         {"event": "push", "payload": {}},
-        token=state["token"],
+        token=signed_in,
     )
     row = until(
         browser, lambda d: d.find_element(By.CSS_SELECTOR, "tr.delivery.succeeded"), refresh=True
@@ -151,7 +180,7 @@ def test_add_webhook_shows_the_secret_once_and_a_delivery_succeeds(
 
 
 def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
-    browser: WebDriver, stack: Pipeline, receiver: ThreadedReceiver
+    browser: WebDriver, stack: Pipeline, receiver: ThreadedReceiver, signed_in: str
 ) -> None:
     hook_id = add_webhook(browser, stack.api_url, receiver.url("/fail"), events=("pull_request",))
     go(browser, button(browser, "Send test"))
@@ -168,7 +197,7 @@ def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
         "POST",
         f"/repos/{ORG}/app/events",
         {"event": "pull_request.opened", "payload": {"number": 7}},
-        token=state["token"],
+        token=signed_in,
     )
     browser.get(f"{stack.api_url}/console/webhooks/{hook_id}?event=pull_request")
     row = until(
@@ -200,8 +229,10 @@ def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
     assert "manual" in manual.text and "500" in manual.text
 
 
-def test_disable_then_enable(browser: WebDriver, stack: Pipeline) -> None:
-    browser.get(f"{stack.api_url}/console/webhooks/{state['ok']}")
+def test_disable_then_enable(
+    browser: WebDriver, stack: Pipeline, signed_in: str, hook: str
+) -> None:
+    browser.get(f"{stack.api_url}/console/webhooks/{hook}")
     # By keyboard alone: Tab from the top of the page to Disable, then Enter.
     browser.find_element(By.TAG_NAME, "body").click()
     for _ in range(30):
@@ -213,27 +244,29 @@ def test_disable_then_enable(browser: WebDriver, stack: Pipeline) -> None:
     go(browser, browser.switch_to.active_element, key=Keys.ENTER)
     banner = browser.find_element(By.CSS_SELECTOR, ".banner")
     assert "This webhook is disabled" in banner.text
-    got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
+    got = api(stack.api_url, "GET", f"/webhooks/{hook}", token=signed_in)
     assert got["active"] is False
     go(browser, button(browser, "Enable", within=banner))
     assert not browser.find_elements(By.CSS_SELECTOR, ".banner")
     assert button(browser, "Disable").is_displayed()
-    got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
+    got = api(stack.api_url, "GET", f"/webhooks/{hook}", token=signed_in)
     assert got["active"] is True
 
 
-def test_a_form_without_its_csrf_token_is_refused(browser: WebDriver, stack: Pipeline) -> None:
-    browser.get(f"{stack.api_url}/console/webhooks/{state['ok']}")
+def test_a_form_without_its_csrf_token_is_refused(
+    browser: WebDriver, stack: Pipeline, signed_in: str, hook: str
+) -> None:
+    browser.get(f"{stack.api_url}/console/webhooks/{hook}")
     form = button(browser, "Disable").find_element(By.XPATH, "./ancestor::form")
     browser.execute_script("arguments[0].querySelector('input[name=csrf]').remove()", form)
     go(browser, button(browser, "Disable"))
     assert "Refused" in browser.find_element(By.TAG_NAME, "h1").text
-    got = api(stack.api_url, "GET", f"/webhooks/{state['ok']}", token=state["token"])
+    got = api(stack.api_url, "GET", f"/webhooks/{hook}", token=signed_in)
     assert got["active"] is True
 
 
 def test_inbound_webhook_call_is_logged_then_refused_once_disabled(
-    browser: WebDriver, stack: Pipeline, inbound_edge: str
+    browser: WebDriver, stack: Pipeline, inbound_edge: str, signed_in: str
 ) -> None:
     browser.get(f"{stack.api_url}/console/orgs/{ORG}")
     go(browser, browser.find_element(By.LINK_TEXT, "Add inbound webhook"))
