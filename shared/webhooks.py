@@ -58,18 +58,25 @@ async def _with_health(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> 
     return out
 
 
+def _shared_columns(row: asyncpg.Record) -> dict[str, Any]:
+    """What a webhook as the API shows it and as the workers get it both take from its row."""
+    return {
+        "id": str(row["id"]),
+        "org": row["org"],
+        "repo": row["repo"],
+        "url": row["url"],
+        "events": tuple(row["events"]),
+        "active": row["active"],
+        "content_type": row["content_type"],
+        "retry": row["retry"],
+        "timeout_s": row["timeout_s"],
+    }
+
+
 def _webhook(row: asyncpg.Record) -> Webhook:
     return Webhook(
-        id=str(row["id"]),
-        org=row["org"],
-        repo=row["repo"],
-        url=row["url"],
-        events=tuple(row["events"]),
-        active=row["active"],
-        content_type=row["content_type"],
+        **_shared_columns(row),
         description=row["description"],
-        retry=row["retry"],
-        timeout_s=row["timeout_s"],
         disabled_reason=row["disabled_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -82,15 +89,7 @@ def _webhook(row: asyncpg.Record) -> Webhook:
 def _record(row: asyncpg.Record) -> WebhookRecord:
     prev = row["previous_secret_enc"]
     return WebhookRecord(
-        id=str(row["id"]),
-        org=row["org"],
-        repo=row["repo"],
-        url=row["url"],
-        events=tuple(row["events"]),
-        active=row["active"],
-        content_type=row["content_type"],
-        timeout_s=row["timeout_s"],
-        retry=row["retry"],
+        **_shared_columns(row),
         secret_enc=bytes(row["secret_enc"]).decode(),
         previous_secret_enc=bytes(prev).decode() if prev is not None else None,
         previous_expires_at=(
