@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import secrets as _random
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +31,12 @@ _COLUMNS = (
     "id, org, repo, url, events, active, content_type, description, retry, timeout_s,"
     " secret_enc, previous_secret_enc, previous_expires_at, disabled_reason, version,"
     " created_at, updated_at, headers, notify_email, disabled_at"
+)
+_INSERT = (
+    "INSERT INTO webhooks (id, org, repo, url, events, active, content_type, description,"
+    " retry, timeout_s, secret_enc, headers, notify_email, disabled_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+    f" CASE WHEN $6 THEN NULL ELSE now() END) RETURNING {_COLUMNS}"
 )
 
 # Each webhook's health: its failure count and its newest delivery (one probe of
@@ -111,6 +119,16 @@ class ScopeLimit:
     per_org: int
     lock_prefix: str = ""  # of the scope's advisory lock
 
+    @asynccontextmanager
+    async def creating(
+        self, pool: asyncpg.Pool, org: str, repo: str | None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction in which the scope has room for one more row (checked under its
+        lock, held to the end)."""
+        async with pool.acquire() as conn, conn.transaction():
+            await self.lock_and_check(conn, org, repo)
+            yield conn
+
     async def lock_and_check(self, conn: asyncpg.Connection, org: str, repo: str | None) -> None:
         """Serialises creations in the scope (an advisory lock held to the transaction's end,
         so that the limit holds under concurrency); 409 when the scope is already full."""
@@ -183,13 +201,9 @@ class WebhookStore:
         await self._check_target(fields["url"])
         headers = self._seal_headers(fields.get("headers") or {}, {})
         secret = fields.pop("secret", None) or generate_secret(_random.token_bytes(32))
-        async with self._pool.acquire() as conn, conn.transaction():
-            await self._limit.lock_and_check(conn, org, repo)
+        async with self._limit.creating(self._pool, org, repo) as conn:
             row = await conn.fetchrow(
-                f"INSERT INTO webhooks (id, org, repo, url, events, active, content_type,"
-                f" description, retry, timeout_s, secret_enc, headers, notify_email, disabled_at)"
-                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-                f" CASE WHEN $6 THEN NULL ELSE now() END) RETURNING {_COLUMNS}",
+                _INSERT,
                 uuid.uuid4(),
                 org,
                 repo,
