@@ -85,15 +85,18 @@ async def _healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def _readyz(request: web.Request) -> web.Response:
-    database, kafka = await asyncio.gather(
-        database_ready(request.app[_POOL]), request.app[_KAFKA].ready()
-    )
-    ready = database and kafka
+async def readiness(pool: asyncpg.Pool, kafka: KafkaProbe) -> web.Response:
+    """`/readyz`: 200 when PostgreSQL and Kafka both answer, else 503 naming which."""
+    database, kafka_ready = await asyncio.gather(database_ready(pool), kafka.ready())
+    ready = database and kafka_ready
     return json_response(
-        {"status": "ready" if ready else "unavailable", "database": database, "kafka": kafka},
+        {"status": "ready" if ready else "unavailable", "database": database, "kafka": kafka_ready},
         status=200 if ready else 503,
     )
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    return await readiness(request.app[_POOL], request.app[_KAFKA])
 
 
 async def _metrics(request: web.Request) -> web.Response:

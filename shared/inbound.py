@@ -29,6 +29,11 @@ _LAST_TRIGGERED = (
     "(SELECT max(i.received_at) FROM inbound_invocations i"
     " WHERE i.inbound_webhook_id = h.id AND i.result = 'accepted') AS last_triggered_at"
 )
+_INSERT = (
+    "INSERT INTO inbound_webhooks AS h (id, org, repo, name, target, event, verify, secret_enc,"
+    " active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    f" RETURNING {_COLUMNS}, NULL::timestamptz AS last_triggered_at"
+)
 _INVOCATION_COLUMNS = (
     "id, inbound_webhook_id, org, received_at, source_ip, headers, body, result, status,"
     " event_id, error, test"
@@ -130,12 +135,9 @@ class InboundStore:
         """Validates and stores an inbound webhook; returns it with its secret (shown now)."""
         fields = validate_fields(body, partial=False)
         secret = fields.pop("secret", None) or generate_secret(_random.token_bytes(32))
-        async with self._pool.acquire() as conn, conn.transaction():
-            await self._limit.lock_and_check(conn, org, repo)
+        async with self._limit.creating(self._pool, org, repo) as conn:
             row = await conn.fetchrow(
-                f"INSERT INTO inbound_webhooks AS h (id, org, repo, name, target, event, verify,"
-                f" secret_enc, active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                f" RETURNING {_COLUMNS}, NULL::timestamptz AS last_triggered_at",
+                _INSERT,
                 new_inbound_id(_random.token_bytes(ID_RANDOM_BYTES)),
                 org,
                 repo,

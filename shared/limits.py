@@ -22,6 +22,8 @@ RANGES: dict[str, tuple[int, int]] = {
     "inbound_rate_per_hook": (1, 100_000_000),
     "inbound_rate_per_org": (1, 100_000_000),
 }
+# field -> the setting that is its default, where the names differ
+_SETTING = {"ingest_rate_per_min": "ingest_rate_per_org"}
 CACHE_S = 5.0
 
 
@@ -38,14 +40,9 @@ class OrgLimits:
 
     @classmethod
     def defaults(cls, settings: Settings) -> OrgLimits:
-        return cls(
-            max_webhooks_per_repo=settings.max_webhooks_per_repo,
-            max_org_webhooks=settings.max_org_webhooks,
-            retention_days=settings.retention_days,
-            ingest_rate_per_min=settings.ingest_rate_per_org,
-            inbound_rate_per_hook=settings.inbound_rate_per_hook,
-            inbound_rate_per_org=settings.inbound_rate_per_org,
-        )
+        """The HOOKLINE_* defaults: each field's setting of the same name, but for
+        `_SETTING`'s."""
+        return cls(**{f.name: getattr(settings, _SETTING.get(f.name, f.name)) for f in fields(cls)})
 
     def over(self, overrides: dict[str, int | None]) -> OrgLimits:
         """These defaults with the org's own values where it has them."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -64,14 +64,8 @@ class SmtpServer:
         )
 
     def options(self) -> dict[str, Any]:
-        return {
-            "hostname": self.hostname,
-            "port": self.port,
-            "use_tls": self.use_tls,
-            "username": self.username,
-            "password": self.password,
-            "timeout": 30,
-        }
+        """aiosmtplib's keyword arguments, which the fields are named after."""
+        return {**asdict(self), "timeout": 30}
 
 
 def message_id(event_id: str) -> str:
@@ -89,32 +83,25 @@ def compose(row: asyncpg.Record, sender: str) -> EmailMessage:
     return message
 
 
+@dataclass(frozen=True)
 class Postman:
     """Sends due notice mail until stopped; `send_due` is one round (tests call it)."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        server: SmtpServer,
-        *,
-        sender: str,
-        poll_s: float = 1.0,
-        batch: int = 20,
-    ) -> None:
-        self._pool = pool
-        self._server = server
-        self._sender = sender
-        self._poll_s = poll_s
-        self._batch = batch
+    pool: asyncpg.Pool
+    server: SmtpServer
+    _: KW_ONLY
+    sender: str
+    poll_s: float = 1.0
+    batch: int = 20
 
     async def send_due(self) -> int:
         """Sends the mail that is due; returns how many the server accepted."""
         sent = 0
-        async with self._pool.acquire() as conn, conn.transaction():
-            for row in await conn.fetch(_CLAIM, self._batch):
+        async with self.pool.acquire() as conn, conn.transaction():
+            for row in await conn.fetch(_CLAIM, self.batch):
                 try:
                     await aiosmtplib.send(
-                        compose(row, self._sender), sender=self._sender, **self._server.options()
+                        compose(row, self.sender), sender=self.sender, **self.server.options()
                     )
                 except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                     log.warning(
@@ -137,12 +124,12 @@ class Postman:
                 n = await self.send_due()
                 rounds += 1
                 if rounds % 3600 == 0:
-                    await self._pool.execute(_PRUNE)
+                    await self.pool.execute(_PRUNE)
             except Exception as exc:  # an outage: the rows stay, try again
                 log.warning("postman round failed; retrying", error=repr(exc))
                 n = 0
             if n:
                 continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_s):
+                async with asyncio.timeout(self.poll_s):
                     await stop.wait()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from functools import partial
 
 from prometheus_client import (
     CollectorRegistry,
@@ -57,6 +58,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REGISTRY = CollectorRegistry()
 # RSS, CPU, open files of this process, under the same prefix as everything else.
 ProcessCollector(namespace="hookline", registry=REGISTRY)
+# Every series below lives in REGISTRY.
+_counter = partial(Counter, registry=REGISTRY)
+_gauge = partial(Gauge, registry=REGISTRY)
+_histogram = partial(Histogram, registry=REGISTRY)
 
 disable_created_metrics()  # no `_created` twin of every series
 _on = True
@@ -126,39 +131,33 @@ class AttemptStats(Collector):
 
 _ATTEMPT_STATS = AttemptStats()
 REGISTRY.register(_ATTEMPT_STATS)
-_IN_FLIGHT = Gauge(
+_IN_FLIGHT = _gauge(
     "hookline_requests_in_flight",
     "Webhook requests a sender has in flight now.",
-    registry=REGISTRY,
 )
-_RETRIES = Counter(
+_RETRIES = _counter(
     "hookline_retries",
     "Failed attempts scheduled again, by the delay tier they wait in.",
     ["tier"],
-    registry=REGISTRY,
 )
-_PARKED = Counter(
+_PARKED = _counter(
     "hookline_parked",
     "Deliveries parked in a delay tier (no attempt made) behind a slow webhook's backlog.",
     ["tier"],
-    registry=REGISTRY,
 )
-_DEAD_LETTERS = Counter(
+_DEAD_LETTERS = _counter(
     "hookline_dead_letters",
     "Messages copied to hookline.dlq: attempts exhausted, 410 Gone, undeliverable or undecodable.",
-    registry=REGISTRY,
 )
-_LOG_BATCH_ROWS = Histogram(
+_LOG_BATCH_ROWS = _histogram(
     "hookline_log_batch_rows",
     "Attempt rows per delivery-log write.",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
-    registry=REGISTRY,
 )
-_LOG_WRITE_SECONDS = Histogram(
+_LOG_WRITE_SECONDS = _histogram(
     "hookline_log_write_seconds",
     "How long one delivery-log batch took to commit.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-    registry=REGISTRY,
 )
 
 _RETRY_CHILDREN = {tier.name: _RETRIES.labels(tier.name) for tier in RETRY_TIERS}
@@ -215,16 +214,14 @@ def log_batch(rows: int, seconds: float) -> None:
 
 # --- matcher ----------------------------------------------------------------------------
 
-_FANOUT = Histogram(
+_FANOUT = _histogram(
     "hookline_matcher_fanout",
     "Deliveries one event fanned out to (0: no webhook subscribed).",
     buckets=(0, 1, 2, 5, 10, 20, 50, 100, 250, 1000, 5000),
-    registry=REGISTRY,
 )
-_REJECTED_EVENTS = Counter(
+_REJECTED_EVENTS = _counter(
     "hookline_matcher_rejected_events",
     "Events copied to hookline.events.rejected (undecodable, unknown type, ping, too large).",
-    registry=REGISTRY,
 )
 
 
@@ -240,16 +237,14 @@ def rejected_event() -> None:
 
 # --- relay ------------------------------------------------------------------------------
 
-_PUBLISHED = Counter(
+_PUBLISHED = _counter(
     "hookline_relay_published",
     "Outbox rows published to Kafka and marked (rate() is the relay's publish rate).",
-    registry=REGISTRY,
 )
-_CLAIM_SECONDS = Histogram(
+_CLAIM_SECONDS = _histogram(
     "hookline_outbox_claim_seconds",
     "How long the relay's claim of a batch (SELECT ... FOR UPDATE SKIP LOCKED) took.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-    registry=REGISTRY,
 )
 
 
@@ -265,23 +260,20 @@ def relay_published(rows: int) -> None:
 
 # --- API and inbound edge ---------------------------------------------------------------
 
-_INGEST = Counter(
+_INGEST = _counter(
     "hookline_ingest_requests",
     "Ingest API requests by route (events, batch) and HTTP status.",
     ["route", "status"],
-    registry=REGISTRY,
 )
-_INBOUND = Counter(
+_INBOUND = _counter(
     "hookline_inbound_requests",
     "Calls to inbound webhooks (POST /hooks/in/{id}) by HTTP status.",
     ["status"],
-    registry=REGISTRY,
 )
-_RATE_LIMITED = Counter(
+_RATE_LIMITED = _counter(
     "hookline_rate_limited",
     "Calls refused by a rate limit, by limit (ingest, manage, recover, inbound_hook, inbound_org).",
     ["limit"],
-    registry=REGISTRY,
 )
 RATE_LIMITS = ("ingest", "manage", "recover", "inbound_hook", "inbound_org")
 _RATE_CHILDREN = {name: _RATE_LIMITED.labels(name) for name in RATE_LIMITS}

@@ -13,8 +13,10 @@ import orjson
 import structlog
 from aiohttp import web
 
+from shared.config import Settings
 from shared.core.errors import HooklineError
 from shared.db import db_errors
+from shared.logging import configure_logging
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -124,3 +126,20 @@ async def serve_app(
         log.info(f"{name} stopping")
     finally:
         await runner.cleanup()
+
+
+def app_server(
+    name: str,
+    create_app: Callable[[Settings], web.Application],
+    address: Callable[[Settings], tuple[str, int]],
+) -> Callable[[Settings, asyncio.Event], Awaitable[None]]:
+    """The `main` of a process that serves one app: logging set up for service `name`, then
+    `create_app(settings)` on `address(settings)` until `stop` is set, the requests in hand
+    let finish."""
+
+    async def serve(settings: Settings, stop: asyncio.Event) -> None:
+        configure_logging(settings.log_level, service=name)
+        host, port = address(settings)
+        await serve_app(create_app(settings), host=host, port=port, stop=stop, name=name)
+
+    return serve

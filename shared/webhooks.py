@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import secrets as _random
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +31,12 @@ _COLUMNS = (
     "id, org, repo, url, events, active, content_type, description, retry, timeout_s,"
     " secret_enc, previous_secret_enc, previous_expires_at, disabled_reason, version,"
     " created_at, updated_at, headers, notify_email, disabled_at"
+)
+_INSERT = (
+    "INSERT INTO webhooks (id, org, repo, url, events, active, content_type, description,"
+    " retry, timeout_s, secret_enc, headers, notify_email, disabled_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+    f" CASE WHEN $6 THEN NULL ELSE now() END) RETURNING {_COLUMNS}"
 )
 
 # Each webhook's health: its failure count and its newest delivery (one probe of
@@ -58,18 +66,25 @@ async def _with_health(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> 
     return out
 
 
+def _shared_columns(row: asyncpg.Record) -> dict[str, Any]:
+    """What a webhook as the API shows it and as the workers get it both take from its row."""
+    return {
+        "id": str(row["id"]),
+        "org": row["org"],
+        "repo": row["repo"],
+        "url": row["url"],
+        "events": tuple(row["events"]),
+        "active": row["active"],
+        "content_type": row["content_type"],
+        "retry": row["retry"],
+        "timeout_s": row["timeout_s"],
+    }
+
+
 def _webhook(row: asyncpg.Record) -> Webhook:
     return Webhook(
-        id=str(row["id"]),
-        org=row["org"],
-        repo=row["repo"],
-        url=row["url"],
-        events=tuple(row["events"]),
-        active=row["active"],
-        content_type=row["content_type"],
+        **_shared_columns(row),
         description=row["description"],
-        retry=row["retry"],
-        timeout_s=row["timeout_s"],
         disabled_reason=row["disabled_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -82,15 +97,7 @@ def _webhook(row: asyncpg.Record) -> Webhook:
 def _record(row: asyncpg.Record) -> WebhookRecord:
     prev = row["previous_secret_enc"]
     return WebhookRecord(
-        id=str(row["id"]),
-        org=row["org"],
-        repo=row["repo"],
-        url=row["url"],
-        events=tuple(row["events"]),
-        active=row["active"],
-        content_type=row["content_type"],
-        timeout_s=row["timeout_s"],
-        retry=row["retry"],
+        **_shared_columns(row),
         secret_enc=bytes(row["secret_enc"]).decode(),
         previous_secret_enc=bytes(prev).decode() if prev is not None else None,
         previous_expires_at=(
@@ -111,6 +118,16 @@ class ScopeLimit:
     per_repo: int
     per_org: int
     lock_prefix: str = ""  # of the scope's advisory lock
+
+    @asynccontextmanager
+    async def creating(
+        self, pool: asyncpg.Pool, org: str, repo: str | None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction in which the scope has room for one more row (checked under its
+        lock, held to the end)."""
+        async with pool.acquire() as conn, conn.transaction():
+            await self.lock_and_check(conn, org, repo)
+            yield conn
 
     async def lock_and_check(self, conn: asyncpg.Connection, org: str, repo: str | None) -> None:
         """Serialises creations in the scope (an advisory lock held to the transaction's end,
@@ -184,13 +201,9 @@ class WebhookStore:
         await self._check_target(fields["url"])
         headers = self._seal_headers(fields.get("headers") or {}, {})
         secret = fields.pop("secret", None) or generate_secret(_random.token_bytes(32))
-        async with self._pool.acquire() as conn, conn.transaction():
-            await self._limit.lock_and_check(conn, org, repo)
+        async with self._limit.creating(self._pool, org, repo) as conn:
             row = await conn.fetchrow(
-                f"INSERT INTO webhooks (id, org, repo, url, events, active, content_type,"
-                f" description, retry, timeout_s, secret_enc, headers, notify_email, disabled_at)"
-                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-                f" CASE WHEN $6 THEN NULL ELSE now() END) RETURNING {_COLUMNS}",
+                _INSERT,
                 uuid.uuid4(),
                 org,
                 repo,

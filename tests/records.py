@@ -4,8 +4,10 @@ test names only the ones it is about."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
+from shared.core.attempts import AttemptRow
 from shared.core.messages import DeliveryMessage, WebhookRecord
 
 _WEBHOOK = WebhookRecord(
@@ -36,3 +38,9 @@ def webhook_record(**fields: Any) -> WebhookRecord:
 def delivery_message(**fields: Any) -> DeliveryMessage:
     """A first automatic delivery of a `push`, with `fields` instead."""
     return replace(_DELIVERY, **fields)
+
+
+def attempt_row(outcome: str, started_at: datetime, **fields: Any) -> AttemptRow:
+    """The row of an attempt at `delivery_message()` ending in `outcome`, with `fields`
+    instead."""
+    return replace(AttemptRow.of(_DELIVERY, outcome=outcome, started_at=started_at), **fields)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import structlog
@@ -51,13 +50,12 @@ from shared.ingest import EventWriter
 from shared.limits import LimitStore, OrgLimits
 from shared.log.queries import DeliveryQueries
 from shared.log.redelivery import Redelivery
-from shared.logging import configure_logging
 from shared.outbox import OutboxWaker
 from shared.pipeline_metrics import KafkaLag, PipelineGauges
 from shared.ratelimit import SharedRateLimiter
 from shared.runtime import run
 from shared.tokens import TokenStore
-from shared.web import error_middleware_for, serve_app
+from shared.web import app_server, error_middleware_for
 from shared.webhooks import WebhookStore
 
 log = structlog.get_logger("services.api")
@@ -182,16 +180,7 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Serves until `stop` is set, then stops accepting and lets requests finish."""
-    configure_logging(settings.log_level, service="api")
-    await serve_app(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        stop=stop,
-        name="api",
-    )
+serve = app_server("api", create_app, lambda s: (s.api_host, s.api_port))
 
 
 def main() -> None:

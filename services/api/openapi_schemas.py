@@ -43,6 +43,14 @@ ERROR_RESPONSES = {
 }
 FILTER_DOC = "an event type, a family (`pull_request`), `family.*`, or `*`"
 # A webhook's custom headers as given (DESIGN.md section 12).
+NOTIFY_EMAIL = _nullable(
+    {
+        "type": "string",
+        "format": "email",
+        "maxLength": 254,
+        "description": "the same notices as the org hooks get, by mail",
+    }
+)
 CUSTOM_HEADERS: Schema = {
     "type": "object",
     "maxProperties": 10,
@@ -148,14 +156,7 @@ SCHEMAS: dict[str, Schema] = {
             "retry": _nullable(ref("Retry")),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30, "default": 10},
             "headers": _nullable(CUSTOM_HEADERS),
-            "notify_email": _nullable(
-                {
-                    "type": "string",
-                    "format": "email",
-                    "maxLength": 254,
-                    "description": "the same notices as the org hooks get, by mail",
-                }
-            ),
+            "notify_email": NOTIFY_EMAIL,
             "secret": {"type": "string", "minLength": 8, "maxLength": 256},
         },
         ["url"],
@@ -171,14 +172,7 @@ SCHEMAS: dict[str, Schema] = {
             "retry": _nullable(ref("Retry")),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30},
             "headers": _nullable(CUSTOM_HEADERS),
-            "notify_email": _nullable(
-                {
-                    "type": "string",
-                    "format": "email",
-                    "maxLength": 254,
-                    "description": "the same notices as the org hooks get, by mail",
-                }
-            ),
+            "notify_email": NOTIFY_EMAIL,
             "recover_since": {
                 "type": "string",
                 "format": "date-time",

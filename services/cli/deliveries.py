@@ -42,6 +42,11 @@ class Moment(click.ParamType):
 MOMENT = Moment()
 
 
+def since_option(help: str, *, required: bool = False) -> Callable[[F], F]:
+    """`--since MOMENT`: a relative duration back from now or an RFC 3339 timestamp."""
+    return click.option("--since", type=MOMENT, required=required, help=help)
+
+
 @dataclass(frozen=True)
 class Paging:
     """A keyset-paginated listing's window and page: --since, --until, --limit, --cursor
@@ -62,7 +67,7 @@ def paging_options(compared: str) -> Callable[[F], F]:
     """The options of a paginated listing, handed to the command as one `paging`;
     `compared` is what --since and --until bound ("First attempted")."""
     options = [
-        click.option("--since", type=MOMENT, default=None, help=f"{compared} at or after."),
+        since_option(f"{compared} at or after."),
         click.option("--until", type=MOMENT, default=None, help=f"{compared} before."),
         click.option(
             "--limit",
@@ -209,11 +214,8 @@ def redeliver(session: Session, delivery_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("hook_id", metavar="HOOK")
-@click.option(
-    "--since",
-    type=MOMENT,
-    required=True,
-    help="Failed and dead deliveries first attempted since: 2h, 1d or RFC 3339.",
+@since_option(
+    "Failed and dead deliveries first attempted since: 2h, 1d or RFC 3339.", required=True
 )
 @click.option(
     "--wait/--no-wait",

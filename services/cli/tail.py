@@ -12,7 +12,7 @@ import click
 from rich.text import Text
 
 from services.cli import output
-from services.cli.deliveries import MOMENT, PAGE_MAX, delivery_path
+from services.cli.deliveries import PAGE_MAX, delivery_path, since_option
 from services.cli.hooks import hook_path
 from services.cli.session import Session
 from services.cli.times import rfc3339
@@ -80,12 +80,7 @@ def line(delivery: dict[str, Any], attempt: dict[str, Any]) -> Text:
 
 @click.command()
 @click.argument("hook_id", metavar="HOOK")
-@click.option(
-    "--since",
-    type=MOMENT,
-    default=None,
-    help="Also show deliveries first attempted since then (default: from now).",
-)
+@since_option("Also show deliveries first attempted since then (default: from now).")
 @click.option(
     "--interval",
     type=click.FloatRange(0.2, 60),

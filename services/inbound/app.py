@@ -17,11 +17,10 @@ from shared.db import create_pool
 from shared.inbound import InboundStore
 from shared.inbound_calls import CallGate, InvocationLog
 from shared.inbound_maintenance import maintain_forever
-from shared.logging import configure_logging
 from shared.outbox import OutboxWaker
 from shared.ratelimit import SharedRateLimiter
 from shared.runtime import run
-from shared.web import Handler, error_middleware_for, json_response, serve_app
+from shared.web import Handler, app_server, error_middleware_for, json_response
 
 # Above max_payload_bytes so that the handler's own check (with its clear 413) fires first.
 _BODY_SLACK = 64 * 1024
@@ -110,16 +109,7 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
     return app
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Serves until `stop` is set, then stops accepting and lets calls finish."""
-    configure_logging(settings.log_level, service="inbound")
-    await serve_app(
-        create_app(settings),
-        host=settings.inbound_host,
-        port=settings.inbound_port,
-        stop=stop,
-        name="inbound",
-    )
+serve = app_server("inbound", create_app, lambda s: (s.inbound_host, s.inbound_port))
 
 
 def main() -> None:

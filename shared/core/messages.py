@@ -243,11 +243,9 @@ def _sealed_headers(raw: object) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class WebhookRecord:
-    """`hookline.webhooks` (compacted), key webhook id; a tombstone (null) means deleted.
-
-    Secrets stay encrypted (Fernet tokens, as text) in this message.
-    """
+class WebhookBase:
+    """What both a webhook as the API shows it and its record for the workers begin with:
+    whose it is, where it goes, what it takes, in what form."""
 
     id: str
     org: str
@@ -256,6 +254,15 @@ class WebhookRecord:
     events: tuple[str, ...]
     active: bool
     content_type: str
+
+
+@dataclass(frozen=True)
+class WebhookRecord(WebhookBase):
+    """`hookline.webhooks` (compacted), key webhook id; a tombstone (null) means deleted.
+
+    Secrets stay encrypted (Fernet tokens, as text) in this message.
+    """
+
     timeout_s: int
     retry: dict[str, Any] | None
     secret_enc: str

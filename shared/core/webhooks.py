@@ -10,6 +10,7 @@ from typing import Any
 from .errors import ValidationError
 from .events import format_timestamp
 from .matching import validate_filters
+from .messages import WebhookBase
 from .notices import validate_email
 from .retry import RetryPolicy
 from .ssrf import validate_url
@@ -176,16 +177,9 @@ class LastDelivery:
 
 
 @dataclass(frozen=True)
-class Webhook:
+class Webhook(WebhookBase):
     """A webhook as the API shows it (never with its secret)."""
 
-    id: str
-    org: str
-    repo: str | None
-    url: str
-    events: tuple[str, ...]
-    active: bool
-    content_type: str
     description: str
     retry: dict[str, Any] | None
     timeout_s: int

@@ -14,33 +14,32 @@ from shared.core.attempts import AttemptRow
 from shared.core.health import FailureStreak, health_deltas
 from shared.notices import emit_notice
 
-# A success starts a new streak, which has not been told about yet.
-_HEALTH_RESET = """
+
+def _health_upsert(streak: str) -> str:
+    """Folds (webhook, failures, first failure, error) rows into webhook_health, `streak`
+    saying how an existing row's streak takes them."""
+    return f"""
 INSERT INTO webhook_health (webhook_id, consecutive_failures, first_failure_at, updated_at,
                             last_error)
 SELECT w, n, f, now(), e
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[]) AS v(w, n, f, e)
 ON CONFLICT (webhook_id) DO UPDATE SET
-    consecutive_failures = EXCLUDED.consecutive_failures,
-    first_failure_at = EXCLUDED.first_failure_at,
-    failing_notified = false,
+{streak}
     last_error = COALESCE(EXCLUDED.last_error, webhook_health.last_error),
     updated_at = now()
 RETURNING webhook_id, consecutive_failures, first_failure_at
 """
 
-_HEALTH_ADD = """
-INSERT INTO webhook_health (webhook_id, consecutive_failures, first_failure_at, updated_at,
-                            last_error)
-SELECT w, n, f, now(), e
-FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[]) AS v(w, n, f, e)
-ON CONFLICT (webhook_id) DO UPDATE SET
+
+# A success starts a new streak, which has not been told about yet.
+_HEALTH_RESET = _health_upsert("""\
+    consecutive_failures = EXCLUDED.consecutive_failures,
+    first_failure_at = EXCLUDED.first_failure_at,
+    failing_notified = false,""")
+
+_HEALTH_ADD = _health_upsert("""\
     consecutive_failures = webhook_health.consecutive_failures + EXCLUDED.consecutive_failures,
-    first_failure_at = COALESCE(webhook_health.first_failure_at, EXCLUDED.first_failure_at),
-    last_error = COALESCE(EXCLUDED.last_error, webhook_health.last_error),
-    updated_at = now()
-RETURNING webhook_id, consecutive_failures, first_failure_at
-"""
+    first_failure_at = COALESCE(webhook_health.first_failure_at, EXCLUDED.first_failure_at),""")
 
 # The transition to failing: once per streak, for a webhook still active.
 _FAILING = """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypedDict, Unpack
 
 import asyncpg
 
@@ -147,6 +147,17 @@ def parse_id(value: str, what: str) -> uuid.UUID:
         raise NotFound(f"{what} not found") from None
 
 
+class PageFilters(TypedDict, total=False):
+    """What `page_query` takes besides the webhook, by name."""
+
+    status: str | None
+    event: str | None
+    since: datetime | None
+    until: datetime | None
+    limit: int
+    after: tuple[datetime, uuid.UUID] | None
+
+
 def page_query(
     webhook_id: uuid.UUID,
     *,
@@ -211,28 +222,13 @@ class DeliveryQueries:
 
     @translated
     async def page(
-        self,
-        webhook_id: str,
-        *,
-        status: str | None = None,
-        event: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = DEFAULT_LIMIT,
-        after: tuple[datetime, uuid.UUID] | None = None,
+        self, webhook_id: str, **filters: Unpack[PageFilters]
     ) -> tuple[list[DeliverySummary], bool]:
         """A page of a webhook's deliveries, newest first (keyset on first_at, id), and
         whether more follow."""
-        sql, args = page_query(
-            parse_id(webhook_id, "webhook"),
-            status=status,
-            event=event,
-            since=since,
-            until=until,
-            limit=limit,
-            after=after,
-        )
+        sql, args = page_query(parse_id(webhook_id, "webhook"), **filters)
         rows = await self._pool.fetch(sql, *args)
+        limit = filters.get("limit", DEFAULT_LIMIT)
         return [to_summary(r) for r in rows[:limit]], len(rows) > limit
 
     @translated

@@ -6,18 +6,14 @@ sends again what failed or was skipped; the health fields move along."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes
-from email.message import Message
 from typing import Any
 
 import asyncpg
 import pytest
-from aiosmtpd.controller import Controller
 
 from shared.config import Settings
 from shared.core.messages import delivery_id_for
@@ -25,37 +21,15 @@ from shared.kafka import EVENTS
 from tests.e2e.conftest import Pipeline, start_pipeline
 from tests.e2e.harness import Receiver, answer, eventually
 from tests.e2e.test_pipeline import Api, attempts, ingest, pipeline_quiet
+from tests.smtp import Inbox, smtp_server
 
 NO_RETRIES = {"max_retries": 0, "interval_s": 1}
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def about(self, webhook_id: str) -> Counter[str]:
-        """How many mails of each kind (failing, disabled, enabled) tell of this webhook."""
-        return Counter(
-            str(m["Subject"]).split(":")[0].rsplit(" ", 1)[-1]
-            for m in self.messages
-            if webhook_id in str(m.get_payload())
-        )
-
-
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

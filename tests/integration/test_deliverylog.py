@@ -14,6 +14,7 @@ from shared.core.errors import RowRejected
 from shared.core.health import FailureStreak, should_disable
 from shared.log.partitions import maintain
 from shared.log.writer import DeliveryLog
+from tests.integration.clients import running
 
 # Its own database: maintenance goes by the longest retention in force over every org.
 pytestmark = pytest.mark.own_database
@@ -41,10 +42,9 @@ def _row(
 
 async def test_attempts_and_summary_are_written_together(pool: asyncpg.Pool) -> None:
     dlog = DeliveryLog(pool, flush_interval=0.01)
-    await dlog.start()
-    delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
-    t0 = datetime.now(UTC)
-    try:
+    async with running(dlog, dlog.close):
+        delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
+        t0 = datetime.now(UTC)
         first = dlog.append(
             _row(
                 delivery,
@@ -68,8 +68,6 @@ async def test_attempts_and_summary_are_written_together(pool: asyncpg.Pool) -> 
         # An older attempt arriving late (redelivered) does not roll the summary back.
         late = dlog.append(_row(delivery, webhook, 1, "failed", t0, error="http_status"))
         await asyncio.wait_for(asyncio.gather(second, late), 10)
-    finally:
-        await dlog.close()
     rows = await pool.fetch(
         "SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY started_at, attempt",
         uuid.UUID(delivery),
@@ -86,10 +84,9 @@ async def test_attempts_and_summary_are_written_together(pool: asyncpg.Pool) -> 
 
 async def test_a_failed_manual_attempt_keeps_a_dead_delivery_dead(pool: asyncpg.Pool) -> None:
     dlog = DeliveryLog(pool, flush_interval=0.01)
-    await dlog.start()
-    delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
-    t0 = datetime.now(UTC)
-    try:
+    async with running(dlog, dlog.close):
+        delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
+        t0 = datetime.now(UTC)
         # Both in one batch: the summary takes the latest of the two.
         a = dlog.append(_row(delivery, webhook, 1, "dead", t0, error="timeout"))
         b = dlog.append(
@@ -106,8 +103,6 @@ async def test_a_failed_manual_attempt_keeps_a_dead_delivery_dead(pool: asyncpg.
             _row(delivery, webhook, 4, "failed", t0 + timedelta(seconds=3), error="connect")
         )
         await asyncio.wait_for(d, 10)
-    finally:
-        await dlog.close()
     summary = await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", uuid.UUID(delivery))
     assert summary["status"] == "dead"
     assert summary["attempts"] == 4
@@ -123,10 +118,9 @@ async def test_consecutive_failures_cross_the_threshold_and_success_resets(
         seen.extend(items)
 
     dlog = DeliveryLog(pool, flush_interval=0.01, on_failures=on_failures)
-    await dlog.start()
-    webhook = str(uuid.uuid4())
-    t0 = datetime.now(UTC) - timedelta(seconds=5)
-    try:
+    async with running(dlog, dlog.close):
+        webhook = str(uuid.uuid4())
+        t0 = datetime.now(UTC) - timedelta(seconds=5)
         for _ in range(2):
             await dlog.append(_row(str(uuid.uuid4()), webhook, 1, "failed", t0, error="timeout"))
         await dlog.append(_row(str(uuid.uuid4()), webhook, 1, "skipped", t0))
@@ -147,8 +141,6 @@ async def test_consecutive_failures_cross_the_threshold_and_success_resets(
                 )
             )
         await dlog.flush()
-    finally:
-        await dlog.close()
     health = await pool.fetchrow(
         "SELECT * FROM webhook_health WHERE webhook_id = $1", uuid.UUID(webhook)
     )
@@ -203,11 +195,10 @@ async def test_maintenance_creates_ahead_and_drops_expired_partitions(
 
 async def test_unstorable_rows_never_block_the_log(pool: asyncpg.Pool) -> None:
     dlog = DeliveryLog(pool, flush_interval=0.01)
-    await dlog.start()
-    webhook = str(uuid.uuid4())
-    t0 = datetime.now(UTC)
-    ids = [str(uuid.uuid4()) for _ in range(4)]
-    try:
+    async with running(dlog, dlog.close):
+        webhook = str(uuid.uuid4())
+        t0 = datetime.now(UTC)
+        ids = [str(uuid.uuid4()) for _ in range(4)]
         # Appended in one tick: one batch, which PostgreSQL (or orjson) refuses as a whole.
         good = dlog.append(_row(ids[0], webhook, 1, "succeeded", t0, response_body="ok"))
         nul = dlog.append(
@@ -225,8 +216,6 @@ async def test_unstorable_rows_never_block_the_log(pool: asyncpg.Pool) -> None:
         # And the log keeps writing what follows.
         after = str(uuid.uuid4())
         await asyncio.wait_for(dlog.append(_row(after, webhook, 1, "succeeded", t0)), 10)
-    finally:
-        await dlog.close()
     rows = {
         str(r["delivery_id"]): r
         for r in await pool.fetch(
@@ -265,15 +254,12 @@ class _FlakyPool:
 async def test_an_outage_is_retried_with_the_rows_intact(pool: asyncpg.Pool) -> None:
     flaky = _FlakyPool(pool, failures=2)
     dlog = DeliveryLog(flaky, flush_interval=0.01)  # type: ignore[arg-type]
-    await dlog.start()
-    delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
-    try:
+    async with running(dlog, dlog.close):
+        delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
         fut = dlog.append(
             _row(delivery, webhook, 1, "failed", datetime.now(UTC), response_body="kept")
         )
         await asyncio.wait_for(fut, 10)
-    finally:
-        await dlog.close()
     assert flaky.failures == 0
     row = await pool.fetchrow(
         "SELECT * FROM delivery_attempts WHERE delivery_id = $1", uuid.UUID(delivery)

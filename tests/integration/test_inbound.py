@@ -4,6 +4,7 @@ served in-process, and what every call leaves in the invocation log and the outb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -336,14 +337,29 @@ async def test_forms_and_curl_without_a_content_type(
     assert data == [{"message": "hi", "tag": ["a", "b"]}, {"message": "x"}, {"message": "slack"}]
 
 
-async def test_rate_limit_per_hook_and_per_org(
-    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
-) -> None:
-    limited = dataclasses.replace(settings, inbound_rate_per_hook=3, inbound_rate_per_org=5)
+Hook = dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def limited_edge(
+    api: TestClient, settings: Settings, org: str, *, per_hook: int, per_org: int
+) -> AsyncIterator[tuple[TestClient, dict[str, str], Hook, Hook]]:
+    """An edge with these inbound rate limits, the headers of a token of `org`, and two
+    unverified hooks of org/widgets, "one" and "two"."""
+    limited = dataclasses.replace(
+        settings, inbound_rate_per_hook=per_hook, inbound_rate_per_org=per_org
+    )
     h = await org_token(api, settings, org)
     one = await make_inbound(api, h, org, "widgets", verify="none", name="one")
     two = await make_inbound(api, h, org, "widgets", verify="none", name="two")
     async with TestClient(TestServer(create_edge(limited, maintenance=False))) as edge:
+        yield edge, h, one, two
+
+
+async def test_rate_limit_per_hook_and_per_org(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    async with limited_edge(api, settings, org, per_hook=3, per_org=5) as (edge, h, one, two):
         codes = [(await edge.post(path_of(one), json={})).status for _ in range(4)]
         assert codes == [202, 202, 202, 429]
         refused = await edge.post(path_of(one), json={})
@@ -428,11 +444,7 @@ async def test_admin_sees_every_org(api: TestClient, settings: Settings, org: st
 async def test_concurrent_calls_counted_in_one_batch_admit_exactly_the_limit(
     api: TestClient, settings: Settings, org: str
 ) -> None:
-    limited = dataclasses.replace(settings, inbound_rate_per_hook=5, inbound_rate_per_org=7)
-    h = await org_token(api, settings, org)
-    one = await make_inbound(api, h, org, "widgets", verify="none", name="one")
-    two = await make_inbound(api, h, org, "widgets", verify="none", name="two")
-    async with TestClient(TestServer(create_edge(limited, maintenance=False))) as edge:
+    async with limited_edge(api, settings, org, per_hook=5, per_org=7) as (edge, _h, one, two):
 
         async def call(hook: dict[str, Any]) -> int:
             return (await edge.post(path_of(hook), json={})).status

@@ -6,19 +6,15 @@ SMTP server (aiosmtpd)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes
-from email.message import Message
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
 
 from shared.config import Settings
 from shared.core.attempts import AttemptRow
@@ -29,32 +25,13 @@ from shared.kafka import EVENTS
 from shared.log.writer import DeliveryLog
 from shared.mail import Postman, SmtpServer, message_id
 from shared.webhooks import WebhookStore
-
-
-class Inbox:
-    """aiosmtpd's handler: keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.smtp import Inbox, free_port, smtp_server
 
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_server() as server:
+        yield server
 
 
 @pytest.fixture
@@ -219,7 +196,7 @@ async def test_mail_the_server_refuses_stays_and_is_tried_later(
         org, None, {"url": "http://127.0.0.1:9/", "notify_email": "ops@example.com"}
     )
     await store.disable(hook.id, "gone")
-    nobody = Postman(pool, SmtpServer.parse(f"smtp://127.0.0.1:{_free_port()}"), sender="h@e.com")
+    nobody = Postman(pool, SmtpServer.parse(f"smtp://127.0.0.1:{free_port()}"), sender="h@e.com")
     assert await nobody.send_due() == 0
     row = await pool.fetchrow(
         "SELECT tries, sent_at, next_try_at > now() AS later, last_error FROM notice_mail"

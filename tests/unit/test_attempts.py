@@ -23,7 +23,7 @@ from shared.core.attempts import (
 from shared.core.health import FailureStreak, health_deltas, should_disable
 from shared.core.retry import RetryPolicy
 from shared.core.signing import verify_github, verify_standard
-from tests.records import delivery_message
+from tests.records import attempt_row, delivery_message
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 POLICY = RetryPolicy(schedule=(10.0, 20.0))
@@ -132,16 +132,10 @@ def test_cut_text_keeps_16_kib() -> None:
 
 
 def _row(webhook: str, outcome: str, at: int, error: str | None = "http_status") -> AttemptRow:
-    return AttemptRow(
-        delivery_id="d",
+    return attempt_row(
+        outcome,
+        NOW + timedelta(seconds=at),
         webhook_id=webhook,
-        org="o",
-        event_id="e",
-        event_type="push",
-        attempt=1,
-        trigger="auto",
-        outcome=outcome,
-        started_at=NOW + timedelta(seconds=at),
         error=error if outcome in ("failed", "dead") else None,
     )
 

@@ -17,6 +17,7 @@ from shared.core.notices import Notice, about_webhook, notice_event_id, validate
 from shared.core.samples import schema
 from shared.core.webhooks import validate_fields
 from shared.subscriptions import WebhookTable
+from tests.records import attempt_row, webhook_record
 
 WID = "5f0c2c1e-8a4b-4d2e-9b1a-6c3d2e1f0a9b"
 
@@ -79,21 +80,7 @@ def test_a_notice_names_the_webhook_it_is_about_and_nothing_else_does() -> None:
 
 
 def _record(wid: str, repo: str | None, events: tuple[str, ...]) -> WebhookRecord:
-    return WebhookRecord(
-        id=wid,
-        org="acme",
-        repo=repo,
-        url="http://127.0.0.1/",
-        events=events,
-        active=True,
-        content_type="json",
-        timeout_s=10,
-        retry=None,
-        secret_enc="sealed",
-        previous_secret_enc=None,
-        previous_expires_at=None,
-        revision=1,
-    )
+    return webhook_record(id=wid, org="acme", repo=repo, url="http://127.0.0.1/", events=events)
 
 
 def test_the_matcher_sends_a_notice_to_org_hooks_but_never_to_its_subject() -> None:
@@ -140,19 +127,7 @@ def test_the_newest_failure_is_described_for_the_notices() -> None:
     t = datetime(2026, 1, 1, tzinfo=UTC)
 
     def row(outcome: str, status: int | None, error: str | None) -> AttemptRow:
-        return AttemptRow(
-            delivery_id=WID,
-            webhook_id="w",
-            org="o",
-            event_id="e",
-            event_type="push",
-            attempt=1,
-            trigger="auto",
-            outcome=outcome,
-            started_at=t,
-            response_status=status,
-            error=error,
-        )
+        return attempt_row(outcome, t, response_status=status, error=error)
 
     deltas = health_deltas([row("failed", 500, "http_status"), row("failed", None, "timeout")])
     assert deltas["w"].last_error == "timeout" and deltas["w"].failures == 2

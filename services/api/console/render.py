@@ -132,15 +132,7 @@ def event_groups() -> list[tuple[str, list[str]]]:
 
 
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(
-        ago=ago,
-        exact=exact,
-        iso=iso,
-        ms=ms,
-        pct=pct,
-        pretty=pretty,
-        mark=mark,
-        call_mark=call_mark,
-        chart_bars=chart_bars,
-    )
+    # Each filter goes by its function's name.
+    filters = (ago, exact, iso, ms, pct, pretty, mark, call_mark, chart_bars)
+    env.filters.update({f.__name__: f for f in filters})
     env.globals.update(chart_w=CHART_W, chart_h=CHART_H, bar_w=BAR_W)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from services.api.bodies import API, json_response
-from services.api.health import database_ready
 from services.api.keys import KAFKA_PROBE, POOL
 from services.api.openapi import openapi_document
 from shared.core.events import catalog_document
+from shared.health import readiness
 
 routes = web.RouteTableDef()
 
@@ -32,11 +30,4 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    database, kafka = await asyncio.gather(
-        database_ready(request.app[POOL]), request.app[KAFKA_PROBE].ready()
-    )
-    ready = database and kafka
-    return json_response(
-        {"status": "ready" if ready else "unavailable", "database": database, "kafka": kafka},
-        status=200 if ready else 503,
-    )
+    return await readiness(request.app[POOL], request.app[KAFKA_PROBE])
