@@ -159,6 +159,30 @@ def floors(results: dict[str, Any], rss_peak_mb: dict[str, float]) -> list[Row]:
         ),
         Row("isolation: ratio with/without", iso, "x", "<= 1.2", _check(iso, lambda v: v <= 1.2)),
     ]
+    fair = _get(results, "fairness", "ratio")
+    rows += [
+        Row(
+            "fairness: median webhook p50",
+            _get(results, "fairness", "median_p50_ms"),
+            "ms",
+            "",
+            None,
+        ),
+        Row(
+            "fairness: worst webhook p50",
+            _get(results, "fairness", "max_p50_ms"),
+            "ms",
+            "",
+            None,
+        ),
+        Row(
+            "fairness: worst / median webhook p50",
+            fair,
+            "x",
+            "<= 3",
+            _check(fair, lambda v: v <= 3),
+        ),
+    ]
     calls = _get(results, "inbound", "accepted_calls_per_s")
     rows += [
         Row(
