@@ -147,8 +147,12 @@ class DeliveryConsumer:
             if not records:
                 del fetched[tp]
         if fetched and not self._full:
+            self._full = True
             log.info("sender buffer full", in_flight=scheduler.pending)
-        self._full = bool(fetched)
+        elif self._full and scheduler.pending <= limit // 2:
+            self._full = False  # logged again only once it had room for a while
+        if not fetched and not self._held:
+            return
         consumer, assigned = self._consumer, self._consumer.assignment()
         hold = (fetched.keys() & assigned) - self._held
         free = self._held - fetched.keys()
