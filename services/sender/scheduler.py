@@ -144,7 +144,7 @@ class Scheduler:
     def _startable(self, wid: str) -> bool:
         """A job of `wid` may start at once: a slot is free, its webhook is below its cap,
         and nothing of it waits (nothing of another webhook below its cap waits while a
-        slot is free: `_pump` starts it)."""
+        slot is free: `_release` starts it)."""
         return (
             self._busy < self._concurrency and self._slots.free(wid) and not self._slots.queued(wid)
         )
