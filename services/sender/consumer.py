@@ -1,6 +1,7 @@
 """The sender's consumer of `hookline.deliveries`: fetches with many deliveries in flight
-per partition, pauses when its buffer is full, commits each partition only up to its
-contiguous completed watermark, and on a rebalance or a stop hands off what is still
+per partition, takes fetched records on oldest first across partitions while its buffer
+has room (pausing the partitions whose records wait), commits each partition only up to
+its contiguous completed watermark, and on a rebalance or a stop hands off what is still
 unfinished (DESIGN.md section 8)."""
 
 from __future__ import annotations
@@ -8,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from .offsets import Offsets, Part
 from .scheduler import OnFinished, Scheduler
@@ -41,7 +44,7 @@ class Consuming:
     """What a sender consumes, how much it buffers, and how it gives partitions up."""
 
     topic: str
-    max_pending: int  # fetched and not finished: above it, fetching pauses
+    max_pending: int  # taken on and not finished: at it, fetched records wait
     drain_timeout: float = 10.0
     revoke_wait: float = REVOKE_WAIT_S
 
@@ -68,7 +71,10 @@ class DeliveryConsumer:
         self._offsets = offsets
         self._stop = stop
         self._ready = ready or asyncio.Event()  # set once partitions were assigned
-        self._paused = False
+        # Fetched, not yet taken on (the buffer was full); their partitions are paused.
+        self._fetched: dict[TopicPartition, deque[ConsumerRecord]] = {}
+        self._held: set[TopicPartition] = set()
+        self._full = False
         self._progress = asyncio.Event()
         self.listener = _Listener(self)
         # The scheduler reports each finished job back here.
@@ -84,12 +90,9 @@ class DeliveryConsumer:
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=1000)
                 for tp, records in batch.items():
-                    part = self._offsets.parts.get(tp)
-                    if part is None:
-                        continue  # revoked while fetched: the new owner gets these
-                    for record in records:
-                        scheduler.dispatch(tp, part, record)
-                self._backpressure()
+                    if tp in self._offsets.parts:  # else revoked meanwhile: not ours
+                        self._fetched.setdefault(tp, deque()).extend(records)
+                self._take_on()
             log.info("sender draining", in_flight=scheduler.pending)
             consumer.pause(*consumer.assignment())
             started = time.monotonic()
@@ -121,18 +124,43 @@ class DeliveryConsumer:
     def finished(self, tp: TopicPartition, part: Part, offset: int, ok: bool) -> None:
         """A job's work is over: its offset may complete, the buffer has room."""
         self._offsets.finish(tp, part, offset, ok)
-        self._backpressure()
+        self._take_on()
         self._progress.set()
 
-    def _backpressure(self) -> None:
-        consumer, pending = self._consumer, self._scheduler.pending
-        if not self._paused and pending >= self._config.max_pending:
-            self._paused = True
-            consumer.pause(*consumer.assignment())
-            log.info("sender paused: buffer full", in_flight=pending)
-        elif self._paused and pending <= self._config.max_pending // 2 and not self._stop.is_set():
-            self._paused = False
-            consumer.resume(*consumer.assignment())
+    def _take_on(self) -> None:
+        """Dispatches fetched records while the buffer has room, the oldest head of the
+        partitions first (not one partition's whole fetch, then the next's): a partition
+        busier than the others is not left behind by taking turns. A partition whose
+        records wait here is paused until they are all taken on."""
+        if self._stop.is_set():
+            return  # draining: what was not taken on stays uncommitted
+        fetched, parts, scheduler = self._fetched, self._offsets.parts, self._scheduler
+        limit = self._config.max_pending
+        while fetched and scheduler.pending < limit:
+            tp = min(fetched, key=lambda t: fetched[t][0].timestamp)
+            records = fetched[tp]
+            part = parts.get(tp)
+            if part is None:  # revoked: the new owner fetches these
+                del fetched[tp]
+                continue
+            scheduler.dispatch(tp, part, records.popleft())
+            if not records:
+                del fetched[tp]
+        if fetched and not self._full:
+            self._full = True
+            log.info("sender buffer full", in_flight=scheduler.pending)
+        elif self._full and scheduler.pending <= limit // 2:
+            self._full = False  # logged again only once it had room for a while
+        if not fetched and not self._held:
+            return
+        consumer, assigned = self._consumer, self._consumer.assignment()
+        hold = (fetched.keys() & assigned) - self._held
+        free = self._held - fetched.keys()
+        if hold:
+            consumer.pause(*hold)
+        if free:
+            consumer.resume(*(free & assigned))
+        self._held = (self._held | hold) - free
 
     async def _wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """True once `predicate()` holds (checked after each finished job), False on timeout."""
@@ -158,6 +186,8 @@ class DeliveryConsumer:
     async def revoke(self, revoked: set[TopicPartition]) -> None:
         """Waits briefly for the revoked partitions' in-flight work, hands off what is
         still unfinished, commits, and forgets them."""
+        # What was fetched and not taken on is the new owner's: none of it starts here.
+        self._drop_fetched(revoked)
         parts = self._offsets.parts
         mine = {tp for tp in revoked if tp in parts}
         try:
@@ -183,8 +213,15 @@ class DeliveryConsumer:
             self._scheduler.resume(job)
 
     def assign(self, assigned: set[TopicPartition]) -> None:
+        # A partition (re)assigned is fetched afresh from its committed offset, unpaused.
+        self._drop_fetched(assigned)
         self._offsets.assign(assigned)
-        if self._paused:
-            self._consumer.pause(*assigned)
         log.info("sender partitions assigned", partitions=len(assigned))
         self._ready.set()
+
+    def _drop_fetched(self, tps: set[TopicPartition]) -> None:
+        """Forgets records fetched and not taken on (never dispatched, so never committed:
+        whoever owns the partition next fetches them again)."""
+        for tp in tps:
+            self._fetched.pop(tp, None)
+            self._held.discard(tp)

@@ -38,6 +38,7 @@ class Job:
     part: Part
     offset: int
     msg: DeliveryMessage
+    at: float = 0.0  # its record's timestamp (ms): waiting jobs start oldest first
 
 
 class Offsets:

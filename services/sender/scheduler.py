@@ -54,8 +54,10 @@ class Effects(Protocol):
 
 
 class Scheduler:
-    """Runs the jobs of one sender: at most `concurrency` requests in flight at once
-    (HOOKLINE_SENDER_CONCURRENCY), at most `per_webhook` of one webhook's."""
+    """Runs the jobs of one sender: at most `concurrency` started and not through their
+    request at once (HOOKLINE_SENDER_CONCURRENCY), at most `per_webhook` of one webhook's.
+    The others wait in their webhook's queue; a free slot goes to the oldest of them among
+    the webhooks below their cap (`fair.FairQueue`), whatever partition it came from."""
 
     def __init__(
         self,
@@ -70,7 +72,8 @@ class Scheduler:
     ) -> None:
         self._deliverer = deliverer
         self._follow_ups = follow_ups
-        self._requests = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._busy = 0  # jobs started and not through their request: at most concurrency
         self._slots: Slots[Job] = Slots(per_webhook)
         self._owns = owns
         self._on_finished = on_finished
@@ -91,17 +94,17 @@ class Scheduler:
         if msg.parked:  # back from being parked: no longer counted as such
             self._slots.unpark(wid)
             msg = dataclasses.replace(msg, parked=False)
-        job = Job(tp, part, record.offset, msg)
+        job = Job(tp, part, record.offset, msg, at=record.timestamp)
         part.open[record.offset] = job
-        if self._slots.free(wid):
-            self._slots.take(wid)
-            self._spawn(self._work(job))
+        if self._startable(wid):
+            self._start(job)
             return
-        wait = self._slots.expected_wait(wid, self._slots.queued(wid) + 1)
-        if wait > MAX_QUEUE_WAIT_S and (msg.due_at or 0) <= time.time():
-            self._spawn(self._park(job, wait))
-        else:
-            self._slots.enqueue(wid, job)
+        if not self._slots.free(wid):  # behind its own webhook's cap: park if too long
+            wait = self._slots.expected_wait(wid, self._slots.queued(wid) + 1)
+            if wait > MAX_QUEUE_WAIT_S and (msg.due_at or 0) <= time.time():
+                self._spawn(self._park(job, wait))
+                return
+        self._slots.enqueue(wid, job, job.at)
 
     def withdraw(self, which: Callable[[Job], bool]) -> list[Job]:
         """Takes the queued jobs `which` selects out of the queues (none of them starts
@@ -114,11 +117,10 @@ class Scheduler:
         wid = job.msg.webhook_id
         if job.offset in job.part.handed or not self._owns(job):
             self._finish(job.tp, job.part, job.offset, False)
-        elif self._slots.free(wid):  # its webhook's requests ended meanwhile
-            self._slots.take(wid)
-            self._spawn(self._work(job))
+        elif self._startable(wid):  # slots were freed meanwhile
+            self._start(job)
         else:
-            self._slots.enqueue(wid, job)
+            self._slots.enqueue(wid, job, job.at)
 
     def cancel(self) -> None:
         """Cancels every job still running (at the end of a drain)."""
@@ -139,12 +141,29 @@ class Scheduler:
         if exc is not None:
             log.error("sender task failed", error=repr(exc), exc_info=exc)
 
-    def _release(self, done: Job) -> None:
-        """A webhook's slot is free: start its next queued job still owned by us."""
-        nxt = self._slots.release(
-            done.msg.webhook_id, id(done), usable=self._owns, dropped=self._dropped
+    def _startable(self, wid: str) -> bool:
+        """A job of `wid` may start at once: a slot is free, its webhook is below its cap,
+        and nothing of it waits (nothing of another webhook below its cap waits while a
+        slot is free: `_release` starts it)."""
+        return (
+            self._busy < self._concurrency and self._slots.free(wid) and not self._slots.queued(wid)
         )
-        if nxt is not None:
+
+    def _start(self, job: Job) -> None:
+        self._slots.take(job.msg.webhook_id)
+        self._busy += 1
+        self._spawn(self._work(job))
+
+    def _release(self, done: Job) -> None:
+        """A job's request is over (or it ended without one): its slots are free; start
+        the oldest queued jobs still owned by us among the webhooks below their cap."""
+        self._busy -= 1
+        self._slots.release(done.msg.webhook_id, id(done))
+        while self._busy < self._concurrency:
+            nxt = self._slots.next(usable=self._owns, dropped=self._dropped)
+            if nxt is None:
+                return
+            self._busy += 1
             self._spawn(self._work(nxt))
 
     def _dropped(self, job: Job) -> None:
@@ -167,14 +186,12 @@ class Scheduler:
                             ok = True
                             return
                         if isinstance(step, Prepared):
-                            # Only the request holds one of the global slots.
-                            async with self._requests:
-                                if self._given_up(job):
-                                    return
-                                # Its age tells a slow endpoint from a busy sender: the
-                                # time spent waiting for a global slot does not count.
-                                self._slots.began(job.msg.webhook_id, id(job))
-                                step = await self._deliverer.call(step)
+                            if self._given_up(job):
+                                return
+                            # Its age tells a slow endpoint from a busy sender: the
+                            # time spent waiting for a slot does not count.
+                            self._slots.began(job.msg.webhook_id, id(job))
+                            step = await self._deliverer.call(step)
                         outcome = step
                         released = True
                         self._release(job)

@@ -1,5 +1,6 @@
 """Per-webhook in-flight caps (DESIGN.md section 8): at most `cap` requests of a webhook at
-once in a sender; the rest wait in the webhook's queue, and what would wait too long is
+once in a sender; the rest wait in the webhook's queue (`fair.FairQueue`: the next job to
+start is the oldest among the webhooks below their cap), and what would wait too long is
 parked by the caller instead.
 
 A webhook whose queue would take longer than MAX_QUEUE_WAIT_S to drain, judged by how long
@@ -12,9 +13,10 @@ never the buffer whose limit pauses whole partitions for everyone. A fast webhoo
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
+
+from .fair import FairQueue
 
 MAX_QUEUE_WAIT_S = 2.0
 MAX_QUEUED_PER_WEBHOOK = 5000
@@ -26,8 +28,8 @@ J = TypeVar("J")
 
 
 class Slots(Generic[J]):
-    """Counts each webhook's requests in flight, queues its jobs beyond the cap, and
-    estimates how long a queued job would wait."""
+    """Counts each webhook's jobs started and not yet through their request, queues the
+    others, and estimates how long a queued job would wait behind its webhook's cap."""
 
     def __init__(self, cap: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.cap = cap
@@ -36,14 +38,18 @@ class Slots(Generic[J]):
         self._started: dict[str, dict[Hashable, float]] = {}  # webhook -> job -> began
         self._duration: dict[str, float] = {}  # webhook -> moving average of request time
         self._parked: dict[str, int] = {}  # webhook -> its messages parked, not yet back
-        self._queued: dict[str, deque[J]] = {}
+        self._queue: FairQueue[J] = FairQueue()
 
     def running(self, wid: str) -> int:
         return self._running.get(wid, 0)
 
     def queued(self, wid: str) -> int:
-        queue = self._queued.get(wid)
-        return len(queue) if queue else 0
+        return self._queue.queued(wid)
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued, of every webhook."""
+        return len(self._queue)
 
     def parked(self, wid: str) -> int:
         return self._parked.get(wid, 0)
@@ -55,8 +61,22 @@ class Slots(Generic[J]):
         """A job of this webhook starts: one more slot in use."""
         self._running[wid] = self._running.get(wid, 0) + 1
 
-    def enqueue(self, wid: str, job: J) -> None:
-        self._queued.setdefault(wid, deque()).append(job)
+    def enqueue(self, wid: str, job: J, at: float) -> None:
+        """Queues a job that cannot start yet; `at` (its record's timestamp) orders it
+        against the other webhooks' jobs."""
+        self._queue.push(wid, job, at)
+
+    def next(self, usable: Callable[[J], bool], dropped: Callable[[J], None]) -> J | None:
+        """The oldest queued job of a webhook below its cap that is still `usable`, its
+        slot taken (start it); None if there is none. Queued jobs that are not usable any
+        more are passed to `dropped`."""
+        while (got := self._queue.pop(self.free)) is not None:
+            wid, job = got
+            if usable(job):
+                self.take(wid)
+                return job
+            dropped(job)
+        return None
 
     def park(self, wid: str) -> None:
         self._parked[wid] = self._parked.get(wid, 0) + 1
@@ -85,12 +105,9 @@ class Slots(Generic[J]):
         age = max(self._clock() - min(started.values()), self._duration.get(wid, 0.0))
         return (queued + self._parked.get(wid, 0)) * age / self.cap
 
-    def release(
-        self, wid: str, job: Hashable, usable: Callable[[J], bool], dropped: Callable[[J], None]
-    ) -> J | None:
-        """The job's request ended: returns the webhook's next queued job that is still
-        `usable` (the slot passes to it; start it), else None (the slot is given back).
-        Queued jobs that are not usable any more are passed to `dropped`."""
+    def release(self, wid: str, job: Hashable) -> None:
+        """The job's request ended (or it ended without one): its slot is free, and its
+        webhook's queue competes for the next start again."""
         started = self._started.get(wid)
         if started is not None:
             began = started.pop(job, None)
@@ -103,39 +120,21 @@ class Slots(Generic[J]):
                     self._forget_idle()
             if not started:
                 del self._started[wid]
-        queue = self._queued.get(wid)
-        while queue:
-            nxt = queue.popleft()
-            if usable(nxt):
-                if not queue:
-                    del self._queued[wid]
-                return nxt
-            dropped(nxt)
-        self._queued.pop(wid, None)
         left = self._running.get(wid, 1) - 1
         if left > 0:
             self._running[wid] = left
         else:
             self._running.pop(wid, None)
-        return None
+        self._queue.unblock(wid)
 
     def remembered(self) -> int:
         """How many webhooks' request times are held."""
         return len(self._duration)
 
     def _forget_idle(self) -> None:
-        busy = self._running.keys() | self._queued.keys() | self._parked.keys()
+        busy = self._running.keys() | self._queue.webhooks() | self._parked.keys()
         self._duration = {w: d for w, d in self._duration.items() if w in busy}
 
     def remove(self, which: Callable[[J], bool]) -> list[J]:
         """Takes every queued job `which` selects out of the queues; returns them."""
-        taken: list[J] = []
-        for wid, queue in list(self._queued.items()):
-            kept: deque[J] = deque()
-            for job in queue:
-                (taken if which(job) else kept).append(job)
-            if kept:
-                self._queued[wid] = kept
-            else:
-                del self._queued[wid]
-        return taken
+        return self._queue.remove(which)

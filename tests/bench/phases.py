@@ -26,6 +26,7 @@ ORDER = (
     "sustained_http",
     "latency",
     "isolation",
+    "fairness",
     "inbound",
     "scale",
     "brokerloss",
@@ -48,6 +49,9 @@ class Plan:
     latency_rate: float = 100  # events/s: x hooks = deliveries/s
     latency: float = 30
     isolation: float = 30
+    # 1,000 webhooks, one hot repo with half the events, saturated: per-webhook p50s
+    fairness_warmup: float = 5
+    fairness: float = 30
     # Paced phases first offer their rate this long, tagged apart and not counted: the
     # figures are the steady state, not the step from idle (new connections, cold caches).
     paced_warmup: float = 3
@@ -76,6 +80,8 @@ QUICK = Plan(
     sustained=10,
     latency=8,
     isolation=8,
+    fairness_warmup=2,
+    fairness=8,
     paced_warmup=1,
     ceiling=5,
     scale_warmup=3,
@@ -175,6 +181,9 @@ BENCH_LIMITS = {
     "ingest_rate_per_min": 100_000_000,
     "inbound_rate_per_hook": 100_000_000,
     "inbound_rate_per_org": 100_000_000,
+    # the fairness phase's 100 repos of 10 webhooks each, beside setup's own
+    "max_webhooks_per_repo": 1_000,
+    "max_org_webhooks": 10_000,
 }
 
 

@@ -36,6 +36,7 @@ from tests.bench.cluster import (
     profiler_wrapper,
     service_env,
 )
+from tests.bench.fairness import fairness
 from tests.bench.inbound import inbound
 from tests.bench.ingest import ingest
 from tests.bench.load import Api, Ingest
@@ -47,6 +48,7 @@ from tests.infra import ROOT
 OUT_DIR = ROOT / ".hookline" / "bench"
 PHASES["inbound"] = inbound  # registered here: tests.bench.inbound builds on phases
 PHASES["ingest"] = ingest
+PHASES["fairness"] = fairness
 PHASES["brokerloss"] = brokerloss  # opt-in: its own three-node cluster, about 3 minutes
 DEFAULT = [p for p in ORDER if p != "brokerloss"]
 

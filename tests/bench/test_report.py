@@ -59,6 +59,11 @@ def test_floors_mark_pass_fail_and_unmeasured() -> None:
     assert rows["ingest: events/s, one API, 32 clients"].verdict == "n/a"
     assert rows["a 0.5 s attempt timeout took"].verdict == "PASS"
     assert rows["a 1.0 s attempt timeout took"].verdict == "FAIL"  # 1600 > 1500
+    assert rows["fairness: worst / median webhook p50"].verdict == "n/a"
+    fair = {r.figure: r for r in report.floors({"fairness": {"ratio": 3.4}}, {})}
+    assert fair["fairness: worst / median webhook p50"].verdict == "FAIL"
+    fair = {r.figure: r for r in report.floors({"fairness": {"ratio": 1.2}}, {})}
+    assert fair["fairness: worst / median webhook p50"].verdict == "PASS"
     assert "FAIL" in report.table(list(rows.values()))
 
 
@@ -90,6 +95,8 @@ def test_issue_14_figures_against_their_targets() -> None:
         "p50 at 1,000 deliveries/s": "-",
         "isolation: fast p99 without": "-",
         "isolation: fast p99 with dead hook": "-",
+        "fairness: median webhook p50": "-",
+        "fairness: worst webhook p50": "-",
         "inbound: call->delivery p50": "-",
         "inbound: call->delivery p99": "-",
     }
@@ -168,3 +175,17 @@ def test_webhook_partitions_follow_the_producers_partitioner() -> None:
     every = list(range(12))
     expected = [DefaultPartitioner()(i.encode(), every, every) for i in ids]
     assert hook_partitions(ids) == expected and len(set(expected)) > 1
+
+
+def test_fairness_compares_the_worst_webhook_p50_with_the_median() -> None:
+    from tests.bench.fairness import HOT, repo_of, summary
+
+    shares = [repo_of(n) for n in range(1000)]
+    assert shares.count(HOT) == 500 and len(set(shares)) == 100
+    by_hook = {f"/hook/fair/{r}/0": (100.0 + r, 5) for r in range(1, 10)}
+    by_hook["/hook/fair/0/0"] = (520.0, 5)  # the hot repo's webhook, slowest
+    by_hook["/hook/fair/5/9"] = (9999.0, 2)  # too few deliveries to count
+    figures = summary(by_hook)
+    assert figures["hooks_measured"] == 10 and figures["hooks_too_few_deliveries"] == 1
+    assert figures["median_p50_ms"] == 105.5 and figures["max_p50_ms"] == 520.0
+    assert figures["ratio"] == round(520.0 / 105.5, 3) and figures["worst_hook"] == "/hook/fair/0/0"

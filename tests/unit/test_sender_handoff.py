@@ -29,6 +29,7 @@ WEBHOOK = "00000000-0000-4000-8000-00000000000a"
 class Record:
     def __init__(self, offset: int, msg: DeliveryMessage) -> None:
         self.offset, self.value, self.key = offset, msg.encode(), msg.key
+        self.timestamp = 0
 
 
 class Producer:

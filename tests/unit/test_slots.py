@@ -1,4 +1,5 @@
-"""Per-webhook caps: queueing beyond the cap, the backlog estimate, handing slots on."""
+"""Per-webhook caps: queueing beyond the cap, the backlog estimate, handing slots on
+(oldest first among the webhooks below their cap)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,35 @@ def test_a_webhook_holds_at_most_cap_slots_and_its_queue_passes_them_on() -> Non
         assert slots.free("w")
         slots.take("w")
     assert not slots.free("w") and slots.free("other")
-    slots.enqueue("w", "c")
-    slots.enqueue("w", "d")
+    slots.enqueue("w", "c", 1)
+    slots.enqueue("w", "d", 2)
     dropped: list[str] = []
+    assert slots.next(usable=lambda j: True, dropped=dropped.append) is None  # w is at its cap
+    slots.release("w", "a")
     # "c" is no longer ours (its partition was revoked): dropped; the slot goes to "d".
-    nxt = slots.release("w", "a", usable=lambda j: j != "c", dropped=dropped.append)
+    nxt = slots.next(usable=lambda j: j != "c", dropped=dropped.append)
     assert nxt == "d" and dropped == ["c"] and slots.running("w") == 2
-    assert slots.release("w", "b", usable=lambda j: True, dropped=dropped.append) is None
-    assert slots.running("w") == 1 and slots.queued("w") == 0
+    slots.release("w", "b")
+    assert slots.next(usable=lambda j: True, dropped=dropped.append) is None
+    assert slots.running("w") == 1 and slots.queued("w") == 0 and slots.waiting == 0
+
+
+def test_the_oldest_job_of_a_webhook_below_its_cap_starts_next() -> None:
+    slots: Slots[str] = Slots(1, Clock())
+    slots.take("busy")  # at its cap
+    slots.enqueue("busy", "b-oldest", 1)
+    slots.enqueue("other", "o-newer", 5)
+    slots.enqueue("third", "t-older", 3)
+
+    def start() -> str | None:
+        return slots.next(usable=lambda j: True, dropped=lambda j: None)
+
+    # "busy" holds the oldest job but is at its cap: the next oldest of the others first.
+    assert start() == "t-older"
+    slots.release("busy", "x")
+    assert start() == "b-oldest"  # its cap has room again, and its head is the oldest
+    assert start() == "o-newer"
+    assert start() is None
 
 
 def test_expected_wait_grows_with_the_oldest_request_and_what_was_parked() -> None:
@@ -53,7 +75,7 @@ def test_a_wave_of_timeouts_ending_together_leaves_a_remembered_duration() -> No
         slots.began("w", job)
     clock.now += 10.0  # both time out together
     for job in ("a", "b"):
-        slots.release("w", job, usable=lambda j: True, dropped=lambda j: None)
+        slots.release("w", job)
     slots.take("w")
     slots.began("w", "c")  # a fresh request: its own age is ~0
     assert slots.expected_wait("w", 2) == 2 * 10.0 / 2
@@ -61,10 +83,11 @@ def test_a_wave_of_timeouts_ending_together_leaves_a_remembered_duration() -> No
 
 def test_remove_takes_selected_jobs_out_of_every_queue() -> None:
     slots: Slots[str] = Slots(1, Clock())
-    for wid, job in (("w", "a1"), ("w", "b1"), ("v", "a2")):
-        slots.enqueue(wid, job)
+    for n, (wid, job) in enumerate((("w", "a1"), ("w", "b1"), ("v", "a2"))):
+        slots.enqueue(wid, job, n)
     assert sorted(slots.remove(lambda j: j.startswith("a"))) == ["a1", "a2"]
     assert slots.queued("w") == 1 and slots.queued("v") == 0
+    assert slots.next(usable=lambda j: True, dropped=lambda j: None) == "b1"
 
 
 def test_request_times_of_webhooks_gone_quiet_are_not_kept_for_good() -> None:
@@ -79,7 +102,7 @@ def test_request_times_of_webhooks_gone_quiet_are_not_kept_for_good() -> None:
         slots.take(wid)
         slots.began(wid, "job")
         clock.now += 0.001
-        slots.release(wid, "job", usable=lambda j: True, dropped=lambda j: None)
+        slots.release(wid, "job")
     assert slots.remembered() <= MAX_REMEMBERED + 1
-    slots.release("busy", "held", usable=lambda j: True, dropped=lambda j: None)
+    slots.release("busy", "held")
     assert slots.expected_wait("busy", 0) == 0.0  # nothing in flight, nothing queued
