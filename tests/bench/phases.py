@@ -27,6 +27,7 @@ ORDER = (
     "isolation",
     "inbound",
     "scale",
+    "config_scale",
     "brokerloss",
 )
 

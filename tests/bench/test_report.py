@@ -121,6 +121,13 @@ def test_series_and_plot(tmp_path: Path) -> None:
         {"series": s, "rss_series": {"a": [(0.0, 10.0), (4.0, 12.0)]}, "spans": [("p", 0.0, 5.0)]},
     )
     assert png.stat().st_size > 10_000
+    # With floors, their figures and verdicts are drawn beside the plots.
+    rows = report.floors({"config_scale": {"table_load_s": 0.4, "fanout": {}}}, {"x": 90.0})
+    report.plot(
+        png,
+        {"series": s, "rss_series": {}, "spans": [], "floors": [r.to_dict() for r in rows]},
+    )
+    assert png.stat().st_size > 10_000
 
 
 def test_profile_table_ranks_by_own_time(tmp_path: Path) -> None:
@@ -165,3 +172,27 @@ def test_webhook_partitions_follow_the_producers_partitioner() -> None:
     every = list(range(12))
     expected = [DefaultPartitioner()(i.encode(), every, every) for i in ids]
     assert hook_partitions(ids) == expected and len(set(expected)) > 1
+
+
+def test_config_scale_rows_against_issue_14_item_6() -> None:
+    results = {
+        "config_scale": {
+            "table_load_s": 1.2,
+            "start_to_loaded_s": 3.4,
+            "matcher_rss_mb": 150.0,
+            "sender_rss_mb": 210.0,
+            "fanout_cold": {"last_delivery_s": 7.0},
+            "fanout": {"last_delivery_s": 4.0},
+        }
+    }
+    rows = {r.figure: r for r in report.floors(results, {})}
+    assert rows["10k webhooks: table load (slowest)"].verdict == "PASS"
+    assert rows["10k webhooks: matcher peak RSS"].verdict == "PASS"
+    assert rows["10k webhooks: sender peak RSS"].verdict == "FAIL"  # 210 > 200
+    assert rows["fan-out to 5,000: event -> last"].verdict == "PASS"
+    assert rows["fan-out to 5,000: cold, after restart"].verdict == "-"  # informational
+    # Deliveries missing when the phase gave up: the time to the last one is not known.
+    results["config_scale"]["fanout"]["missing"] = 3
+    rows = {r.figure: r for r in report.floors(results, {})}
+    assert rows["fan-out to 5,000: event -> last"].verdict == "FAIL"
+    assert not any(r.figure.startswith("10k") for r in report.floors({}, {}))
