@@ -196,3 +196,12 @@ def test_config_scale_rows_against_issue_14_item_6() -> None:
     rows = {r.figure: r for r in report.floors(results, {})}
     assert rows["fan-out to 5,000: event -> last"].verdict == "FAIL"
     assert not any(r.figure.startswith("10k") for r in report.floors({}, {}))
+
+
+def test_opt_in_phases_run_only_when_named() -> None:
+    from tests.bench import runner
+
+    default = runner.parse_args([]).phase_list
+    assert default[0] == "setup" and "config_scale" not in default and "brokerloss" not in default
+    named = runner.parse_args(["--phases", "ceiling,config_scale"]).phase_list
+    assert named == ["setup", "ceiling", "config_scale"]
