@@ -69,8 +69,10 @@ lint: $(VENV_STAMP)
 	$(PY) -m ruff check services shared tests
 	$(PY) -m mypy services shared
 
+# Options through BENCH_ARGS, e.g. the opt-in phases:
+#   make bench BENCH_ARGS=--phases=ceiling,config_scale
 bench: deps
-	$(PY) -m tests.bench
+	$(PY) -m tests.bench $(BENCH_ARGS)
 
 receiver: $(VENV_STAMP)
 	$(PY) -m services.receiver

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -169,6 +170,7 @@ class WebhookTable:
 
     async def start(self) -> None:
         """Loads every record up to the end offsets seen now, then follows in the background."""
+        started = time.perf_counter()
         consumer = make_consumer(
             self._bootstrap,
             group_id=None,
@@ -210,7 +212,12 @@ class WebhookTable:
             self._bootstrap, group_id=None, client_id=f"{self._client_id}-offsets"
         )
         await self._offsets.start()
-        log.info("webhook table loaded", webhooks=len(self._by_id), partitions=len(tps))
+        log.info(
+            "webhook table loaded",
+            webhooks=len(self._by_id),
+            partitions=len(tps),
+            load_s=round(time.perf_counter() - started, 3),
+        )
         self._follow = asyncio.create_task(self._follow_loop(consumer), name="webhook-table")
 
     async def catch_up(self, timeout: float = 2.0) -> bool:

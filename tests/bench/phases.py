@@ -29,6 +29,7 @@ ORDER = (
     "fairness",
     "inbound",
     "scale",
+    "config_scale",
     "brokerloss",
 )
 

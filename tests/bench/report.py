@@ -120,6 +120,7 @@ def floors(results: dict[str, Any], rss_peak_mb: dict[str, float]) -> list[Row]:
         rows.append(
             Row(f"a {timeout} s attempt timeout took", took, "ms", floor, verdict(took, floor))
         )
+    rows += config_scale_rows(results)
     replicas = _get(results, "scale", "replicas") or {}
     for n, rate in sorted(replicas.items()):
         rows.append(Row(f"scale: deliveries/s with {n} sender(s)", rate, "/s", "", None))
@@ -129,12 +130,48 @@ def floors(results: dict[str, Any], rss_peak_mb: dict[str, float]) -> list[Row]:
     return rows
 
 
+CONFIG_RSS_FLOOR_MB = 200  # issue 14 item 6: matcher and sender with 10,000 webhooks
+TABLE_LOAD_FLOOR_S = 5.0
+FANOUT_FLOOR_S = 5.0
+
+
+def config_scale_rows(results: dict[str, Any]) -> list[Row]:
+    """Issue 14 item 6: 10,000 webhooks loaded, held and fanned out (phase config_scale)."""
+    if "config_scale" not in results:
+        return []
+    rss = f"<= {CONFIG_RSS_FLOOR_MB}"
+    figures = (
+        ("10k webhooks: table load (slowest)", "table_load_s", "s", f"<= {TABLE_LOAD_FLOOR_S:g}"),
+        ("10k webhooks: process start -> loaded", "start_to_loaded_s", "s", ""),
+        ("10k webhooks: matcher peak RSS", "matcher_rss_mb", "MB", rss),
+        ("10k webhooks: sender peak RSS", "sender_rss_mb", "MB", rss),
+        ("fan-out to 5,000: cold, after restart", "fanout_cold.last_delivery_s", "s", ""),
+        ("fan-out to 5,000: deliveries/s", "fanout.deliveries_per_s", "/s", ""),
+    )
+    scale = results["config_scale"]
+    rows = [
+        Row(name, value, unit, floor, verdict(value, floor))
+        for name, path, unit, floor in figures
+        for value in [_get(scale, *path.split("."))]
+    ]
+    fanout = _get(scale, "fanout", "last_delivery_s")
+    ok = verdict(fanout, f"<= {FANOUT_FLOOR_S:g}")
+    if ok and _get(scale, "fanout", "missing") is not None:
+        ok = False  # not every delivery arrived: the time to the last one is unknown
+    rows.append(Row("fan-out to 5,000: event -> last", fanout, "s", f"<= {FANOUT_FLOOR_S:g}", ok))
+    return rows
+
+
+def _short(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
+
+
 def table(rows: list[Row]) -> str:
     lines = [f"{'figure':<40} {'value':>12} {'unit':<6} {'floor':<10} verdict", "-" * 78]
     for r in rows:
-        value = (
-            "-" if r.value is None else (f"{r.value:,.2f}" if r.value < 10 else f"{r.value:,.0f}")
-        )
+        value = _short(r.value)
         lines.append(f"{r.figure:<40} {value:>12} {r.unit:<6} {r.floor:<10} {r.verdict}")
     return "\n".join(lines)
 
@@ -226,6 +263,18 @@ def plot(path: Path, data: dict[str, Any]) -> None:
         height = 1.01 + 0.05 * (i % 2)
         ax_rate.text(start, height, label, transform=ax_rate.get_xaxis_transform(), fontsize=7)
     fig.suptitle(f"make bench {data.get('started_at', '')}")
-    fig.tight_layout()
+    verdicts = [f for f in data.get("floors", []) if f.get("verdict") in ("PASS", "FAIL")]
+    if verdicts:
+        # The figures with a floor, beside the plots: each with its value and verdict.
+        fig.set_figwidth(20)
+        fig.tight_layout(rect=(0, 0, 0.64, 1))
+        lines = ["figures against their floors", ""] + [
+            f"{f['figure'][:40]:<40} {_short(f['value']):>9} {f['unit']:<6} "
+            f"{f['floor']:<8} {f['verdict']}"
+            for f in verdicts
+        ]
+        fig.text(0.65, 0.97, "\n".join(lines), va="top", family="monospace", fontsize=7.5)
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

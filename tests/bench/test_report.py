@@ -131,6 +131,13 @@ def test_series_and_plot(tmp_path: Path) -> None:
         {"series": s, "rss_series": {"a": [(0.0, 10.0), (4.0, 12.0)]}, "spans": [("p", 0.0, 5.0)]},
     )
     assert png.stat().st_size > 10_000
+    # With floors, their figures and verdicts are drawn beside the plots.
+    rows = report.floors({"config_scale": {"table_load_s": 0.4, "fanout": {}}}, {"x": 90.0})
+    report.plot(
+        png,
+        {"series": s, "rss_series": {}, "spans": [], "floors": [r.to_dict() for r in rows]},
+    )
+    assert png.stat().st_size > 10_000
 
 
 def test_profile_table_ranks_by_own_time(tmp_path: Path) -> None:
@@ -189,3 +196,36 @@ def test_fairness_compares_the_worst_webhook_p50_with_the_median() -> None:
     assert figures["hooks_measured"] == 10 and figures["hooks_too_few_deliveries"] == 1
     assert figures["median_p50_ms"] == 105.5 and figures["max_p50_ms"] == 520.0
     assert figures["ratio"] == round(520.0 / 105.5, 3) and figures["worst_hook"] == "/hook/fair/0/0"
+
+
+def test_config_scale_rows_against_issue_14_item_6() -> None:
+    results = {
+        "config_scale": {
+            "table_load_s": 1.2,
+            "start_to_loaded_s": 3.4,
+            "matcher_rss_mb": 150.0,
+            "sender_rss_mb": 210.0,
+            "fanout_cold": {"last_delivery_s": 7.0},
+            "fanout": {"last_delivery_s": 4.0},
+        }
+    }
+    rows = {r.figure: r for r in report.floors(results, {})}
+    assert rows["10k webhooks: table load (slowest)"].verdict == "PASS"
+    assert rows["10k webhooks: matcher peak RSS"].verdict == "PASS"
+    assert rows["10k webhooks: sender peak RSS"].verdict == "FAIL"  # 210 > 200
+    assert rows["fan-out to 5,000: event -> last"].verdict == "PASS"
+    assert rows["fan-out to 5,000: cold, after restart"].verdict == "-"  # informational
+    # Deliveries missing when the phase gave up: the time to the last one is not known.
+    results["config_scale"]["fanout"]["missing"] = 3
+    rows = {r.figure: r for r in report.floors(results, {})}
+    assert rows["fan-out to 5,000: event -> last"].verdict == "FAIL"
+    assert not any(r.figure.startswith("10k") for r in report.floors({}, {}))
+
+
+def test_opt_in_phases_run_only_when_named() -> None:
+    from tests.bench import runner
+
+    default = runner.parse_args([]).phase_list
+    assert default[0] == "setup" and "config_scale" not in default and "brokerloss" not in default
+    named = runner.parse_args(["--phases", "ceiling,config_scale"]).phase_list
+    assert named == ["setup", "ceiling", "config_scale"]
