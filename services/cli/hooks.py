@@ -33,6 +33,9 @@ SCOPE = click.argument("scope", metavar="ORG/REPO|ORG")
 
 def state(hook: dict[str, Any]) -> Text:
     if hook.get("active"):
+        failing = hook.get("failure_count") or 0
+        if failing:
+            return Text(f"failing ({failing} in a row)", style="yellow")
         return Text("active", style="green")
     reason = hook.get("disabled_reason")
     return Text(f"disabled ({reason})" if reason else "disabled", style="red")
@@ -102,8 +105,20 @@ def _hook_pairs(hook: dict[str, Any]) -> list[tuple[str, Any]]:
         ("timeout", f"{hook.get('timeout_s')} s"),
         ("retry", hook.get("retry")),
         ("description", hook.get("description") or ""),
+        ("notify email", hook.get("notify_email") or ""),
+        ("failures in a row", hook.get("failure_count", 0)),
+        ("last delivery", _last_delivery(hook.get("last_delivery"))),
+        ("disabled at", output.when(hook.get("disabled_at")) if hook.get("disabled_at") else ""),
         ("created", output.when(hook.get("created_at"))),
     ]
+
+
+def _last_delivery(last: dict[str, Any] | None) -> str:
+    """`{status, at, http_status}` as "succeeded, HTTP 200, 2 min ago"."""
+    if not last:
+        return "none yet"
+    http = f", HTTP {last['http_status']}" if last.get("http_status") else ""
+    return f"{last.get('status')}{http}, {output.when(last.get('at'))}"
 
 
 @hooks.command("create")

@@ -78,6 +78,7 @@ async def test_hooks_create_list_show_ping_delete(stack: Stack, org: str) -> Non
 
     shown = await stack.ok(token, "hooks", "show", hook["id"])
     assert "from the CLI" in shown and "success rate" in shown
+    assert "failures in a row" in shown and "none yet" in shown  # health, before any delivery
     assert (await stack.json(token, "hooks", "show", hook["id"]))["url"] == hook["url"]
 
     ping = await stack.json(token, "hooks", "ping", hook["id"])

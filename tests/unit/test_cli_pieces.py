@@ -7,7 +7,7 @@ import pytest
 
 from services.cli.client import CliError
 from services.cli.dlq import replay_message
-from services.cli.hooks import scope_path
+from services.cli.hooks import _last_delivery, scope_path, state
 from services.cli.session import CliSettings
 from services.cli.tail import Follower
 from shared.core.messages import DeliveryMessage
@@ -89,3 +89,14 @@ def test_settings_from_the_environment() -> None:
     ):
         with pytest.raises(CliError, match=name):
             CliSettings.from_env(bad).checked()
+
+
+def test_a_webhook_shows_its_health() -> None:
+    active = {"active": True, "failure_count": 0}
+    assert state(active).plain == "active"
+    assert state({**active, "failure_count": 3}).plain == "failing (3 in a row)"
+    off = {"active": False, "failure_count": 15, "disabled_reason": "15 failed"}
+    assert state(off).plain == "disabled (15 failed)"
+    assert _last_delivery(None) == "none yet"
+    last = _last_delivery({"status": "failed", "http_status": 500, "at": "2026-12-03T20:00:00Z"})
+    assert last.startswith("failed, HTTP 500, ")
