@@ -47,7 +47,13 @@ class Batcher(Generic[T, R]):
         self._items.extend(zip(items, futures, strict=True))
         while self._items and len(self._workers) < self._in_flight:
             self._workers.add(asyncio.create_task(self._drain()))
-        return list(await asyncio.gather(*futures))
+        # Every future is awaited, so that a failed batch's exception is retrieved on each
+        # (not left to be logged as never retrieved); the first one is raised.
+        done = await asyncio.gather(*futures, return_exceptions=True)
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
+        return list(done)  # type: ignore[arg-type]
 
     async def _drain(self) -> None:
         try:
