@@ -88,7 +88,6 @@ def show_hook(session: Session, hook_id: str, as_json: bool) -> None:
                     f"{output.duration(stats.get('p50_ms'))} / "
                     f"{output.duration(stats.get('p99_ms'))}",
                 ),
-                ("last delivery", output.when(stats.get("last_delivery_at"))),
             ]
         )
     )
@@ -105,10 +104,10 @@ def _hook_pairs(hook: dict[str, Any]) -> list[tuple[str, Any]]:
         ("timeout", f"{hook.get('timeout_s')} s"),
         ("retry", hook.get("retry")),
         ("description", hook.get("description") or ""),
-        ("notify email", hook.get("notify_email") or ""),
+        ("notify email", hook.get("notify_email") or "none"),
         ("failures in a row", hook.get("failure_count", 0)),
         ("last delivery", _last_delivery(hook.get("last_delivery"))),
-        ("disabled at", output.when(hook.get("disabled_at")) if hook.get("disabled_at") else ""),
+        *([("disabled at", output.when(hook["disabled_at"]))] if hook.get("disabled_at") else []),
         ("created", output.when(hook.get("created_at"))),
     ]
 
