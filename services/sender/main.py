@@ -24,6 +24,7 @@ from shared.kafka import (
     make_consumer,
     make_producer,
 )
+from shared.log.counts import fold_forever
 from shared.log.numbering import AttemptNumbers
 from shared.log.partitions import maintain_forever
 from shared.log.writer import DeliveryLog
@@ -119,6 +120,7 @@ async def serve(
                 "log-maintenance",
             )
         )
+        await stack.enter_async_context(_task(fold_forever(pool, stop), "count-folder"))
         kafka = make_consumer(
             s.kafka_bootstrap,
             group_id=group_id,

@@ -19,6 +19,8 @@ from shared.core.errors import NotFound, ValidationError
 from shared.core.matching import expand_filter, validate_filters
 from shared.db import translated
 
+from .counts import counts as delivery_counts
+
 STATUSES = ("pending", "succeeded", "failed", "dead", "skipped")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 # Percentiles are over a bounded window: the newest STATS_MAX_ATTEMPTS attempts of the
@@ -58,10 +60,6 @@ GET_ATTEMPTS = (
     " AND started_at >= $2 ORDER BY attempt, started_at"
 )
 # One index-only range count per status on deliveries_by_webhook_status.
-STATS_COUNTS = (
-    "SELECT s.status, (SELECT count(*) FROM deliveries d WHERE d.webhook_id = $1"
-    " AND d.status = s.status) AS n FROM unnest($2::text[]) AS s(status)"
-)
 STATS_LAST = "SELECT max(started_at) FROM delivery_attempts WHERE webhook_id = $1"
 STATS_PERCENTILES = (
     "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,"
@@ -248,12 +246,12 @@ class DeliveryQueries:
 
     @translated
     async def stats(self, webhook_id: str) -> DeliveryStats:
-        """Counts per derived status (summary table) and attempt-duration percentiles over
-        the last STATS_WINDOW_DAYS days, at most STATS_MAX_ATTEMPTS attempts."""
+        """Counts per derived status (kept as the summary table changes, shared.log.counts)
+        and attempt-duration percentiles over the last STATS_WINDOW_DAYS days, at most
+        STATS_MAX_ATTEMPTS attempts."""
         wid = parse_id(webhook_id, "webhook")
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(STATS_COUNTS, wid, list(STATUSES))
-            counts = {r["status"]: r["n"] for r in rows}
+            counts = await delivery_counts(conn, wid)
             last_at = await conn.fetchval(STATS_LAST, wid)
             pct = await conn.fetchrow(STATS_PERCENTILES, wid, STATS_WINDOW_DAYS, STATS_MAX_ATTEMPTS)
         return DeliveryStats(

@@ -33,8 +33,8 @@ import asyncpg
 import orjson
 
 from shared.db import connect, create_pool, migrate
+from shared.log import counts, redelivery
 from shared.log import queries as dl
-from shared.log import redelivery
 from tests.infra import ROOT, TEST_HOME, TEST_PG_PORT, _script_env, local_database_url
 
 SCRATCH = "hookline_explain"
@@ -229,7 +229,7 @@ def dl_get_cases(did: uuid.UUID, first_at: datetime) -> list[Case]:
 
 def dl_stats_cases(wid: uuid.UUID) -> list[Case]:
     return [
-        ("stats: counts", dl.STATS_COUNTS, [wid, list(dl.STATUSES)]),
+        ("stats: counts", counts.COUNTS, [wid]),
         ("stats: last", dl.STATS_LAST, [wid]),
         (
             "stats: percentiles",

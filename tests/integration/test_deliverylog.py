@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ import pytest
 from shared.core.attempts import AttemptRow
 from shared.core.errors import RowRejected
 from shared.core.health import FailureStreak, should_disable
+from shared.log import counts
 from shared.log.partitions import maintain
 from shared.log.writer import DeliveryLog
 from tests.integration.clients import running
@@ -265,3 +267,61 @@ async def test_an_outage_is_retried_with_the_rows_intact(pool: asyncpg.Pool) -> 
         "SELECT * FROM delivery_attempts WHERE delivery_id = $1", uuid.UUID(delivery)
     )
     assert row["response_body"] == "kept" and row["request_headers"] is not None
+
+
+async def _true_counts(pool: asyncpg.Pool, webhook: str) -> dict[str, int]:
+    rows = await pool.fetch(
+        "SELECT status, count(*) AS n FROM deliveries WHERE webhook_id = $1 GROUP BY status",
+        uuid.UUID(webhook),
+    )
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def test_kept_counts_follow_every_change_of_the_summary(pool: asyncpg.Pool) -> None:
+    """Two writers racing over the same deliveries, a count folder folding beside them,
+    then updates and deletes: the kept counts equal a count of the summary table each
+    time (what `stats` used to compute by scanning a webhook's deliveries)."""
+    webhook = str(uuid.uuid4())
+    deliveries = [str(uuid.uuid4()) for _ in range(60)]
+    t0 = datetime.now(UTC)
+    stop = asyncio.Event()
+    writers = [DeliveryLog(pool, flush_interval=0.002, batch_size=7) for _ in range(2)]
+    async with contextlib.AsyncExitStack() as stack:
+        for w in writers:
+            await stack.enter_async_context(running(w, w.close))
+        folder = asyncio.create_task(counts.fold_forever(pool, stop, interval_s=0.005))
+        stack.push_async_callback(lambda: folder)
+        stack.callback(stop.set)
+        for attempt, outcomes in enumerate(
+            (["failed"] * 3, ["succeeded", "failed", "dead"], ["dead", "succeeded", "failed"]),
+            start=1,
+        ):
+            at = t0 + timedelta(seconds=attempt)
+            appended = [
+                writers[i % 2].append(_row(d, webhook, attempt, outcomes[i % 3], at))
+                for i, d in enumerate(deliveries)
+            ]
+            await asyncio.wait_for(asyncio.gather(*appended), 10)
+            assert await counts.counts(pool, uuid.UUID(webhook)) == await _true_counts(
+                pool, webhook
+            )
+    # A failed attempt with no retry after a dead one keeps the delivery dead.
+    assert await counts.counts(pool, uuid.UUID(webhook)) == {"dead": 40, "succeeded": 20}
+    # A redelivery marks some pending; retention deletes others; both before and after a fold.
+    await pool.execute(
+        "UPDATE deliveries SET status = 'pending' WHERE id = ANY($1::uuid[])", deliveries[:5]
+    )
+    await pool.execute("DELETE FROM deliveries WHERE id = ANY($1::uuid[])", deliveries[5:12])
+    expected = await _true_counts(pool, webhook)
+    assert expected["pending"] == 5 and sum(expected.values()) == 53
+    assert await counts.counts(pool, uuid.UUID(webhook)) == expected
+    assert await counts.fold(pool)
+    assert await pool.fetchval("SELECT count(*) FROM delivery_count_deltas") == 0
+    assert await counts.counts(pool, uuid.UUID(webhook)) == expected
+    # Every delivery gone: the totals fold to nothing and their rows go.
+    await pool.execute("DELETE FROM deliveries WHERE webhook_id = $1", uuid.UUID(webhook))
+    await counts.fold(pool)
+    assert await counts.counts(pool, uuid.UUID(webhook)) == {}
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM delivery_counts WHERE webhook_id = $1", uuid.UUID(webhook)
+    )
