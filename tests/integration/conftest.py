@@ -1,6 +1,7 @@
-"""Fixtures shared by the integration modules: a sender replica with the receiver it posts
-to. Each is module-scoped where it starts something (a sender, a receiver, topics, a
-producer): a module that asks for it gets one of its own, never another module's."""
+"""Fixtures shared by the integration modules: the API app, the inbound edge, and a sender
+replica with the receiver it posts to. Each is module-scoped where it starts something (an
+app, a sender, a receiver, topics, a producer): a module that asks for it gets one of its
+own, never another module's."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from services.sender.retry_tiers import Topics
 from shared.config import Settings
@@ -20,6 +22,7 @@ from shared.core.messages import DeliveryMessage
 from shared.crypto import SecretBox
 from shared.kafka import TopicSpec, ensure_topics, make_producer
 from shared.webhooks import WebhookStore
+from tests.integration.api_support import api_client, edge_client, org_token
 from tests.integration.sender_support import (
     Harness,
     Produce,
@@ -29,6 +32,26 @@ from tests.integration.sender_support import (
     new_delivery,
     start_sender,
 )
+
+
+@pytest.fixture(scope="module")
+async def api(provisioned: Settings) -> AsyncIterator[TestClient]:
+    """The API app, with its own pool, on a loopback test server: one per module."""
+    async with api_client(provisioned) as client:
+        yield client
+
+
+@pytest.fixture
+async def owner(api: TestClient, settings: Settings, org: str) -> dict[str, str]:
+    """Headers carrying a fresh token of the test's `org`, made through the module's `api`."""
+    return await org_token(api, settings, org)
+
+
+@pytest.fixture(scope="module")
+async def edge(provisioned: Settings) -> AsyncIterator[TestClient]:
+    """The inbound edge on a loopback test server: one per module."""
+    async with edge_client(provisioned) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
