@@ -216,6 +216,19 @@ IDLE_FETCH_WAIT_MS = 500
 TABLE_FETCH_WAIT_MS = 2000
 
 
+def make_hot_path_consumer(bootstrap: str, *, group_id: str, client_id: str) -> AIOKafkaConsumer:
+    """A consumer on the delivery path (matcher, sender): it long-polls while idle and
+    batches its fetches while records flow."""
+    return make_consumer(
+        bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
+        busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
+        busy_min_bytes=HOT_PATH_MIN_BYTES,
+    )
+
+
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """Every partition of `topic`, fresh from the cluster.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import lru_cache, partial
 from typing import Any
 
-from services.api.openapi_inbound import inbound_paths
+from services.api.openapi_inbound import INBOUND_SCHEMAS, inbound_paths
 from services.api.openapi_ops import (
     ADMIN,
     DID,
@@ -244,7 +244,7 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": _with_manage_limits({**_paths(), **inbound_paths()}),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **INBOUND_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

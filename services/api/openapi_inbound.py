@@ -1,4 +1,4 @@
-"""The OpenAPI paths of inbound webhooks and per-org limits."""
+"""The OpenAPI paths and schemas of inbound webhooks and per-org limits."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from services.api.openapi_ops import (
     path_param,
     query_param,
 )
-from services.api.openapi_schemas import Schema
+from services.api.openapi_schemas import NULL_TIME, STR, TIME, Schema, nullable, obj, ref
+from shared.core.events import EVENT_TYPES
 from shared.core.inbound import RESULTS as INBOUND_RESULTS
+from shared.core.inbound import VERIFY_MODES
+from shared.limits import RANGES as LIMIT_RANGES
 
 IID = path_param("id", "inbound webhook id")
 INBOUND = Managed("inbound webhook", "InboundWebhook", prefix="Inbound", tag="inbound")
@@ -98,3 +101,128 @@ def inbound_paths() -> dict[str, Schema]:
             ),
         },
     }
+
+
+_INBOUND_EVENT = {
+    "enum": [t for t in EVENT_TYPES if t != "ping"],
+    "description": "the type of the event each accepted call emits",
+}
+_VERIFY = {
+    "enum": list(VERIFY_MODES),
+    "description": "how a call proves it knows the secret: `X-Webhook-Secret` "
+    "(secret_header), `X-Hub-Signature-256` (github), Standard Webhooks headers (standard), "
+    "or nothing (none, only when asked for)",
+}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+_TARGET = nullable({"type": "string", "minLength": 1, "maxLength": 200})
+INBOUND_SCHEMAS: dict[str, Schema] = {
+    "InboundWebhook": obj(
+        {
+            "id": STR,
+            "name": STR,
+            "scope": ref("Scope"),
+            "target": nullable(STR),
+            "event": STR,
+            "verify": {"enum": list(VERIFY_MODES)},
+            "active": {"type": "boolean"},
+            "url": {"type": "string", "description": "{HOOKLINE_PUBLIC_URL}/hooks/in/{id}"},
+            "created_at": TIME,
+            "updated_at": TIME,
+            "last_triggered_at": NULL_TIME,
+        },
+        [
+            "id",
+            "name",
+            "scope",
+            "target",
+            "event",
+            "verify",
+            "active",
+            "url",
+            "created_at",
+            "last_triggered_at",
+        ],
+    ),
+    "InboundWebhookWithSecret": {
+        "allOf": [ref("InboundWebhook"), obj({"secret": STR}, ["secret"])],
+    },
+    "InboundCreate": obj(
+        {
+            "name": _NAME,
+            "target": _TARGET,
+            "event": _INBOUND_EVENT,
+            "verify": _VERIFY,
+            "secret": {"type": "string", "minLength": 8, "maxLength": 256},
+            "active": {"type": "boolean", "default": True},
+        },
+        ["name"],
+        additionalProperties=False,
+    ),
+    "InboundPatch": obj(
+        {
+            "name": _NAME,
+            "target": _TARGET,
+            "event": _INBOUND_EVENT,
+            "verify": _VERIFY,
+            "active": {"type": "boolean"},
+        },
+        additionalProperties=False,
+    ),
+    "InboundList": obj(
+        {"inbound_webhooks": {"type": "array", "items": ref("InboundWebhook")}},
+        ["inbound_webhooks"],
+    ),
+    "InboundSecret": obj({"secret": STR}, ["secret"]),
+    "InboundTest": obj(
+        {"payload": {"type": "object", "description": "what a caller would send"}},
+        additionalProperties=False,
+    ),
+    "InboundTestAccepted": obj(
+        {"event_id": STR, "invocation_id": STR}, ["event_id", "invocation_id"]
+    ),
+    "Invocation": obj(
+        {
+            "id": STR,
+            "received_at": TIME,
+            "source_ip": nullable(STR),
+            "headers": nullable({"type": "object"}),
+            "body": nullable({"type": "string", "description": "cut at 16 KiB"}),
+            "result": {"enum": list(INBOUND_RESULTS)},
+            "status": {"type": "integer"},
+            "event_id": nullable(STR),
+            "error": nullable(STR),
+            "test": {"type": "boolean"},
+        },
+        ["id", "received_at", "result", "status", "event_id", "error", "test"],
+    ),
+    "InvocationPage": obj(
+        {
+            "invocations": {"type": "array", "items": ref("Invocation")},
+            "next_cursor": nullable(STR),
+        },
+        ["invocations", "next_cursor"],
+    ),
+}
+
+
+_LIMIT = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}
+_LIMIT_FIELDS = tuple(LIMIT_RANGES)
+INBOUND_SCHEMAS.update(
+    {
+        "LimitsIn": obj(
+            {name: _LIMIT for name in _LIMIT_FIELDS},
+            description="Every field; null (or absent) takes the HOOKLINE_* default.",
+            additionalProperties=False,
+        ),
+        "Limits": obj(
+            {
+                "org": STR,
+                **{name: _LIMIT for name in _LIMIT_FIELDS},
+                "effective": obj(
+                    {name: {"type": "integer"} for name in _LIMIT_FIELDS}, list(_LIMIT_FIELDS)
+                ),
+            },
+            ["org", *_LIMIT_FIELDS, "effective"],
+        ),
+    }
+)

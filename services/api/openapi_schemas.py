@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.core.events import EVENT_TYPES
-from shared.core.inbound import RESULTS as INBOUND_RESULTS
-from shared.core.inbound import VERIFY_MODES
 from shared.core.messages import TRIGGERS
-from shared.limits import RANGES as LIMIT_RANGES
 from shared.log.queries import STATS_MAX_ATTEMPTS, STATS_WINDOW_DAYS, STATUSES
 
 Schema = dict[str, Any]
@@ -18,17 +15,17 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _obj(props: dict[str, Schema], required: list[str] | None = None, **kw: Any) -> Schema:
+def obj(props: dict[str, Schema], required: list[str] | None = None, **kw: Any) -> Schema:
     return {"type": "object", "properties": props, "required": required or [], **kw}
 
 
-def _nullable(schema: Schema) -> Schema:
+def nullable(schema: Schema) -> Schema:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
 STR: Schema = {"type": "string"}
 TIME: Schema = {"type": "string", "format": "date-time"}
-NULL_TIME = _nullable(TIME)
+NULL_TIME = nullable(TIME)
 ERROR_RESPONSES = {
     400: "Malformed JSON or an empty body.",
     401: "Missing, unknown or revoked bearer token.",
@@ -43,7 +40,7 @@ ERROR_RESPONSES = {
 }
 FILTER_DOC = "an event type, a family (`pull_request`), `family.*`, or `*`"
 # A webhook's custom headers as given (DESIGN.md section 12).
-NOTIFY_EMAIL = _nullable(
+NOTIFY_EMAIL = nullable(
     {
         "type": "string",
         "format": "email",
@@ -62,16 +59,16 @@ CUSTOM_HEADERS: Schema = {
 }
 
 SCHEMAS: dict[str, Schema] = {
-    "Error": _obj(
+    "Error": obj(
         {
-            "error": _obj(
+            "error": obj(
                 {"code": STR, "message": STR, "field": STR},
                 ["code", "message"],
             )
         },
         ["error"],
     ),
-    "Scope": _obj({"org": STR, "repo": _nullable(STR)}, ["org", "repo"]),
+    "Scope": obj({"org": STR, "repo": nullable(STR)}, ["org", "repo"]),
     "Retry": {
         "description": "`{schedule: [seconds...]}` or `{max_retries, interval_s}`; "
         "delays 1 s to 24 h, at most 20 retries.",
@@ -82,7 +79,7 @@ SCHEMAS: dict[str, Schema] = {
             "interval_s": {"type": "number"},
         },
     },
-    "Webhook": _obj(
+    "Webhook": obj(
         {
             "id": {"type": "string", "format": "uuid"},
             "scope": ref("Scope"),
@@ -98,15 +95,15 @@ SCHEMAS: dict[str, Schema] = {
                 "additionalProperties": STR,
                 "description": "custom headers sent on every attempt; values masked (••••)",
             },
-            "notify_email": _nullable(STR),
-            "disabled_reason": _nullable(STR),
+            "notify_email": nullable(STR),
+            "disabled_reason": nullable(STR),
             "disabled_at": NULL_TIME,
             "failure_count": {
                 "type": "integer",
                 "minimum": 0,
                 "description": "consecutive failed attempts (reset by a success or re-enabling)",
             },
-            "last_delivery": _nullable(ref("LastDelivery")),
+            "last_delivery": nullable(ref("LastDelivery")),
             "created_at": TIME,
             "updated_at": TIME,
         },
@@ -124,11 +121,11 @@ SCHEMAS: dict[str, Schema] = {
             "disabled_at",
         ],
     ),
-    "LastDelivery": _obj(
+    "LastDelivery": obj(
         {
             "status": {"enum": list(STATUSES)},
             "at": TIME,
-            "http_status": _nullable({"type": "integer"}),
+            "http_status": nullable({"type": "integer"}),
         },
         ["status", "at", "http_status"],
         description="the webhook's newest delivery: its status, its last attempt, the HTTP "
@@ -137,41 +134,41 @@ SCHEMAS: dict[str, Schema] = {
     "WebhookRecovered": {
         "allOf": [
             ref("Webhook"),
-            _obj(
+            obj(
                 {"recovered": {"type": "integer", "minimum": 0}},
                 ["recovered"],
             ),
         ],
     },
     "WebhookWithSecret": {
-        "allOf": [ref("Webhook"), _obj({"secret": STR}, ["secret"])],
+        "allOf": [ref("Webhook"), obj({"secret": STR}, ["secret"])],
     },
-    "WebhookCreate": _obj(
+    "WebhookCreate": obj(
         {
             "url": {"type": "string", "description": "http or https URL"},
             "events": {"type": "array", "items": STR, "minItems": 1, "description": FILTER_DOC},
             "active": {"type": "boolean", "default": True},
             "content_type": {"enum": ["json", "form"], "default": "json"},
             "description": {"type": "string", "maxLength": 1000},
-            "retry": _nullable(ref("Retry")),
+            "retry": nullable(ref("Retry")),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30, "default": 10},
-            "headers": _nullable(CUSTOM_HEADERS),
+            "headers": nullable(CUSTOM_HEADERS),
             "notify_email": NOTIFY_EMAIL,
             "secret": {"type": "string", "minLength": 8, "maxLength": 256},
         },
         ["url"],
         additionalProperties=False,
     ),
-    "WebhookPatch": _obj(
+    "WebhookPatch": obj(
         {
             "url": STR,
             "events": {"type": "array", "items": STR, "minItems": 1},
             "active": {"type": "boolean", "description": "true re-enables and resets failures"},
             "content_type": {"enum": ["json", "form"]},
-            "description": _nullable({"type": "string", "maxLength": 1000}),
-            "retry": _nullable(ref("Retry")),
+            "description": nullable({"type": "string", "maxLength": 1000}),
+            "retry": nullable(ref("Retry")),
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": 30},
-            "headers": _nullable(CUSTOM_HEADERS),
+            "headers": nullable(CUSTOM_HEADERS),
             "notify_email": NOTIFY_EMAIL,
             "recover_since": {
                 "type": "string",
@@ -182,24 +179,24 @@ SCHEMAS: dict[str, Schema] = {
         },
         additionalProperties=False,
     ),
-    "WebhookList": _obj({"webhooks": {"type": "array", "items": ref("Webhook")}}, ["webhooks"]),
-    "Rotation": _obj(
+    "WebhookList": obj({"webhooks": {"type": "array", "items": ref("Webhook")}}, ["webhooks"]),
+    "Rotation": obj(
         {"secret": STR, "previous_expires_at": TIME}, ["secret", "previous_expires_at"]
     ),
-    "TokenCreate": _obj(
+    "TokenCreate": obj(
         {"org": {"type": "string", "minLength": 1, "maxLength": 100}, "name": STR},
         ["org", "name"],
         additionalProperties=False,
     ),
-    "Token": _obj(
+    "Token": obj(
         {"id": STR, "org": STR, "name": STR, "token": STR, "created_at": TIME},
         ["id", "org", "name", "token"],
     ),
-    "DeliveryRef": _obj(
+    "DeliveryRef": obj(
         {"delivery_id": {"type": "string", "format": "uuid"}, "attempt": {"type": "integer"}},
         ["delivery_id"],
     ),
-    "Delivery": _obj(
+    "Delivery": obj(
         {
             "id": STR,
             "webhook_id": STR,
@@ -209,50 +206,50 @@ SCHEMAS: dict[str, Schema] = {
             "attempts": {"type": "integer"},
             "first_at": TIME,
             "last_at": TIME,
-            "last_error": _nullable(STR),
-            "last_status": _nullable({"type": "integer"}),
+            "last_error": nullable(STR),
+            "last_status": nullable({"type": "integer"}),
             "next_attempt_at": NULL_TIME,
         },
         ["id", "webhook_id", "event_id", "event", "status", "attempts"],
     ),
-    "DeliveryPage": _obj(
+    "DeliveryPage": obj(
         {
             "deliveries": {"type": "array", "items": ref("Delivery")},
-            "next_cursor": _nullable(STR),
+            "next_cursor": nullable(STR),
         },
         ["deliveries", "next_cursor"],
     ),
-    "Attempt": _obj(
+    "Attempt": obj(
         {
             "attempt": {"type": "integer"},
             "trigger": {"enum": list(TRIGGERS)},
             "outcome": STR,
             "started_at": TIME,
             "duration_ms": {"type": "number"},
-            "request": _obj(
+            "request": obj(
                 {
                     "headers": {"type": "object"},
-                    "body": _nullable(STR),
+                    "body": nullable(STR),
                     "truncated": {"type": "boolean"},
                 },
                 ["headers", "body"],
             ),
-            "response": _obj(
+            "response": obj(
                 {
-                    "status": _nullable({"type": "integer"}),
+                    "status": nullable({"type": "integer"}),
                     "headers": {"type": "object"},
-                    "body": _nullable(STR),
+                    "body": nullable(STR),
                     "truncated": {"type": "boolean"},
                 },
                 ["status", "headers", "body"],
             ),
-            "error": _nullable(STR),
-            "resolved_ip": _nullable(STR),
+            "error": nullable(STR),
+            "resolved_ip": nullable(STR),
             "next_attempt_at": NULL_TIME,
         },
         ["attempt", "trigger", "started_at", "duration_ms", "request", "response", "error"],
     ),
-    "DeliveryDetail": _obj(
+    "DeliveryDetail": obj(
         {
             "id": STR,
             "webhook_id": STR,
@@ -264,24 +261,24 @@ SCHEMAS: dict[str, Schema] = {
         ["id", "webhook_id", "event_id", "event", "status", "attempts"],
         description="Request and response bodies are cut at 16 KiB (`truncated` says so).",
     ),
-    "Recover": _obj({"since": TIME}, ["since"], additionalProperties=False),
-    "Count": _obj({"count": {"type": "integer"}}, ["count"]),
-    "Stats": _obj(
+    "Recover": obj({"since": TIME}, ["since"], additionalProperties=False),
+    "Count": obj({"count": {"type": "integer"}}, ["count"]),
+    "Stats": obj(
         {
             "deliveries": {"type": "integer"},
             "succeeded": {"type": "integer"},
             "failed": {"type": "integer", "description": "failed + dead"},
-            "success_rate": _nullable({"type": "number"}),
+            "success_rate": nullable({"type": "number"}),
             "last_delivery_at": NULL_TIME,
-            "p50_ms": _nullable({"type": "number"}),
-            "p99_ms": _nullable({"type": "number"}),
+            "p50_ms": nullable({"type": "number"}),
+            "p99_ms": nullable({"type": "number"}),
         },
         ["deliveries", "succeeded", "failed", "success_rate", "last_delivery_at"],
         description=f"Counts per delivery from the summary table; p50/p99 over attempt "
         f"durations of the last {STATS_WINDOW_DAYS} days, at most the newest "
         f"{STATS_MAX_ATTEMPTS} attempts.",
     ),
-    "EventIn": _obj(
+    "EventIn": obj(
         {
             "event": {"type": "string", "description": "`pull_request` or `pull_request.opened`"},
             "action": STR,
@@ -292,16 +289,16 @@ SCHEMAS: dict[str, Schema] = {
         additionalProperties=False,
         example={"event": "pull_request.opened", "id": "evt-1", "payload": {"number": 1}},
     ),
-    "EventAccepted": _obj({"event_id": STR, "duplicate": {"type": "boolean"}}, ["event_id"]),
-    "Catalog": _obj(
+    "EventAccepted": obj({"event_id": STR, "duplicate": {"type": "boolean"}}, ["event_id"]),
+    "Catalog": obj(
         {
             "event_types": {
                 "type": "array",
-                "items": _obj(
+                "items": obj(
                     {
                         "type": {"enum": list(EVENT_TYPES)},
                         "family": STR,
-                        "action": _nullable(STR),
+                        "action": nullable(STR),
                         "description": STR,
                         "example": {"type": "object", "description": "a realistic payload"},
                         "schema": {"type": "object", "description": "JSON Schema of the payload"},
@@ -313,139 +310,14 @@ SCHEMAS: dict[str, Schema] = {
         },
         ["event_types", "families"],
     ),
-    "Health": _obj(
+    "Health": obj(
         {"status": STR, "database": {"type": "boolean"}, "kafka": {"type": "boolean"}}, ["status"]
     ),
 }
 
-_INBOUND_EVENT = {
-    "enum": [t for t in EVENT_TYPES if t != "ping"],
-    "description": "the type of the event each accepted call emits",
-}
-_VERIFY = {
-    "enum": list(VERIFY_MODES),
-    "description": "how a call proves it knows the secret: `X-Webhook-Secret` "
-    "(secret_header), `X-Hub-Signature-256` (github), Standard Webhooks headers (standard), "
-    "or nothing (none, only when asked for)",
-}
-_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
-_TARGET = _nullable({"type": "string", "minLength": 1, "maxLength": 200})
 SCHEMAS.update(
     {
-        "InboundWebhook": _obj(
-            {
-                "id": STR,
-                "name": STR,
-                "scope": ref("Scope"),
-                "target": _nullable(STR),
-                "event": STR,
-                "verify": {"enum": list(VERIFY_MODES)},
-                "active": {"type": "boolean"},
-                "url": {"type": "string", "description": "{HOOKLINE_PUBLIC_URL}/hooks/in/{id}"},
-                "created_at": TIME,
-                "updated_at": TIME,
-                "last_triggered_at": NULL_TIME,
-            },
-            [
-                "id",
-                "name",
-                "scope",
-                "target",
-                "event",
-                "verify",
-                "active",
-                "url",
-                "created_at",
-                "last_triggered_at",
-            ],
-        ),
-        "InboundWebhookWithSecret": {
-            "allOf": [ref("InboundWebhook"), _obj({"secret": STR}, ["secret"])],
-        },
-        "InboundCreate": _obj(
-            {
-                "name": _NAME,
-                "target": _TARGET,
-                "event": _INBOUND_EVENT,
-                "verify": _VERIFY,
-                "secret": {"type": "string", "minLength": 8, "maxLength": 256},
-                "active": {"type": "boolean", "default": True},
-            },
-            ["name"],
-            additionalProperties=False,
-        ),
-        "InboundPatch": _obj(
-            {
-                "name": _NAME,
-                "target": _TARGET,
-                "event": _INBOUND_EVENT,
-                "verify": _VERIFY,
-                "active": {"type": "boolean"},
-            },
-            additionalProperties=False,
-        ),
-        "InboundList": _obj(
-            {"inbound_webhooks": {"type": "array", "items": ref("InboundWebhook")}},
-            ["inbound_webhooks"],
-        ),
-        "InboundSecret": _obj({"secret": STR}, ["secret"]),
-        "InboundTest": _obj(
-            {"payload": {"type": "object", "description": "what a caller would send"}},
-            additionalProperties=False,
-        ),
-        "InboundTestAccepted": _obj(
-            {"event_id": STR, "invocation_id": STR}, ["event_id", "invocation_id"]
-        ),
-        "Invocation": _obj(
-            {
-                "id": STR,
-                "received_at": TIME,
-                "source_ip": _nullable(STR),
-                "headers": _nullable({"type": "object"}),
-                "body": _nullable({"type": "string", "description": "cut at 16 KiB"}),
-                "result": {"enum": list(INBOUND_RESULTS)},
-                "status": {"type": "integer"},
-                "event_id": _nullable(STR),
-                "error": _nullable(STR),
-                "test": {"type": "boolean"},
-            },
-            ["id", "received_at", "result", "status", "event_id", "error", "test"],
-        ),
-        "InvocationPage": _obj(
-            {
-                "invocations": {"type": "array", "items": ref("Invocation")},
-                "next_cursor": _nullable(STR),
-            },
-            ["invocations", "next_cursor"],
-        ),
-    }
-)
-
-_LIMIT = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}
-_LIMIT_FIELDS = tuple(LIMIT_RANGES)
-SCHEMAS.update(
-    {
-        "LimitsIn": _obj(
-            {name: _LIMIT for name in _LIMIT_FIELDS},
-            description="Every field; null (or absent) takes the HOOKLINE_* default.",
-            additionalProperties=False,
-        ),
-        "Limits": _obj(
-            {
-                "org": STR,
-                **{name: _LIMIT for name in _LIMIT_FIELDS},
-                "effective": _obj(
-                    {name: {"type": "integer"} for name in _LIMIT_FIELDS}, list(_LIMIT_FIELDS)
-                ),
-            },
-            ["org", *_LIMIT_FIELDS, "effective"],
-        ),
-    }
-)
-
-SCHEMAS.update(
-    {
-        "WebhookTest": _obj(
+        "WebhookTest": obj(
             {"event": {"enum": [t for t in EVENT_TYPES if t != "ping"], "default": "push"}},
             additionalProperties=False,
         ),
@@ -454,13 +326,13 @@ SCHEMAS.update(
 
 SCHEMAS.update(
     {
-        "BatchIn": _obj(
+        "BatchIn": obj(
             {
                 "events": {
                     "type": "array",
                     "minItems": 1,
                     "maxItems": 1000,
-                    "items": _obj(
+                    "items": obj(
                         {
                             "org": STR,
                             "repo": STR,
@@ -476,11 +348,11 @@ SCHEMAS.update(
             ["events"],
             additionalProperties=False,
         ),
-        "BatchResults": _obj(
+        "BatchResults": obj(
             {
                 "results": {
                     "type": "array",
-                    "items": _obj(
+                    "items": obj(
                         {
                             "index": {"type": "integer"},
                             "status": {"type": "integer"},

@@ -12,19 +12,19 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from shared.core.errors import HooklineError
+
 API = "/api/v1"
 # Longer than any answer the API gives; a hung API still ends the command.
 TIMEOUT_S = 30.0
 
 
-class CliError(Exception):
+class CliError(HooklineError, code="cli_error"):
     """A failure to report in one line, then exit non-zero."""
 
     def __init__(self, message: str, *, status: int | None = None, field: str | None = None):
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, field=field)
         self.status = status
-        self.field = field
 
 
 class ApiClient:

@@ -38,13 +38,10 @@ from shared.kafka import (
     DELIVERIES,
     EVENTS,
     EVENTS_REJECTED,
-    HOT_PATH_FETCH_WAIT_MS,
-    HOT_PATH_IDLE_FETCH_WAIT_MS,
-    HOT_PATH_MIN_BYTES,
     MATCHER_GROUP,
     MAX_MESSAGE_BYTES,
     REJECT_HEADER,
-    make_consumer,
+    make_hot_path_consumer,
     make_producer,
 )
 from shared.logging import configure_logging
@@ -314,13 +311,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, group_id: str = GROU
         producer = make_producer(settings.kafka_bootstrap, client_id=name)
         await producer.start()
         try:
-            consumer = make_consumer(
-                settings.kafka_bootstrap,
-                group_id=group_id,
-                client_id=name,
-                fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
-                busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
-                busy_min_bytes=HOT_PATH_MIN_BYTES,
+            consumer = make_hot_path_consumer(
+                settings.kafka_bootstrap, group_id=group_id, client_id=name
             )
             matcher = Matcher(consumer, producer, table)
             consumer.subscribe([EVENTS], listener=matcher.listener)

@@ -16,12 +16,10 @@ from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db import create_pool
 from shared.kafka import (
-    HOT_PATH_FETCH_WAIT_MS,
-    HOT_PATH_IDLE_FETCH_WAIT_MS,
-    HOT_PATH_MIN_BYTES,
     IDLE_FETCH_WAIT_MS,
     SENDER_GROUP,
     make_consumer,
+    make_hot_path_consumer,
     make_producer,
 )
 from shared.log.counts import fold_forever
@@ -121,14 +119,7 @@ async def serve(
             )
         )
         await stack.enter_async_context(_task(fold_forever(pool, stop), "count-folder"))
-        kafka = make_consumer(
-            s.kafka_bootstrap,
-            group_id=group_id,
-            client_id=name,
-            fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
-            busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
-            busy_min_bytes=HOT_PATH_MIN_BYTES,
-        )
+        kafka = make_hot_path_consumer(s.kafka_bootstrap, group_id=group_id, client_id=name)
         offsets = Offsets()
 
         def scheduler(on_finished: OnFinished) -> Scheduler:

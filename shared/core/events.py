@@ -218,3 +218,17 @@ def catalog_document() -> dict[str, Any]:
         "event_types": event_types,
         "families": {family: list(actions) for family, actions in CATALOG.items()},
     }
+
+
+def ping_body(webhook_id: str, *, org: str, repo: str | None, now: datetime) -> dict[str, Any]:
+    """The body of a `ping` delivery."""
+    body: dict[str, Any] = {
+        "event": "ping",
+        "hook_id": webhook_id,
+        "zen": "Deliver every event, at least once.",
+        "created_at": format_timestamp(now),
+        "organization": {"login": org},
+    }
+    if repo is not None:
+        body["repository"] = {"full_name": f"{org}/{repo}"}
+    return body

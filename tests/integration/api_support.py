@@ -1,4 +1,5 @@
-"""Helpers for the API tests: the app in-process on a test server, tokens, webhooks."""
+"""Helpers for the API tests: the app in-process on a test server, tokens, webhooks. The
+`api`, `owner` and `edge` fixtures built on them are in conftest.py."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.api.app import create_app
+from services.inbound.app import create_app as create_edge
 from shared.config import Settings
 
 
@@ -23,14 +24,11 @@ async def api_client(settings: Settings) -> AsyncIterator[TestClient]:
         yield client
 
 
-async def _api(provisioned: Settings) -> AsyncIterator[TestClient]:
-    async with api_client(provisioned) as client:
+@asynccontextmanager
+async def edge_client(settings: Settings) -> AsyncIterator[TestClient]:
+    """The inbound edge, its maintenance loop off, on a loopback port for one block."""
+    async with TestClient(TestServer(create_edge(settings, maintenance=False))) as client:
         yield client
-
-
-def api_fixture() -> Any:
-    """The `api` fixture (one app per test module): `api = api_fixture()` in the module."""
-    return pytest.fixture(scope="module", name="api")(_api)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -48,16 +46,6 @@ async def org_token(client: TestClient, settings: Settings, org: str) -> dict[st
     )
     assert resp.status == 201, await resp.text()
     return bearer((await resp.json())["token"])
-
-
-async def _owner(api: TestClient, settings: Settings, org: str) -> dict[str, str]:
-    return await org_token(api, settings, org)
-
-
-def owner_fixture() -> Any:
-    """The `owner` fixture: headers carrying a fresh token of the test's `org`, made through
-    the module's `api`; `owner = owner_fixture()` in the module."""
-    return pytest.fixture(name="owner")(_owner)
 
 
 async def make_webhook(
@@ -85,6 +73,15 @@ async def error_of(resp: Any, status: int) -> dict[str, Any]:
     assert "Traceback" not in text
     error: dict[str, Any] = body["error"]
     return error
+
+
+async def assert_each_refused_naming(
+    client: TestClient, path: str, headers: dict[str, str], cases: list[tuple[Any, str]]
+) -> None:
+    """POSTs each (body, field) of `cases` to `path`: each is a 422 naming that field."""
+    for body, field in cases:
+        error = await error_of(await client.post(path, json=body, headers=headers), 422)
+        assert error["field"] == field, (body, error)
 
 
 async def outbox_rows(pool: asyncpg.Pool, topic: str, key: str) -> list[dict[str, Any]]:

@@ -14,15 +14,10 @@ from shared.kafka import EVENTS
 from tests.integration.api_support import (
     admin,
     api_client,
-    api_fixture,
     error_of,
     new_repo,
     outbox_rows,
-    owner_fixture,
 )
-
-api = api_fixture()
-owner = owner_fixture()
 
 
 async def test_each_event_gets_the_single_routes_answer(

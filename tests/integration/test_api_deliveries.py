@@ -20,7 +20,6 @@ from shared.core.messages import DeliveryMessage
 from shared.kafka import DELIVERIES
 from tests.integration.api_support import (
     admin,
-    api_fixture,
     error_of,
     make_webhook,
     org_token,
@@ -28,8 +27,6 @@ from tests.integration.api_support import (
 from tests.integration.log_rows import delivery_of, insert, insert_summary
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-
-api = api_fixture()
 
 
 Owned = tuple[dict[str, str], dict[str, Any]]  # an org token's headers, a webhook it made

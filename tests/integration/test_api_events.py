@@ -13,16 +13,12 @@ from shared.kafka import EVENTS
 from tests.integration.api_support import (
     admin,
     api_client,
-    api_fixture,
+    assert_each_refused_naming,
     error_of,
     new_repo,
     org_token,
     outbox_rows,
-    owner_fixture,
 )
-
-api = api_fixture()
-owner = owner_fixture()
 
 
 async def test_ingest_writes_the_event_to_the_outbox(
@@ -72,11 +68,7 @@ async def test_repeated_id_answers_200_and_enqueues_nothing_more(
     assert resp.status == 202 and (await resp.json())["event_id"] == body["id"]
 
 
-async def test_invalid_events_name_the_field(
-    api: TestClient,
-    settings: Settings,
-    org: str,
-) -> None:
+async def test_invalid_events_name_the_field(api: TestClient, settings: Settings, org: str) -> None:
     h = admin(settings)
     path = f"/api/v1/repos/{org}/widgets/events"
     cases = [
@@ -94,9 +86,7 @@ async def test_invalid_events_name_the_field(
         ({"event": "push", "payload": {}, "extra": True}, "extra"),
         ([], "body"),
     ]
-    for body, field in cases:
-        error = await error_of(await api.post(path, json=body, headers=h), 422)
-        assert error["field"] == field, (body, error)
+    await assert_each_refused_naming(api, path, h, cases)
     await error_of(await api.post(path, data=b'{"event":', headers=h), 400)
     await error_of(await api.post(path, json={"event": "push", "payload": {}}), 401)
 

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from services.inbound.app import create_app as create_edge
 from shared.config import Settings
 from shared.limits import RANGES
 from tests.integration.api_support import (
     admin,
     api_client,
-    api_fixture,
+    edge_client,
     error_of,
     make_webhook,
     org_token,
-    owner_fixture,
 )
 
-api = api_fixture()
-owner = owner_fixture()
 NULLS = dict.fromkeys(RANGES)
 
 
@@ -120,7 +116,7 @@ async def test_ingest_and_inbound_rates_follow_the_orgs_limits(
         headers=owner,
     )
     hook = await created.json()
-    async with TestClient(TestServer(create_edge(settings, maintenance=False))) as edge:
+    async with edge_client(settings) as edge:
         codes = [(await edge.post(f"/hooks/in/{hook['id']}", json={})).status for _ in range(4)]
     assert codes == [202, 202, 202, 429]
 

@@ -9,9 +9,7 @@ from aiohttp.test_utils import TestClient
 from services.api.keys import TOKENS
 from shared.config import Settings
 from shared.core.events import EVENT_TYPES
-from tests.integration.api_support import api_client, api_fixture, error_of
-
-api = api_fixture()
+from tests.integration.api_support import api_client, error_of
 
 
 async def test_healthz_and_readyz(api: TestClient) -> None:

@@ -15,7 +15,6 @@ from shared.config import Settings
 from shared.core.messages import DeliveryMessage
 from shared.kafka import DELIVERIES, EVENTS
 from tests.integration.api_support import (
-    api_fixture,
     error_of,
     make_webhook,
     org_token,
@@ -23,7 +22,6 @@ from tests.integration.api_support import (
 )
 from tests.integration.test_api_deliveries import log_delivery
 
-api = api_fixture()
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 

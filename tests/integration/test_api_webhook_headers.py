@@ -13,9 +13,7 @@ from shared.config import Settings
 from shared.core.messages import WebhookRecord
 from shared.crypto import SecretBox
 from shared.kafka import WEBHOOKS
-from tests.integration.api_support import admin, api_fixture, error_of, make_webhook, outbox_rows
-
-api = api_fixture()
+from tests.integration.api_support import admin, error_of, make_webhook, outbox_rows
 
 TOKEN = "glpat-" + "s3cr3t" * 4
 MASK = "\u2022\u2022\u2022\u2022"

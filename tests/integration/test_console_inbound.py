@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.api.app import create_app
 from services.api.console.views.inbound import PAGE_SIZE
-from services.inbound.app import create_app as create_edge
 from shared.config import Settings
 from tests.integration.api_support import bearer, new_repo, org_token
 from tests.integration.console_support import sign_in
@@ -29,12 +28,6 @@ SECRET = re.compile(r"data-secret>([^<]+)<")
 @pytest.fixture
 async def client(provisioned: Settings) -> AsyncIterator[TestClient]:
     async with TestClient(TestServer(create_app(provisioned))) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-async def edge(provisioned: Settings) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_edge(provisioned, maintenance=False))) as c:
         yield c
 
 

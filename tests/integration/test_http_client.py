@@ -56,6 +56,10 @@ class RawServer:
     close_after: bool = False  # close each connection after its first answer
     hold: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         conn, n = self.connections, 0
@@ -120,7 +124,7 @@ async def test_post_sends_the_exact_request_and_reuses_the_connection(
     body = b'{"a": 1}'
     for _ in range(3):
         result = await client.post(
-            f"http://127.0.0.1:{srv.port}/hook?x=1",
+            srv.url + "hook?x=1",
             body,
             {"Content-Type": "application/json", "X-Hookline-Event": "push"},
             timeout_s=5,
@@ -152,7 +156,7 @@ async def test_a_newline_in_a_header_is_refused_before_sending(
 ) -> None:
     srv = await serve(lambda c, n: OK)
     # A failed attempt like any other (nothing in an attempt may raise), nothing sent.
-    result = await client.post(f"http://127.0.0.1:{srv.port}/", b"{}", headers, timeout_s=5)
+    result = await client.post(srv.url, b"{}", headers, timeout_s=5)
     assert (result.error, result.status) == ("connect", None)
     assert srv.requests == []
 
@@ -165,7 +169,7 @@ async def test_chunked_response_is_read_whole_and_the_connection_kept(
         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     )
     srv = await serve(lambda c, n: chunked)
-    url = f"http://127.0.0.1:{srv.port}/"
+    url = srv.url
     for _ in range(2):
         result = await client.post(url, b"{}", {}, timeout_s=5)
         assert (result.status, result.error, result.body) == (500, "http_status", "hello world")
@@ -178,7 +182,7 @@ async def test_connection_close_means_a_new_connection_next_time(
     srv = await serve(
         lambda c, n: b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
     )
-    url = f"http://127.0.0.1:{srv.port}/"
+    url = srv.url
     for _ in range(3):
         assert (await client.post(url, b"{}", {}, timeout_s=5)).ok
     assert srv.connections == 3
@@ -186,7 +190,7 @@ async def test_connection_close_means_a_new_connection_next_time(
 
 async def test_body_without_length_is_read_until_close(serve: Serve, client: WebhookClient) -> None:
     srv = await serve(lambda c, n: b"HTTP/1.1 200 OK\r\n\r\nuntil the end", close_after=True)
-    url = f"http://127.0.0.1:{srv.port}/"
+    url = srv.url
     for _ in range(2):
         result = await client.post(url, b"{}", {}, timeout_s=5)
         assert (result.status, result.body) == (200, "until the end")
@@ -206,7 +210,7 @@ async def test_a_long_body_is_cut_and_its_connection_not_reused(
     else:
         long = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (size, big)
     srv = await serve(lambda c, n: long if c == 1 else OK)
-    url = f"http://127.0.0.1:{srv.port}/"
+    url = srv.url
     first = await client.post(url, b"{}", {}, timeout_s=5)
     assert (first.status, first.error, len(first.body or "")) == (200, None, BODY_CUT)
     second = await client.post(url, b"{}", {}, timeout_s=5)
@@ -219,7 +223,7 @@ async def test_an_idle_connection_the_server_closed_is_replaced_transparently(
 ) -> None:
     # Keep-alive answers, but the server drops every connection right after answering.
     srv = await serve(lambda c, n: OK, close_after=True)
-    url = f"http://127.0.0.1:{srv.port}/"
+    url = srv.url
     assert (await client.post(url, b"{}", {}, timeout_s=5)).ok
     deadline = time.monotonic() + 5
     while any(not c.closed for c in client.pool.idle()):
@@ -236,7 +240,7 @@ async def test_a_close_racing_the_next_request_is_retried_once_on_a_new_connecti
     # The second request on a connection is met by a close, as when the endpoint's idle
     # timeout fires just as the request goes out.
     srv = await serve(lambda c, n: OK if n == 1 else None)
-    url = f"http://127.0.0.1:{srv.port}/"
+    url = srv.url
     assert (await client.post(url, b"{}", {}, timeout_s=5)).ok
     result = await client.post(url, b"{}", {}, timeout_s=5)
     assert (result.status, result.error) == (200, None)
@@ -247,7 +251,7 @@ async def test_a_reused_connection_cut_mid_answer_is_not_retried(
     serve: Serve, client: WebhookClient
 ) -> None:
     srv = await serve(lambda c, n: OK if n == 1 else b"HTTP/1.1 200 OK\r\nConnection: close\r\n")
-    url = f"http://127.0.0.1:{srv.port}/"
+    url = srv.url
     assert (await client.post(url, b"{}", {}, timeout_s=5)).ok
     result = await client.post(url, b"{}", {}, timeout_s=5)
     assert (result.status, result.error) == (None, "connect")  # it may have been handled
@@ -258,7 +262,7 @@ async def test_a_new_connection_closed_without_an_answer_is_a_connect_failure(
     serve: Serve, client: WebhookClient
 ) -> None:
     srv = await serve(lambda c, n: None)
-    result = await client.post(f"http://127.0.0.1:{srv.port}/", b"{}", {}, timeout_s=5)
+    result = await client.post(srv.url, b"{}", {}, timeout_s=5)
     assert (result.status, result.error, result.resolved_ip) == (None, "connect", "127.0.0.1")
     assert srv.connections == 1  # not retried
 
@@ -274,13 +278,13 @@ async def test_a_broken_response_is_a_connect_failure(
     serve: Serve, client: WebhookClient, answer: bytes
 ) -> None:
     srv = await serve(lambda c, n: answer)
-    result = await client.post(f"http://127.0.0.1:{srv.port}/", b"{}", {}, timeout_s=5)
+    result = await client.post(srv.url, b"{}", {}, timeout_s=5)
     assert (result.status, result.error) == (None, "connect")
 
 
 async def test_informational_responses_are_skipped(serve: Serve, client: WebhookClient) -> None:
     srv = await serve(lambda c, n: b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
-    result = await client.post(f"http://127.0.0.1:{srv.port}/", b"{}", {}, timeout_s=5)
+    result = await client.post(srv.url, b"{}", {}, timeout_s=5)
     assert (result.status, result.body) == (200, "ok")
 
 
@@ -288,7 +292,7 @@ async def test_redirects_are_not_followed(serve: Serve, client: WebhookClient) -
     srv = await serve(
         lambda c, n: b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
     )
-    result = await client.post(f"http://127.0.0.1:{srv.port}/here", b"{}", {}, timeout_s=5)
+    result = await client.post(srv.url + "here", b"{}", {}, timeout_s=5)
     assert (result.status, result.error) == (302, "http_status")
     assert result.headers["Location"] == "/elsewhere"
     assert len(srv.requests) == 1
@@ -298,7 +302,7 @@ async def test_no_answer_in_time_is_a_timeout_and_the_connection_dropped(
     serve: Serve, client: WebhookClient
 ) -> None:
     srv = await serve(lambda c, n: b"" if c == 1 else OK)  # the first one never answers
-    url = f"http://127.0.0.1:{srv.port}/"
+    url = srv.url
     result = await client.post(url, b"{}", {}, timeout_s=0.5)
     assert (result.status, result.error, result.resolved_ip) == (None, "timeout", "127.0.0.1")
     # It waited out the timeout; how soon after it gave up is timing: `make bench` reports
@@ -408,7 +412,7 @@ async def test_idle_connections_are_closed_after_the_keepalive_time(serve: Serve
     await client.start()
     try:
         srv = await serve(lambda c, n: OK)
-        url = f"http://127.0.0.1:{srv.port}/"
+        url = srv.url
         assert (await client.post(url, b"{}", {}, timeout_s=5)).ok
         [conn] = client.pool.idle()
         deadline = time.monotonic() + 5
@@ -427,7 +431,7 @@ async def test_an_unbounded_client_leaves_the_bound_to_its_caller(serve: Serve) 
     await client.start()
     try:
         srv = await serve(lambda c, n: OK)
-        url = f"http://127.0.0.1:{srv.port}/"
+        url = srv.url
         results = await asyncio.gather(
             *(client.post(url, b"{}", {}, timeout_s=5) for _ in range(6))
         )

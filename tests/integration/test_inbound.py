@@ -12,31 +12,19 @@ from typing import Any
 
 import asyncpg
 import orjson
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from standardwebhooks import Webhook as StandardWebhook
 
-from services.inbound.app import create_app as create_edge
 from shared.config import Settings
 from shared.core.signing import github_signature
 from shared.kafka import EVENTS
 from tests.integration.api_support import (
     admin,
-    api_fixture,
+    edge_client,
     error_of,
     new_repo,
     org_token,
-    owner_fixture,
 )
-
-api = api_fixture()
-owner = owner_fixture()
-
-
-@pytest.fixture(scope="module")
-async def edge(provisioned: Settings) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_edge(provisioned, maintenance=False))) as client:
-        yield client
 
 
 async def make_inbound(
@@ -352,7 +340,7 @@ async def limited_edge(
     h = await org_token(api, settings, org)
     one = await make_inbound(api, h, org, "widgets", verify="none", name="one")
     two = await make_inbound(api, h, org, "widgets", verify="none", name="two")
-    async with TestClient(TestServer(create_edge(limited, maintenance=False))) as edge:
+    async with edge_client(limited) as edge:
         yield edge, h, one, two
 
 

@@ -34,43 +34,16 @@ from shared.kafka import (
     ensure_topics,
     make_consumer,
     make_producer,
+    partitions_of,
 )
 from shared.outbox import enqueue_event
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
+from tests.integration.kafka_support import DEADLINE_S, read_to_end
 from tests.records import webhook_record
 
 # Its own database: a relay publishes every unpublished outbox row, only this module's.
 pytestmark = pytest.mark.own_database
-
-WAIT_S = 60.0
-
-
-async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    cluster = await consumer._client.fetch_all_metadata()
-    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
-
-
-async def read_to_end(bootstrap: str, topic: str, start: dict[TopicPartition, int]) -> list[Any]:
-    """Every message of `topic` from `start` offsets (default 0) up to its end offsets now."""
-    consumer = make_consumer(bootstrap, group_id=None, client_id="test-read")
-    await consumer.start()
-    try:
-        tps = await partitions(consumer, topic)
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, start.get(tp, 0))
-        out: list[Any] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT_S
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            assert loop.time() < deadline, f"could not read {topic} to its end"
-            for msgs in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(m for m in msgs if m.offset < ends[TopicPartition(m.topic, m.partition)])
-        return out
-    finally:
-        await consumer.stop()
 
 
 @dataclass
@@ -95,8 +68,8 @@ class Pipeline:
         """Waits until the matcher committed past every published event (so every message
         it produces for them was acknowledged)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT_S
-        tps = await partitions(self.consumer, self.events)
+        deadline = loop.time() + DEADLINE_S
+        tps = await partitions_of(self.consumer, self.events)
         while True:
             done = 0
             for tp in tps:
@@ -285,7 +258,7 @@ async def test_the_service_routes_outbox_events_and_rejects_pings(
         want = delivery_id_for(msg.id, created.id)
         got: list[Any] = []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT_S
+        deadline = loop.time() + DEADLINE_S
         while not any(DeliveryMessage.decode(m.value).delivery_id == want for m in got):
             assert loop.time() < deadline and not matcher.done(), "no delivery from the service"
             await asyncio.sleep(0.2)
@@ -317,7 +290,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     await consumer.start()
     try:
         ends: dict[TopicPartition, int] = await consumer.end_offsets(
-            await partitions(consumer, topic)
+            await partitions_of(consumer, topic)
         )
         return ends
     finally:
@@ -329,7 +302,7 @@ async def commit_end_offsets(bootstrap: str, group: str) -> dict[TopicPartition,
     consumer = make_consumer(bootstrap, group_id=group, client_id="test-seed")
     await consumer.start()
     try:
-        tps = await partitions(consumer, EVENTS)
+        tps = await partitions_of(consumer, EVENTS)
         consumer.assign(tps)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         await consumer.commit(ends)
@@ -340,7 +313,7 @@ async def commit_end_offsets(bootstrap: str, group: str) -> dict[TopicPartition,
 
 async def wait_published(pool: asyncpg.Pool, webhook_id: str) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
+    deadline = loop.time() + DEADLINE_S
     while await pool.fetchval(
         "SELECT count(*) FROM outbox WHERE key = $1 AND published_at IS NULL", webhook_id.encode()
     ):

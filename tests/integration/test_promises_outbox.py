@@ -23,7 +23,8 @@ from shared.kafka import EVENTS, make_producer
 from shared.outbox import CHANNEL, enqueue_event
 from tests.infra import ROOT
 from tests.integration.clients import started
-from tests.integration.test_relay import Tail, event_ids, insert_events, running
+from tests.integration.kafka_support import Tail
+from tests.integration.test_relay import event_ids, insert_events, running
 
 # Its own database: a relay publishes every unpublished outbox row, only this module's.
 pytestmark = pytest.mark.own_database

@@ -13,14 +13,14 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from services.relay.relay import Relay, RelayConfig
 from shared.config import Settings
@@ -29,68 +29,15 @@ from shared.kafka import (
     MAX_MESSAGE_BYTES,
     TopicSpec,
     ensure_topics,
-    make_consumer,
     make_producer,
 )
 from shared.outbox import enqueue, enqueue_event
 from tests.infra import ROOT
 from tests.integration.clients import started
+from tests.integration.kafka_support import DEADLINE_S, Tail
 
 # Its own database: a relay publishes every unpublished outbox row, only this module's.
 pytestmark = pytest.mark.own_database
-
-DEADLINE_S = 60.0
-
-
-class Tail:
-    """Reads a topic from the end offsets captured at `start()`: only what came after."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
-        self.consumer: AIOKafkaConsumer = make_consumer(
-            bootstrap, group_id=None, client_id="test-tail"
-        )
-        self.messages: list[Any] = []
-
-    async def start(self) -> Tail:
-        await self.consumer.start()
-        cluster = await self.consumer._client.fetch_all_metadata()
-        partitions = cluster.partitions_for_topic(self.topic)
-        assert partitions, f"topic {self.topic} has no partitions"
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        for tp, end in (await self.consumer.end_offsets(tps)).items():
-            self.consumer.seek(tp, end)
-        return self
-
-    async def until(self, done: Callable[[list[Any]], bool], timeout: float = DEADLINE_S) -> None:
-        """Reads until `done(messages)` holds; fails after `timeout` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not done(self.messages):
-            assert loop.time() < deadline, f"timed out with {len(self.messages)} messages"
-            batch = await self.consumer.getmany(timeout_ms=200)
-            for msgs in batch.values():
-                self.messages.extend(msgs)
-
-    async def drain(self) -> None:
-        """Reads everything up to the end offsets as of now."""
-        tps = list(self.consumer.assignment())
-        ends = await self.consumer.end_offsets(tps)
-
-        async def caught_up() -> bool:
-            return all([await self.consumer.position(tp) >= ends[tp] for tp in tps])
-
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DEADLINE_S
-        while not await caught_up():
-            assert loop.time() < deadline, "could not read up to the end offsets"
-            batch = await self.consumer.getmany(timeout_ms=200)
-            for msgs in batch.values():
-                self.messages.extend(msgs)
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
 
 
 @contextlib.asynccontextmanager

@@ -12,12 +12,10 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import pytest
 
-from services.sender.main import serve
-from services.sender.retry_tiers import Topics
 from shared.config import Settings
 from shared.inbound_maintenance import maintain as maintain_inbound
-from shared.kafka import TopicSpec, ensure_topics
 from shared.log.partitions import maintain
+from tests.integration.sender_support import one_partition_topics, start_sender
 
 # Its own database: retention goes by the longest in force over every org's limits.
 pytestmark = pytest.mark.own_database
@@ -167,31 +165,18 @@ async def test_a_running_sender_drops_expired_partitions_on_its_maintenance_loop
     database, its maintenance every 0.5 s instead of hourly: a partition past the retention
     goes at the first pass, one made after that at a later pass; younger ones stay."""
     settings = dataclasses.replace(provisioned, retention_days=3)
-    prefix = f"test-retention-{uuid.uuid4().hex[:8]}."
-    topics = Topics(deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix)
-    await ensure_topics(settings.kafka_bootstrap, [TopicSpec(n, 1, {}) for n in topics.all()])
+    prefix, topics = await one_partition_topics(settings, "retention")
     expired, young = await _partition(pool, 10), await _partition(pool, 2)
     gone_row, kept_row = await _attempt(pool, org, 10), await _attempt(pool, org, 2)
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        serve(
-            settings,
-            stop,
-            topics=topics,
-            group_id=prefix + "g",
-            retry_group_id=prefix + "rg",
-            client_id=prefix + "c",
-            maintenance_interval_s=0.5,
-        )
-    )
+    sender = start_sender(settings, topics, prefix, maintenance_interval_s=0.5)
     try:
-        await _gone(pool, expired, task, timeout=60)
+        await _gone(pool, expired, sender.task, timeout=60)
         # Made once the first pass is over: only a later pass of the loop can drop it.
         later = await _partition(pool, 8)
         await _attempt(pool, org, 8)
-        await _gone(pool, later, task, timeout=30)
+        await _gone(pool, later, sender.task, timeout=30)
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+        sender.stop.set()
+        await asyncio.wait_for(sender.task, 30)
     assert await pool.fetchval("SELECT to_regclass($1)", young) == young
     assert await _kept(pool, [gone_row, kept_row]) == {kept_row}

@@ -1,6 +1,7 @@
 """The sender in-process against real Kafka and PostgreSQL and a real HTTP receiver.
 
 Each run uses its own topics and consumer groups, so it never sees another run's messages.
+The module's sender, receiver and topics are the fixtures of conftest.py.
 """
 
 from __future__ import annotations
@@ -11,14 +12,10 @@ import dataclasses
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
@@ -27,248 +24,39 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from services.sender import deliver as deliver_module
 from services.sender.effects import Disabler
 from services.sender.http import WebhookClient
-from services.sender.main import serve
 from services.sender.retry_tiers import REJECT_HEADER, Topics
 from shared.config import Settings
 from shared.core.attempts import AttemptRow
 from shared.core.errors import RowRejected, Unavailable
-from shared.core.messages import DeliveryMessage, delivery_id_for
+from shared.core.messages import DeliveryMessage
 from shared.core.retry import RETRY_TIERS
 from shared.core.signing import verify_github
 from shared.core.ssrf import Allowlist
 from shared.crypto import SecretBox
-from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
+from shared.kafka import make_consumer, make_producer
 from shared.log.writer import DeliveryLog
 from shared.webhooks import WebhookStore
+from tests.integration.sender_support import (
+    Harness,
+    ProduceRaw,
+    Receiver,
+    Sender,
+    dead_letters,
+    hook,
+    new_delivery,
+    one_partition_topics,
+    received,
+    start_sender,
+)
 
 
-@dataclass
-class Receiver:
-    """An HTTP endpoint whose paths behave as the tests need; it records every request."""
-
-    base: str = ""
-    seen: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-    fail_first: dict[str, int] = field(default_factory=dict)
-
-    def requests(self, path: str) -> list[tuple[dict[str, str], bytes]]:
-        return [(h, b) for p, h, b in self.seen if p == path]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        path = request.path
-        self.seen.append((path, dict(request.headers), body))
-        kind = path.split("/")[1]
-        if kind == "ok":
-            return web.Response(text="thanks")
-        if kind == "flaky":  # fails as many times as fail_first says, then succeeds
-            left = self.fail_first.get(path, 0)
-            if left > 0:
-                self.fail_first[path] = left - 1
-                return web.Response(status=500, text="try again")
-            return web.Response(text="ok now")
-        if kind == "gone":
-            return web.Response(status=410)
-        if kind == "teapot":
-            return web.Response(status=418)
-        if kind == "slow":
-            await asyncio.sleep(3)
-            return web.Response(text="too late")
-        if kind == "hang":  # longer than a sender waits before handing off
-            await asyncio.sleep(8)
-            return web.Response(text="much too late")
-        if kind == "busy":  # one 429 asking for 2 s, then fine
-            if len(self.requests(path)) == 1:
-                return web.Response(status=429, headers={"Retry-After": "2"})
-            return web.Response(text="ok")
-        return web.Response(status=500, text="x" * 20000)  # "fail": always, long body
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    rec.base = f"http://127.0.0.1:{port}"
-    yield rec
-    await runner.cleanup()
-
-
-@pytest.fixture(scope="module")
-async def topics(provisioned: Settings) -> Topics:
-    prefix = f"test-sender-{uuid.uuid4().hex[:8]}."
-    t = Topics(deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix + "retry.")
-    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(n, 2, {}) for n in t.all()])
-    return t
-
-
-@pytest.fixture(scope="module")
-def sender_settings(provisioned: Settings) -> Settings:
-    return dataclasses.replace(provisioned, disable_after_failures=3, disable_after_seconds=0)
-
-
-@dataclass
-class Sender:
-    """A sender replica `serve`d in this process."""
-
-    group_id: str
-    stop: asyncio.Event
-    ready: asyncio.Event
-    task: asyncio.Task[None]
-
-
-def start_sender(settings: Settings, topics: Topics, prefix: str, **kw: Any) -> Sender:
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        serve(
-            settings,
-            stop,
-            topics=topics,
-            group_id=prefix + "g",
-            retry_group_id=prefix + "rg",
-            client_id=prefix + "c",
-            ready=ready,
-            **kw,
-        )
-    )
-    return Sender(prefix + "g", stop, ready, task)
-
-
-@pytest.fixture(scope="module")
-async def sender(
-    sender_settings: Settings, topics: Topics, pool: asyncpg.Pool
-) -> AsyncIterator[Sender]:
-    s = start_sender(sender_settings, topics, f"test-sender-{uuid.uuid4().hex[:8]}-")
-    ready = asyncio.create_task(s.ready.wait())
-    await asyncio.wait({s.task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-    if s.task.done():
-        s.task.result()  # raises what broke it
-    assert s.ready.is_set(), "sender never got its partitions"
-    yield s
-    s.stop.set()
-    await asyncio.wait_for(s.task, 30)
-
-
-@pytest.fixture(scope="module")
-def store(sender_settings: Settings, pool: asyncpg.Pool) -> WebhookStore:
-    return WebhookStore(
-        pool,
-        SecretBox(sender_settings.secret_key),
-        allow=sender_settings.allowed_targets,
-        max_per_repo=100,
-    )
-
-
-Produce = Callable[..., Awaitable[DeliveryMessage]]
-ProduceRaw = Callable[[bytes], Awaitable[None]]
-
-
-@pytest.fixture(scope="module")
-async def produce(sender_settings: Settings, topics: Topics) -> AsyncIterator[Produce]:
-    producer = make_producer(sender_settings.kafka_bootstrap, client_id="test-sender-producer")
-    await producer.start()
-
-    async def send(webhook_id: str, org: str, event: str = "push") -> DeliveryMessage:
-        event_id = str(uuid.uuid4())
-        msg = DeliveryMessage(
-            delivery_id=delivery_id_for(event_id, webhook_id),
-            webhook_id=webhook_id,
-            org=org,
-            event_id=event_id,
-            event_type=event,
-            body={"event": event, "event_id": event_id, "repository": {"full_name": org + "/r"}},
-            enqueued_at=time.time(),
-        )
-        await producer.send_and_wait(topics.deliveries, msg.encode(), key=msg.key)
-        return msg
-
-    yield send
-    await producer.stop()
-
-
-@pytest.fixture(scope="module")
-async def produce_raw(sender_settings: Settings, topics: Topics) -> AsyncIterator[ProduceRaw]:
-    producer = make_producer(sender_settings.kafka_bootstrap, client_id="test-sender-raw")
-    await producer.start()
-
-    async def send(value: bytes) -> None:
-        await producer.send_and_wait(topics.deliveries, value, key=b"raw")
-
-    yield send
-    await producer.stop()
-
-
-async def _dead_letters(
-    settings: Settings, topics: Topics, match: Callable[[bytes], bool], timeout: float = 20.0
-) -> list[tuple[bytes, dict[str, bytes]]]:
-    """Every dead-letter record whose value `match`es (waits until there is one)."""
-    consumer = make_consumer(
-        settings.kafka_bootstrap, topics.dlq, group_id=None, client_id="test-dlq-read"
-    )
-    await consumer.start()
-    found: list[tuple[bytes, dict[str, bytes]]] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while not found and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                found += [(r.value, dict(r.headers)) for r in records if match(r.value)]
-    finally:
-        await consumer.stop()
-    return found
-
-
-async def _attempts(
-    pool: asyncpg.Pool, delivery_id: str, count: int, timeout: float = 30.0
-) -> list[asyncpg.Record]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await pool.fetch(
-            "SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt, started_at",
-            uuid.UUID(delivery_id),
-        )
-        if len(rows) >= count or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.05)
-
-
-async def _summary(pool: asyncpg.Pool, delivery_id: str) -> asyncpg.Record:
-    return await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", uuid.UUID(delivery_id))
-
-
-async def _one_partition_topics(settings: Settings, name: str) -> tuple[str, Topics]:
-    """A private set of one-partition topics (every message of the test in one order)."""
-    prefix = f"test-{name}-{uuid.uuid4().hex[:8]}."
-    topics = Topics(
-        deliveries=prefix + "deliveries", dlq=prefix + "dlq", retry_prefix=prefix + "r."
-    )
-    await ensure_topics(settings.kafka_bootstrap, [TopicSpec(n, 1, {}) for n in topics.all()])
-    return prefix, topics
-
-
-async def _hook(store: WebhookStore, org: str, url: str, **fields: Any) -> tuple[str, str]:
-    webhook, secret = await store.create(org, "r", {"url": url, "events": ["*"], **fields})
-    return webhook.id, secret
-
-
-async def test_success_is_signed_both_ways_and_logged(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
-) -> None:
+async def test_success_is_signed_both_ways_and_logged(harness: Harness, org: str) -> None:
     path = f"/ok/{org}"
-    wid, secret = await _hook(store, org, receiver.base + path)
-    msg = await produce(wid, org, "pull_request.opened")
-    rows = await _attempts(pool, msg.delivery_id, 1)
+    wid, secret = await harness.hook(org, path)
+    msg = await harness.produce(wid, org, "pull_request.opened")
+    rows = await harness.attempts(msg.delivery_id, 1)
     assert [r["outcome"] for r in rows] == ["succeeded"]
-    [(headers, body)] = receiver.requests(path)
+    [(headers, body)] = harness.requests(path)
     assert headers["X-Hookline-Event"] == "pull_request.opened"
     assert headers["X-Hookline-Delivery"] == msg.delivery_id
     assert headers["X-Hookline-Attempt"] == "1"
@@ -283,61 +71,44 @@ async def test_success_is_signed_both_ways_and_logged(
     assert row["request_headers"]["webhook-signature"] == headers["webhook-signature"]
     assert secret not in str(row["request_headers"])
     assert row["resolved_ip"] == "127.0.0.1" and row["error"] is None
-    summary = await _summary(pool, msg.delivery_id)
+    summary = await harness.summary(msg.delivery_id)
     assert summary["status"] == "succeeded" and summary["attempts"] == 1
 
 
 async def test_fails_twice_then_succeeds_with_the_same_delivery_id(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
+    harness: Harness, org: str
 ) -> None:
     path = f"/flaky/{org}"
-    receiver.fail_first[path] = 2
-    wid, _ = await _hook(store, org, receiver.base + path, retry={"schedule": [1, 1]})
-    msg = await produce(wid, org)
-    rows = await _attempts(pool, msg.delivery_id, 3)
+    harness.receiver.fail_first[path] = 2
+    wid, _ = await harness.hook(org, path, retry={"schedule": [1, 1]})
+    msg = await harness.produce(wid, org)
+    rows = await harness.attempts(msg.delivery_id, 3)
     assert [(r["attempt"], r["outcome"], r["trigger"]) for r in rows] == [
         (1, "failed", "auto"),
         (2, "failed", "retry"),
         (3, "succeeded", "retry"),
     ]
-    sent = receiver.requests(path)
+    sent = harness.requests(path)
     assert [h["X-Hookline-Attempt"] for h, _ in sent] == ["1", "2", "3"]
     assert {h["X-Hookline-Delivery"] for h, _ in sent} == {msg.delivery_id}
     for earlier, later in itertools.pairwise(rows):
         assert earlier["next_attempt_at"] is not None
         assert later["started_at"] >= earlier["next_attempt_at"]  # never early
-    summary = await _summary(pool, msg.delivery_id)
+    summary = await harness.summary(msg.delivery_id)
     assert summary["status"] == "succeeded" and summary["attempts"] == 3
 
 
-async def test_always_failing_goes_dead_to_the_dlq_and_disables(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    topics: Topics,
-    sender_settings: Settings,
-    org: str,
-) -> None:
+async def test_always_failing_goes_dead_to_the_dlq_and_disables(harness: Harness, org: str) -> None:
     path = f"/fail/{org}"
-    wid, _ = await _hook(store, org, receiver.base + path, retry={"schedule": [1, 1]})
-    msg = await produce(wid, org)
-    rows = await _attempts(pool, msg.delivery_id, 3)
+    wid, _ = await harness.hook(org, path, retry={"schedule": [1, 1]})
+    msg = await harness.produce(wid, org)
+    rows = await harness.attempts(msg.delivery_id, 3)
     assert [r["outcome"] for r in rows] == ["failed", "failed", "dead"]
     assert all(r["error"] == "http_status" and r["response_status"] == 500 for r in rows)
     assert all(len(r["response_body"]) == 16384 for r in rows)  # cut at 16 KiB
-    assert (await _summary(pool, msg.delivery_id))["status"] == "dead"
-    # Copied to the dead-letter topic with the last error. (The topic also holds what
-    # other tests of this module dead-lettered, undecodable records included.)
-    dead = await _dead_letters(
-        sender_settings, topics, lambda v: msg.delivery_id.encode() in (v or b"")
-    )
+    assert (await harness.summary(msg.delivery_id))["status"] == "dead"
+    # Copied to the dead-letter topic with the last error.
+    dead = await harness.dead_letters(msg.delivery_id)
     assert len(dead) == 1
     found = DeliveryMessage.decode(dead[0][0])
     assert found.attempt == 3
@@ -345,7 +116,7 @@ async def test_always_failing_goes_dead_to_the_dlq_and_disables(
     # Three consecutive failures with a 0 s span: disabled.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        row = await pool.fetchrow(
+        row = await harness.pool.fetchrow(
             "SELECT active, disabled_reason FROM webhooks WHERE id = $1", uuid.UUID(wid)
         )
         if not row["active"]:
@@ -354,88 +125,56 @@ async def test_always_failing_goes_dead_to_the_dlq_and_disables(
     assert row["active"] is False
     assert "3 consecutive failed attempts" in row["disabled_reason"]
     # What follows is skipped, not sent.
-    before = len(receiver.requests(path))
-    nxt = await produce(wid, org)
-    [skipped] = await _attempts(pool, nxt.delivery_id, 1)
+    before = len(harness.requests(path))
+    nxt = await harness.produce(wid, org)
+    [skipped] = await harness.attempts(nxt.delivery_id, 1)
     assert skipped["outcome"] == "skipped" and skipped["error"] is None
-    assert len(receiver.requests(path)) == before
+    assert len(harness.requests(path)) == before
 
 
-async def test_410_disables_at_once(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
-) -> None:
-    wid, _ = await _hook(store, org, receiver.base + f"/gone/{org}")
-    msg = await produce(wid, org)
-    [row] = await _attempts(pool, msg.delivery_id, 1)
+async def test_410_disables_at_once(harness: Harness, org: str) -> None:
+    wid, _ = await harness.hook(org, f"/gone/{org}")
+    msg = await harness.produce(wid, org)
+    [row] = await harness.attempts(msg.delivery_id, 1)
     assert (row["outcome"], row["response_status"]) == ("dead", 410)
-    hook = await pool.fetchrow(
+    webhook = await harness.pool.fetchrow(
         "SELECT active, disabled_reason FROM webhooks WHERE id = $1", uuid.UUID(wid)
     )
-    assert hook["active"] is False and "410" in hook["disabled_reason"]
+    assert webhook["active"] is False and "410" in webhook["disabled_reason"]
 
 
-async def test_timeout_is_classed_timeout(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
-) -> None:
-    wid, _ = await _hook(
-        store,
-        org,
-        receiver.base + f"/slow/{org}",
-        timeout_s=1,
-        retry={"max_retries": 0, "interval_s": 1},
+async def test_timeout_is_classed_timeout(harness: Harness, org: str) -> None:
+    wid, _ = await harness.hook(
+        org, f"/slow/{org}", timeout_s=1, retry={"max_retries": 0, "interval_s": 1}
     )
-    msg = await produce(wid, org)
-    [row] = await _attempts(pool, msg.delivery_id, 1)
+    msg = await harness.produce(wid, org)
+    [row] = await harness.attempts(msg.delivery_id, 1)
     assert (row["outcome"], row["error"], row["response_status"]) == ("dead", "timeout", None)
     # How close to timeout_s it took is timing: tests/bench/http_client.py reports it.
 
 
-async def test_disabled_and_deleted_webhooks_are_skipped(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
-) -> None:
+async def test_disabled_and_deleted_webhooks_are_skipped(harness: Harness, org: str) -> None:
     path = f"/ok/{org}/off"
-    off, _ = await _hook(store, org, receiver.base + path, active=False)
-    gone, _ = await _hook(store, org, receiver.base + path)
-    await store.delete(gone, org)
-    a = await produce(off, org)
-    b = await produce(gone, org)
-    [ra] = await _attempts(pool, a.delivery_id, 1)
-    [rb] = await _attempts(pool, b.delivery_id, 1)
+    off, _ = await harness.hook(org, path, active=False)
+    gone, _ = await harness.hook(org, path)
+    await harness.store.delete(gone, org)
+    a = await harness.produce(off, org)
+    b = await harness.produce(gone, org)
+    [ra] = await harness.attempts(a.delivery_id, 1)
+    [rb] = await harness.attempts(b.delivery_id, 1)
     assert (ra["outcome"], ra["error"]) == ("skipped", None)
     assert (rb["outcome"], rb["error"]) == ("skipped", None)  # null: no error class
     # The body that would have been sent is kept, so a later redelivery can send it.
     assert orjson.loads(ra["request_body"]) == a.body
     assert orjson.loads(rb["request_body"]) == b.body
-    assert (await _summary(pool, a.delivery_id))["status"] == "skipped"
-    assert receiver.requests(path) == []
+    assert (await harness.summary(a.delivery_id))["status"] == "skipped"
+    assert harness.requests(path) == []
 
 
-async def test_retry_after_is_honoured(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
-) -> None:
-    wid, _ = await _hook(store, org, receiver.base + f"/busy/{org}", retry={"schedule": [1]})
-    msg = await produce(wid, org)
-    first, second = await _attempts(pool, msg.delivery_id, 2)
+async def test_retry_after_is_honoured(harness: Harness, org: str) -> None:
+    wid, _ = await harness.hook(org, f"/busy/{org}", retry={"schedule": [1]})
+    msg = await harness.produce(wid, org)
+    first, second = await harness.attempts(msg.delivery_id, 2)
     assert (first["outcome"], first["response_status"]) == ("failed", 429)
     assert second["outcome"] == "succeeded"
     # Retry-After 2 s beat the 1 s schedule; the retry was not early.
@@ -463,14 +202,7 @@ async def test_loopback_without_allowlist_is_blocked(
 
 
 async def test_a_bug_after_the_post_dead_letters_instead_of_reposting_forever(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    topics: Topics,
-    sender_settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    org: str,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, org: str
 ) -> None:
     real = deliver_module.decide
 
@@ -481,25 +213,17 @@ async def test_a_bug_after_the_post_dead_letters_instead_of_reposting_forever(
 
     monkeypatch.setattr(deliver_module, "decide", broken)
     path = f"/teapot/{org}"
-    wid, _ = await _hook(store, org, receiver.base + path)
-    msg = await produce(wid, org)
-    dead = await _dead_letters(
-        sender_settings, topics, lambda v: msg.delivery_id.encode() in (v or b"")
-    )
+    wid, _ = await harness.hook(org, path)
+    msg = await harness.produce(wid, org)
+    dead = await harness.dead_letters(msg.delivery_id)
     assert len(dead) == 1
     assert "ValueError" in dead[0][1][REJECT_HEADER].decode()
     assert DeliveryMessage.decode(dead[0][0]).delivery_id == msg.delivery_id
-    assert len(receiver.requests(path)) == 1  # POSTed once, never again
+    assert len(harness.requests(path)) == 1  # POSTed once, never again
 
 
 async def test_an_outage_after_the_post_does_not_post_again(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    monkeypatch: pytest.MonkeyPatch,
-    org: str,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, org: str
 ) -> None:
     real = Disabler.disable
     failures = [Unavailable("the database is unavailable: ConnectionResetError")]
@@ -511,25 +235,20 @@ async def test_an_outage_after_the_post_does_not_post_again(
 
     monkeypatch.setattr(Disabler, "disable", flaky)
     path = f"/gone/{org}/once"
-    wid, _ = await _hook(store, org, receiver.base + path)
-    msg = await produce(wid, org)
-    [row] = await _attempts(pool, msg.delivery_id, 1)
+    wid, _ = await harness.hook(org, path)
+    msg = await harness.produce(wid, org)
+    [row] = await harness.attempts(msg.delivery_id, 1)
     assert (row["outcome"], row["response_status"]) == ("dead", 410)
     assert failures == []  # the outage happened, and was retried past
-    hook = await pool.fetchrow("SELECT active FROM webhooks WHERE id = $1", uuid.UUID(wid))
-    assert hook["active"] is False
-    assert len(receiver.requests(path)) == 1
+    webhook = await harness.pool.fetchrow(
+        "SELECT active FROM webhooks WHERE id = $1", uuid.UUID(wid)
+    )
+    assert webhook["active"] is False
+    assert len(harness.requests(path)) == 1
 
 
 async def test_a_row_the_log_refuses_goes_to_the_dead_letter_topic(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    topics: Topics,
-    sender_settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    org: str,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, org: str
 ) -> None:
     real = DeliveryLog.append
 
@@ -541,21 +260,15 @@ async def test_a_row_the_log_refuses_goes_to_the_dead_letter_topic(
         return real(self, row)
 
     monkeypatch.setattr(DeliveryLog, "append", refusing)
-    wid, _ = await _hook(store, org, receiver.base + f"/ok/{org}")
-    msg = await produce(wid, org)
-    dead = await _dead_letters(
-        sender_settings, topics, lambda v: msg.delivery_id.encode() in (v or b"")
-    )
+    wid, _ = await harness.hook(org, f"/ok/{org}")
+    msg = await harness.produce(wid, org)
+    dead = await harness.dead_letters(msg.delivery_id)
     assert len(dead) == 1
     assert "refused" in dead[0][1][REJECT_HEADER].decode()
 
 
 async def test_hostile_response_headers_and_body_are_stored_cleaned(
-    sender: Sender,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
+    harness: Harness, org: str
 ) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -569,14 +282,14 @@ async def test_hostile_response_headers_and_body_are_stored_cleaned(
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        wid, _ = await _hook(
-            store,
+        wid, _ = await hook(
+            harness.store,
             org,
             f"http://127.0.0.1:{port}/hook",
             retry={"max_retries": 0, "interval_s": 1},
         )
-        msg = await produce(wid, org)
-        [row] = await _attempts(pool, msg.delivery_id, 1)
+        msg = await harness.produce(wid, org)
+        [row] = await harness.attempts(msg.delivery_id, 1)
     finally:
         server.close()
     assert (row["outcome"], row["response_status"]) == ("dead", 500)
@@ -585,30 +298,25 @@ async def test_hostile_response_headers_and_body_are_stored_cleaned(
 
 
 async def test_an_undecryptable_secret_is_logged_dead_and_dead_lettered(
-    sender: Sender,
-    receiver: Receiver,
-    sender_settings: Settings,
-    topics: Topics,
-    pool: asyncpg.Pool,
-    produce: Produce,
-    org: str,
+    harness: Harness, org: str
 ) -> None:
     other_key = base64.urlsafe_b64encode(b"another-key-the-sender-lacks!!!!").decode()
     foreign = WebhookStore(
-        pool, SecretBox(other_key), allow=sender_settings.allowed_targets, max_per_repo=100
+        harness.pool,
+        SecretBox(other_key),
+        allow=harness.settings.allowed_targets,
+        max_per_repo=100,
     )
     path = f"/ok/{org}/sealed"
-    wid, _ = await _hook(foreign, org, receiver.base + path)
-    msg = await produce(wid, org)
-    [row] = await _attempts(pool, msg.delivery_id, 1)
+    wid, _ = await hook(foreign, org, harness.receiver.base + path)
+    msg = await harness.produce(wid, org)
+    [row] = await harness.attempts(msg.delivery_id, 1)
     assert (row["outcome"], row["error"]) == ("dead", None)
     assert orjson.loads(row["request_body"]) == msg.body
-    assert (await _summary(pool, msg.delivery_id))["status"] == "dead"
-    dead = await _dead_letters(
-        sender_settings, topics, lambda v: msg.delivery_id.encode() in (v or b"")
-    )
+    assert (await harness.summary(msg.delivery_id))["status"] == "dead"
+    dead = await harness.dead_letters(msg.delivery_id)
     assert len(dead) == 1 and dead[0][1][REJECT_HEADER]
-    assert receiver.requests(path) == []
+    assert harness.requests(path) == []
 
 
 async def test_an_undecodable_message_reaches_the_dlq_despite_a_failed_publish(
@@ -629,7 +337,7 @@ async def test_an_undecodable_message_reaches_the_dlq_despite_a_failed_publish(
     monkeypatch.setattr(AIOKafkaProducer, "send_and_wait", flaky)
     value = b"not json " + uuid.uuid4().hex.encode()
     await produce_raw(value)
-    dead = await _dead_letters(sender_settings, topics, lambda v: v == value)
+    dead = await dead_letters(sender_settings, topics, lambda v: v == value)
     assert failures == []
     assert len(dead) == 1 and b"not JSON" in dead[0][1][REJECT_HEADER]
     # Its offset completes too: test_offsets_are_committed_... checks the ends, with what
@@ -637,34 +345,27 @@ async def test_an_undecodable_message_reaches_the_dlq_despite_a_failed_publish(
 
 
 async def test_a_repeat_attempt_takes_the_next_number_free_in_the_log(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    sender_settings: Settings,
-    topics: Topics,
-    pool: asyncpg.Pool,
-    org: str,
+    harness: Harness, org: str
 ) -> None:
     path = f"/ok/numbers-{org}"
-    wid, _ = await _hook(store, org, receiver.base + path)
-    first = await produce(wid, org)
-    await _attempts(pool, first.delivery_id, 1)
+    wid, _ = await harness.hook(org, path)
+    first = await harness.produce(wid, org)
+    await harness.attempts(first.delivery_id, 1)
     # A redelivery from the API reserved attempts 2 and 3 meanwhile (not yet sent).
-    await pool.execute(
+    await harness.pool.execute(
         "UPDATE deliveries SET attempts = 3 WHERE id = $1", uuid.UUID(first.delivery_id)
     )
-    producer = make_producer(sender_settings.kafka_bootstrap, client_id="test-numbers")
+    producer = make_producer(harness.settings.kafka_bootstrap, client_id="test-numbers")
     await producer.start()
     try:
         retry = dataclasses.replace(first, attempt=2, trigger="retry")
-        await producer.send_and_wait(topics.deliveries, retry.encode(), key=retry.key)
-        rows = await _attempts(pool, first.delivery_id, 2)
+        await producer.send_and_wait(harness.topics.deliveries, retry.encode(), key=retry.key)
+        rows = await harness.attempts(first.delivery_id, 2)
         # The automatic retry asked for 2 and got 4; a message numbered by the API keeps
         # its number.
         manual = dataclasses.replace(first, attempt=3, trigger="manual", single=True, numbered=True)
-        await producer.send_and_wait(topics.deliveries, manual.encode(), key=manual.key)
-        rows = await _attempts(pool, first.delivery_id, 3)
+        await producer.send_and_wait(harness.topics.deliveries, manual.encode(), key=manual.key)
+        rows = await harness.attempts(first.delivery_id, 3)
     finally:
         await producer.stop()
     assert [(r["attempt"], r["trigger"]) for r in rows] == [
@@ -672,44 +373,36 @@ async def test_a_repeat_attempt_takes_the_next_number_free_in_the_log(
         (3, "manual"),
         (4, "retry"),
     ]
-    sent = sorted(h["X-Hookline-Attempt"] for h, _ in receiver.requests(path))
+    sent = sorted(h["X-Hookline-Attempt"] for h, _ in harness.requests(path))
     assert sent == ["1", "3", "4"]
-    assert (await _summary(pool, first.delivery_id))["attempts"] == 4
+    assert (await harness.summary(first.delivery_id))["attempts"] == 4
 
 
 async def test_offsets_are_committed_up_to_the_end_once_all_is_done(
-    sender: Sender,
-    topics: Topics,
-    sender_settings: Settings,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
+    harness: Harness, org: str
 ) -> None:
     # Deliveries of its own, so that it proves something run alone or in any order; those
     # of other tests in this module are complete by the time they end.
     sent = []
     for n in range(4):  # webhooks are keys: likely both partitions
-        wid, _secret = await _hook(store, org, receiver.base + f"/ok/{org}/ends-{n}")
-        sent.append(await produce(wid, org))
+        wid, _secret = await harness.hook(org, f"/ok/{org}/ends-{n}")
+        sent.append(await harness.produce(wid, org))
     for msg in sent:
-        rows = await _attempts(pool, msg.delivery_id, 1)
+        rows = await harness.attempts(msg.delivery_id, 1)
         assert [r["outcome"] for r in rows] == ["succeeded"]
-    admin = AIOKafkaAdminClient(bootstrap_servers=sender_settings.kafka_bootstrap)
+    bootstrap = harness.settings.kafka_bootstrap
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    consumer = make_consumer(
-        sender_settings.kafka_bootstrap, group_id=None, client_id="test-sender-ends"
-    )
+    consumer = make_consumer(bootstrap, group_id=None, client_id="test-sender-ends")
     await consumer.start()
     try:
-        tps = [TopicPartition(topics.deliveries, p) for p in (0, 1)]
+        tps = [TopicPartition(harness.topics.deliveries, p) for p in (0, 1)]
         ends = await consumer.end_offsets(tps)
         assert sum(ends.values()) > 0
         deadline = time.monotonic() + 20
         committed: dict[TopicPartition, int] = {}
         while time.monotonic() < deadline:
-            got = await admin.list_consumer_group_offsets(sender.group_id)
+            got = await admin.list_consumer_group_offsets(harness.sender.group_id)
             committed = {tp: meta.offset for tp, meta in got.items()}
             if all(committed.get(tp, 0) >= ends[tp] for tp in tps):
                 break
@@ -730,34 +423,24 @@ async def test_a_slow_webhook_is_parked_and_never_holds_up_a_fast_one(
     sender_settings: Settings, receiver: Receiver, store: WebhookStore, org: str
 ) -> None:
     # One partition: the slow webhook's messages sit in front of the fast one's.
-    prefix, topics = await _one_partition_topics(sender_settings, "park")
+    prefix, topics = await one_partition_topics(sender_settings, "park")
     settings = dataclasses.replace(sender_settings, sender_inflight_per_webhook=2)
     s = start_sender(settings, topics, prefix)
     producer = make_producer(settings.kafka_bootstrap, client_id=prefix + "p")
     await producer.start()
     try:
         await asyncio.wait_for(s.ready.wait(), 60)
-        slow, _ = await _hook(store, org, f"{receiver.base}/slow/{org}", timeout_s=10)
-        fast, _ = await _hook(store, org, f"{receiver.base}/ok/park-{org}")
+        slow, _ = await hook(store, org, f"{receiver.base}/slow/{org}", timeout_s=10)
+        fast, _ = await hook(store, org, f"{receiver.base}/ok/park-{org}")
 
         async def send(wids: list[str]) -> None:
             for wid in wids:
-                event_id = str(uuid.uuid4())
-                msg = DeliveryMessage(
-                    delivery_id=delivery_id_for(event_id, wid),
-                    webhook_id=wid,
-                    org=org,
-                    event_id=event_id,
-                    event_type="push",
-                    body={"event": "push"},
-                )
+                msg = new_delivery(wid, org)
                 await producer.send(topics.deliveries, msg.encode(), key=msg.key)
             await producer.flush()
 
         async def until(n: int, path: str) -> None:
-            deadline = time.monotonic() + 20
-            while len(receiver.requests(path)) < n and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+            await received(receiver, path, n, timeout=20)
 
         await send([slow] * 2)  # its two slots, held for 3 s
         await until(2, f"/slow/{org}")
@@ -794,7 +477,7 @@ async def test_a_stop_hands_off_unfinished_work_instead_of_replaying_what_follow
     sender_settings: Settings, receiver: Receiver, store: WebhookStore, org: str
 ) -> None:
     # One partition: a request that hangs sits below every fast delivery after it.
-    prefix, topics = await _one_partition_topics(sender_settings, "handoff")
+    prefix, topics = await one_partition_topics(sender_settings, "handoff")
     tp = TopicPartition(topics.deliveries, 0)
 
     def start() -> tuple[Sender, asyncio.Event, asyncio.Task[None]]:
@@ -802,34 +485,19 @@ async def test_a_stop_hands_off_unfinished_work_instead_of_replaying_what_follow
         return s, s.stop, s.task
 
     async def until(n: int, path: str) -> None:
-        deadline = time.monotonic() + 30
-        while len(receiver.requests(path)) < n and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        await received(receiver, path, n, timeout=30)
 
-    hang, _ = await _hook(store, org, f"{receiver.base}/hang/{org}", timeout_s=10)
-    fast, _ = await _hook(store, org, f"{receiver.base}/ok/handoff-{org}")
+    hang, _ = await hook(store, org, f"{receiver.base}/hang/{org}", timeout_s=10)
+    fast, _ = await hook(store, org, f"{receiver.base}/ok/handoff-{org}")
     producer = make_producer(sender_settings.kafka_bootstrap, client_id=prefix + "p")
     await producer.start()
     first, stop, task = start()
     try:
         await asyncio.wait_for(first.ready.wait(), 60)
-        hung = DeliveryMessage(
-            delivery_id=delivery_id_for(str(uuid.uuid4()), hang),
-            webhook_id=hang,
-            org=org,
-            event_id=str(uuid.uuid4()),
-            event_type="push",
-            body={"event": "push"},
-        )
+        hung = new_delivery(hang, org)
         await producer.send(topics.deliveries, hung.encode(), key=hung.key)
         for _ in range(10):
-            event_id = str(uuid.uuid4())
-            msg = dataclasses.replace(
-                hung,
-                delivery_id=delivery_id_for(event_id, fast),
-                webhook_id=fast,
-                event_id=event_id,
-            )
+            msg = new_delivery(fast, org)
             await producer.send(topics.deliveries, msg.encode(), key=msg.key)
         await producer.flush()
         await until(10, f"/ok/handoff-{org}")

@@ -1,6 +1,6 @@
 """The sender against hostile input and slow infrastructure: a URL stored before creation
 parsed as the sender does, a resolver that never answers, custom headers, cut response
-headers. Runs a sender of its own (the fixtures of test_sender.py)."""
+headers. Runs a sender of its own (the fixtures of conftest.py, as test_sender.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import ipaddress
 import uuid
 from collections import Counter
 
-import asyncpg
 import pytest
 
 from services.sender.http import WebhookClient
@@ -17,17 +16,7 @@ from shared import netguard
 from shared.config import Settings
 from shared.core.ssrf import Address
 from shared.netguard import PinnedResolver
-from shared.webhooks import WebhookStore
-from tests.integration import test_sender as base
-from tests.integration.test_sender import Produce, Receiver, Sender, _attempts, _hook
-
-# The sender, its receiver and its topics, as test_sender.py runs them (one per module).
-receiver = base.receiver
-topics = base.topics
-sender_settings = base.sender_settings
-sender = base.sender
-store = base.store
-produce = base.produce
+from tests.integration.sender_support import Harness, Receiver
 
 
 async def test_a_url_the_sender_cannot_parse_is_a_dns_failure_not_an_exception(
@@ -45,22 +34,15 @@ async def test_a_url_the_sender_cannot_parse_is_a_dns_failure_not_an_exception(
 
 
 async def test_a_stored_url_that_no_longer_parses_is_logged_as_a_failed_attempt(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
+    harness: Harness, org: str
 ) -> None:
-    wid, _ = await _hook(
-        store, org, receiver.base + f"/ok/{org}", retry={"max_retries": 1, "interval_s": 1}
-    )
+    wid, _ = await harness.hook(org, f"/ok/{org}", retry={"max_retries": 1, "interval_s": 1})
     # As a webhook created before creation and delivery parsed URLs the same way.
-    await pool.execute(
+    await harness.pool.execute(
         "UPDATE webhooks SET url = $2 WHERE id = $1", uuid.UUID(wid), "http://exa\u200bmple.com/"
     )
-    msg = await produce(wid, org)
-    rows = await _attempts(pool, msg.delivery_id, 2)
+    msg = await harness.produce(wid, org)
+    rows = await harness.attempts(msg.delivery_id, 2)
     assert [(r["attempt"], r["outcome"], r["error"]) for r in rows] == [
         (1, "failed", "dns"),
         (2, "dead", "dns"),
@@ -116,57 +98,47 @@ async def test_a_host_that_never_answers_costs_its_webhook_a_dns_failure_and_no_
 
 
 async def test_through_the_sender_a_silent_dns_is_its_webhooks_dns_failure_only(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    monkeypatch: pytest.MonkeyPatch,
-    org: str,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, org: str
 ) -> None:
     monkeypatch.setattr(netguard, "resolve", FakeDns())
-    port = receiver.base.rsplit(":", 1)[1]
+    port = harness.receiver.base.rsplit(":", 1)[1]
     once = {"retry": {"max_retries": 0, "interval_s": 1}, "timeout_s": 2}
-    hang, _ = await _hook(store, org, receiver.base + "/ok/", **once)
-    fine, _ = await _hook(store, org, receiver.base + "/ok/", **once)
+    hang, _ = await harness.hook(org, "/ok/", **once)
+    fine, _ = await harness.hook(org, "/ok/", **once)
     # Created with a literal address; moved to names only the fake resolver knows.
     for wid, url in (
         (hang, f"http://hang-{org}.example:{port}/ok/{org}/hang"),
         (fine, f"http://fine-{org}.example:{port}/ok/{org}/fine"),
     ):
-        await pool.execute("UPDATE webhooks SET url = $2 WHERE id = $1", uuid.UUID(wid), url)
-    stuck = [await produce(hang, org) for _ in range(5)]
-    sent = await produce(fine, org)
-    [ok] = await _attempts(pool, sent.delivery_id, 1)
+        await harness.pool.execute(
+            "UPDATE webhooks SET url = $2 WHERE id = $1", uuid.UUID(wid), url
+        )
+    stuck = [await harness.produce(hang, org) for _ in range(5)]
+    sent = await harness.produce(fine, org)
+    [ok] = await harness.attempts(sent.delivery_id, 1)
     assert (ok["outcome"], ok["error"], ok["response_status"]) == ("succeeded", None, 200)
     for msg in stuck:
-        [row] = await _attempts(pool, msg.delivery_id, 1)
+        [row] = await harness.attempts(msg.delivery_id, 1)
         assert (row["outcome"], row["error"]) == ("dead", "dns")
-    assert receiver.requests(f"/ok/{org}/hang") == []
+    assert harness.requests(f"/ok/{org}/hang") == []
 
 
 async def test_custom_headers_are_sent_on_every_attempt_and_logged_masked(
-    sender: Sender,
-    receiver: Receiver,
-    store: WebhookStore,
-    produce: Produce,
-    pool: asyncpg.Pool,
-    org: str,
+    harness: Harness, org: str
 ) -> None:
     token = "glpat-" + uuid.uuid4().hex
     path = f"/flaky/{org}/headers"
-    receiver.fail_first[path] = 1
-    wid, _ = await _hook(
-        store,
+    harness.receiver.fail_first[path] = 1
+    wid, _ = await harness.hook(
         org,
-        receiver.base + path,
+        path,
         retry={"schedule": [1]},
         headers={"X-Gitlab-Token": token, "X-Team": "payments"},
     )
-    msg = await produce(wid, org)
-    rows = await _attempts(pool, msg.delivery_id, 2)
+    msg = await harness.produce(wid, org)
+    rows = await harness.attempts(msg.delivery_id, 2)
     assert [r["outcome"] for r in rows] == ["failed", "succeeded"]
-    sent = receiver.requests(path)
+    sent = harness.requests(path)
     assert [h["X-Gitlab-Token"] for h, _ in sent] == [token, token]
     assert [h["X-Team"] for h, _ in sent] == ["payments", "payments"]
     assert all(h["Content-Type"] == "application/json" for h, _ in sent)

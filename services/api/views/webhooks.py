@@ -14,8 +14,8 @@ from services.api.bodies import API, json_response, path_scope, read_json, read_
 from services.api.keys import POOL, RATES, REDELIVERY, SETTINGS, WEBHOOKS
 from services.api.paging import parse_time
 from shared.core.errors import NotFound, RateLimited, ValidationError
-from shared.core.events import build_body, format_timestamp, parse_event_type
-from shared.core.messages import DeliveryMessage, delivery_id_for, ping_body
+from shared.core.events import build_body, format_timestamp, parse_event_type, ping_body
+from shared.core.messages import DeliveryMessage, delivery_id_for
 from shared.core.samples import example
 from shared.core.webhooks import Webhook
 from shared.kafka import DELIVERIES
