@@ -44,7 +44,7 @@ ID_RANDOM_BYTES = 24  # 192 bits: unguessable
 SECRET_HEADER = "X-Webhook-Secret"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 STANDARD_TOLERANCE_S = 300
-LOGGED_BODY_LIMIT = 16 * 1024
+LOGGED_BODY_BYTES = 16 * 1024
 MAX_IDEMPOTENCY_KEY = 200
 REDACTED = "[redacted]"
 _FIELDS = ("name", "target", "event", "verify", "secret", "active")
@@ -273,7 +273,7 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def logged_body(raw: bytes) -> str:
     """The body as the log keeps it: UTF-8 text cut at 16 KiB (never mid-character)."""
-    return raw[:LOGGED_BODY_LIMIT].decode("utf-8", "ignore")
+    return raw[:LOGGED_BODY_BYTES].decode("utf-8", "ignore")
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: Allowlist) -> str | None:

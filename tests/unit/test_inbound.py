@@ -13,7 +13,7 @@ from standardwebhooks import Webhook as StandardWebhook
 
 from shared.core.errors import BadRequest, Unauthorized, ValidationError
 from shared.core.inbound import (
-    LOGGED_BODY_LIMIT,
+    LOGGED_BODY_BYTES,
     REDACTED,
     UnsupportedMediaType,
     client_ip,
@@ -155,9 +155,9 @@ def test_credentials_are_redacted_and_the_rest_kept() -> None:
 
 
 def test_logged_body_is_cut_on_a_character_boundary() -> None:
-    assert logged_body(b"x" * (LOGGED_BODY_LIMIT + 10)) == "x" * LOGGED_BODY_LIMIT
-    cut = logged_body(b"x" * (LOGGED_BODY_LIMIT - 1) + "\u00e9".encode())
-    assert cut == "x" * (LOGGED_BODY_LIMIT - 1)
+    assert logged_body(b"x" * (LOGGED_BODY_BYTES + 10)) == "x" * LOGGED_BODY_BYTES
+    cut = logged_body(b"x" * (LOGGED_BODY_BYTES - 1) + "\u00e9".encode())
+    assert cut == "x" * (LOGGED_BODY_BYTES - 1)
 
 
 def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
