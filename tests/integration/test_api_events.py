@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import asyncpg
@@ -142,3 +143,41 @@ async def test_deep_nesting_and_huge_integers_are_422_not_500(
     err = await error_of(await api.post(path, data=huge, headers=owner), 422)
     assert "64 bits" in err["message"]
     assert await outbox_rows(pool, EVENTS, f"{org}/{repo}") == []
+
+
+async def test_a_value_the_database_refuses_fails_only_its_own_request(
+    api: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
+) -> None:
+    """Concurrent single ingests share transactions (shared.ingest.EventWriter): one event
+    the database refuses must not take the others of its transaction down with it."""
+    repo = new_repo()
+    refused_id = f"{org}-refused-by-the-database"
+    # Stands in for a value PostgreSQL refuses (a data exception, SQLSTATE class 22).
+    await pool.execute(
+        f"""CREATE FUNCTION refuse_{org.replace("-", "_")}() RETURNS trigger LANGUAGE plpgsql
+        AS $$ BEGIN IF NEW.id = '{refused_id}' THEN
+            RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$;
+        CREATE TRIGGER refuse_{org.replace("-", "_")} BEFORE INSERT ON events
+            FOR EACH ROW EXECUTE FUNCTION refuse_{org.replace("-", "_")}()"""
+    )
+    try:
+        ids = [f"{org}-ok-{n}" for n in range(30)]
+        ids.insert(15, refused_id)
+        answers = await asyncio.gather(
+            *(
+                api.post(
+                    f"/api/v1/repos/{org}/{repo}/events",
+                    json={"event": "push", "id": event_id, "payload": {"n": n}},
+                    headers=owner,
+                )
+                for n, event_id in enumerate(ids)
+            )
+        )
+        by_id = dict(zip(ids, answers, strict=True))
+        assert (await error_of(by_id.pop(refused_id), 422))["field"] == "body"
+        assert [a.status for a in by_id.values()] == [202] * 30
+        written = {row["id"] for row in await outbox_rows(pool, EVENTS, f"{org}/{repo}")}
+        assert written == set(by_id)
+    finally:
+        await pool.execute(f"DROP TRIGGER refuse_{org.replace('-', '_')} ON events")
+        await pool.execute(f"DROP FUNCTION refuse_{org.replace('-', '_')}()")
