@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets as _random
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -157,6 +157,17 @@ class Rotation:
     previous_expires_at: datetime
 
 
+async def _lock_health(conn: asyncpg.Connection, webhook_id: str) -> None:
+    """Locks the webhook's health row, if any, before its webhook row: the delivery log
+    takes them in that order (a failure streak, then the notice's counter on the
+    webhook), so a transaction taking both the other way round could deadlock with it."""
+    with suppress(ValueError):  # not an id: the fetch after answers 404
+        await conn.execute(
+            "SELECT 1 FROM webhook_health WHERE webhook_id = $1 FOR UPDATE",
+            uuid.UUID(str(webhook_id)),
+        )
+
+
 class WebhookStore:
     """Create, read, update, delete, rotate and disable webhooks, tenant-scoped.
 
@@ -284,6 +295,8 @@ class WebhookStore:
         if "url" in fields:
             await self._check_target(fields["url"])
         async with self._pool.acquire() as conn, conn.transaction():
+            if fields.get("active") is True:
+                await _lock_health(conn, webhook_id)
             current = await self._fetch(conn, webhook_id, org, lock=True)
             if "headers" in fields:  # replaced whole; "••••" keeps a value held
                 fields["headers"] = self._seal_headers(
@@ -328,6 +341,7 @@ class WebhookStore:
     @translated
     async def delete(self, webhook_id: str, org: str | None) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_health(conn, webhook_id)
             row = await self._fetch(conn, webhook_id, org, lock=True)
             await conn.execute("DELETE FROM webhooks WHERE id = $1", row["id"])
             await conn.execute("DELETE FROM webhook_health WHERE webhook_id = $1", row["id"])

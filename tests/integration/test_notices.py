@@ -206,3 +206,35 @@ async def test_mail_the_server_refuses_stays_and_is_tried_later(
     assert row["tries"] == 1 and row["sent_at"] is None and row["later"] and row["last_error"]
     # Not left for another test's postman to send.
     await pool.execute("DELETE FROM notice_mail WHERE webhook_id = $1", uuid.UUID(hook.id))
+
+
+async def test_re_enabling_beside_a_failing_transition_does_not_deadlock(
+    pool: asyncpg.Pool, store: WebhookStore, org: str
+) -> None:
+    """The log takes the health row, then the webhook row (its notice counter); PATCH
+    active:true and delete touch both too, and must take them in the same order."""
+    hook, _secret = await store.create(org, None, {"url": "http://127.0.0.1:9/"})
+    await store.disable(hook.id, "too many failures")
+    wid = uuid.UUID(hook.id)
+    await pool.execute(
+        "INSERT INTO webhook_health (webhook_id, consecutive_failures, updated_at)"
+        " VALUES ($1, 3, now())",
+        wid,
+    )
+    async with pool.acquire() as conn:
+        log_side = conn.transaction()
+        await log_side.start()
+        # As the log's batch: the streak's row first ...
+        await conn.execute(
+            "UPDATE webhook_health SET consecutive_failures = consecutive_failures + 1"
+            " WHERE webhook_id = $1",
+            wid,
+        )
+        enable = asyncio.create_task(store.update(hook.id, org, {"active": True}))
+        await asyncio.sleep(0.3)  # the PATCH is now waiting for one of the two rows
+        # ... then the webhook's notice counter.
+        await conn.execute("SET LOCAL lock_timeout = '5s'")
+        await conn.execute("UPDATE webhooks SET notices = notices + 1 WHERE id = $1", wid)
+        await log_side.commit()
+    enabled = await asyncio.wait_for(enable, 10)
+    assert enabled.active is True and enabled.failure_count == 0
