@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +61,7 @@ def _docker_answers() -> bool:
 def _local() -> Iterator[Infra]:
     env = _script_env()
     scripts = ROOT / "deploy" / "local"
-    started: list[Callable[[], object]] = []
+    started: list[str] = []  # the scripts whose service this run started
     try:
         for name in ("pg.sh", "kafka.sh"):
             running = (
@@ -72,17 +72,15 @@ def _local() -> Iterator[Infra]:
                 [scripts / name, "start"], env=env, check=True, stdout=subprocess.DEVNULL
             )
             if not running:
-                started.append(
-                    lambda n=name: subprocess.run([scripts / n, "stop"], env=env, check=False)
-                )
+                started.append(name)
         yield Infra(
             database_url=local_database_url(TEST_HOME, TEST_PG_PORT),
             kafka_bootstrap=f"127.0.0.1:{TEST_KAFKA_PORT}",
             source="local",
         )
     finally:
-        for stop in reversed(started):
-            stop()
+        for name in reversed(started):
+            subprocess.run([scripts / name, "stop"], env=env, check=False)
 
 
 @contextmanager
