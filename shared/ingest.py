@@ -1,5 +1,5 @@
 """Writing ingested events: each event's id claimed in `events` (idempotency) and the new
-ones put in the outbox, in one transaction; the batch route writes its events at once,
+ones put in the outbox, in one statement; the batch route writes its events at once,
 and the single route's concurrent requests share transactions through `EventWriter`.
 
 A request is answered only once its transaction committed (synchronous commit), so the
@@ -20,20 +20,24 @@ from shared.core.messages import EventMessage
 from shared.db import db_errors
 from shared.kafka import EVENTS
 
-# The new event ids (a repeated id inserts nothing: the caller answers 200 or 409).
-_CLAIM = (
-    "INSERT INTO events (id, org, repo, type, created_at)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
-    " ON CONFLICT (org, id) DO NOTHING RETURNING org, id"
+# One statement, so one round trip and one implicit transaction (no BEGIN and COMMIT of
+# their own): claims each event's id in `events` (a repeated id inserts nothing: the
+# caller answers 200 or 409) and writes the new ones to the outbox, in the order given.
+_WRITE = (
+    "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+    " $5::timestamptz[], $6::bytea[], $7::bytea[]) WITH ORDINALITY"
+    " AS v(id, org, repo, type, created_at, k, value, n)),"
+    " claimed AS (INSERT INTO events (id, org, repo, type, created_at)"
+    " SELECT id, org, repo, type, created_at FROM v"
+    " ON CONFLICT (org, id) DO NOTHING RETURNING org, id),"
+    " queued AS (INSERT INTO outbox (topic, key, value) SELECT $8, v.k, v.value"
+    " FROM v JOIN claimed c ON c.org = v.org AND c.id = v.id ORDER BY v.n)"
+    " SELECT org, id FROM claimed"
 )
 # Which repo holds each id that was not new.
 _SEEN = (
     "SELECT e.org, e.id, e.repo FROM events e"
     " JOIN unnest($1::text[], $2::text[]) AS q(org, id) ON e.org = q.org AND e.id = q.id"
-)
-_OUTBOX = (
-    "INSERT INTO outbox (topic, key, value)"
-    " SELECT $1, k, v FROM unnest($2::bytea[], $3::bytea[]) AS o(k, v)"
 )
 
 Key = tuple[str, str]  # (org, event id)
@@ -42,30 +46,26 @@ Key = tuple[str, str]  # (org, event id)
 async def write_events(
     conn: asyncpg.Connection, events: Sequence[EventMessage], received: Sequence[datetime]
 ) -> tuple[set[Key], dict[Key, str]]:
-    """In the caller's transaction: claims the ids of `events` (distinct keys; each
-    received at its `received` time), writes the new ones to the outbox; returns the keys
+    """Claims the ids of `events` (distinct keys; each received at its `received` time)
+    and writes the new ones to the outbox, committed as one statement; returns the keys
     claimed, and for the others the repo whose event holds the id."""
-    claimed = {
-        (r["org"], r["id"])
-        for r in await conn.fetch(
-            _CLAIM,
-            [e.id for e in events],
-            [e.org for e in events],
-            [e.repo for e in events],
-            [e.type for e in events],
-            list(received),
-        )
-    }
+    rows = await conn.fetch(
+        _WRITE,
+        [e.id for e in events],
+        [e.org for e in events],
+        [e.repo for e in events],
+        [e.type for e in events],
+        list(received),
+        [e.key for e in events],
+        [orjson.dumps(e.to_dict()) for e in events],
+        EVENTS,
+    )
+    claimed = {(r["org"], r["id"]) for r in rows}
     old = [e for e in events if (e.org, e.id) not in claimed]
     seen: dict[Key, str] = {}
-    if old:
+    if old:  # committed: a claim that raced ours waited for the other to commit
         rows = await conn.fetch(_SEEN, [e.org for e in old], [e.id for e in old])
         seen = {(r["org"], r["id"]): r["repo"] for r in rows}
-    new = [e for e in events if (e.org, e.id) in claimed]
-    if new:
-        await conn.execute(
-            _OUTBOX, EVENTS, [e.key for e in new], [orjson.dumps(e.to_dict()) for e in new]
-        )
     return claimed, seen
 
 
@@ -111,7 +111,7 @@ class EventWriter:
             first.setdefault((event.org, event.id), (event, now))
         events, received = zip(*first.values(), strict=True)
         with db_errors():
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire() as conn:
                 claimed, seen = await write_events(conn, events, received)
         out: list[str | None] = []
         for event, _ in items:

@@ -16,7 +16,8 @@ import orjson
 from .errors import BadRequest, ValidationError
 
 MAX_DEPTH = 128
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# Every integer of up to 19 digits fits in 64 bits (unsigned), but a negative one of 19.
+_LONG_DIGITS = re.compile(rb"-\d{19}|\d{20}")
 _INT64 = (-(2**63), 2**64 - 1)
 _TOO_BIG = "a number in the body does not fit in 64 bits; send it as a string"
 
@@ -61,7 +62,7 @@ def parse_json(raw: bytes) -> Any:
             raise ValidationError(_TOO_BIG, field="body") from None
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     # Cheap guards first: a body with fewer brackets than the limit cannot be too deep,
-    # and one without a run of 20 digits holds no integer beyond 64 bits.
+    # and one without a run of 20 digits (19 after a minus) holds no integer beyond 64 bits.
     if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise ValidationError(f"the body nests deeper than {MAX_DEPTH} levels", field="body")
     if _LONG_DIGITS.search(raw):

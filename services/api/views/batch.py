@@ -103,7 +103,7 @@ async def ingest_batch(request: web.Request) -> web.Response:
     if fresh:
         events = [i.event for i in fresh if i.event is not None]
         with db_errors():
-            async with request.app[POOL].acquire() as conn, conn.transaction():
+            async with request.app[POOL].acquire() as conn:
                 claimed, seen = await write_events(conn, events, [now] * len(events))
         for item in fresh:
             event = item.event
