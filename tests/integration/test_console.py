@@ -220,6 +220,12 @@ async def test_edit_disable_enable_and_delete(
     got = await (await client.get(f"/api/v1/webhooks/{hook['id']}", headers=bearer(token))).json()
     assert (got["events"], got["timeout_s"], got["content_type"]) == (["push", "star"], 5, "form")
 
+    rotated = await (await client.post(page + "/rotate-secret", data={"csrf": csrf})).text()
+    secret = re.search(r"data-secret>([^<]+)<", rotated)
+    assert secret and secret.group(1).startswith("whsec_") and secret.group(1) != hook["secret"]
+    again = await (await client.get(page)).text()
+    assert "data-secret" not in again and secret.group(1) not in again  # shown once
+
     off = await client.post(page + "/disable", data={"csrf": csrf})
     text = await off.text()
     assert "This webhook is disabled" in text and ">Enable</button>" in text
