@@ -23,6 +23,8 @@ from typing import Any
 
 import asyncpg
 import orjson
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.crypto import SecretBox
 from shared.db import connect, create_pool, migrate
@@ -364,6 +366,16 @@ def _wait_ready(url: str, api: ServiceProcess) -> None:
     raise RuntimeError("the API did not start:\n" + api.tail())
 
 
+def press(driver: Any, text: str) -> None:
+    """Clicks the button labelled `text` and waits for the page it loads (a capture or a
+    look-up right after the click could otherwise still see the old page)."""
+    old = driver.find_element("tag name", "html")
+    driver.find_element("xpath", f"//button[normalize-space()='{text}']").click()
+    wait = WebDriverWait(driver, 30, poll_frequency=0.1)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def capture(driver: Any, name: str) -> Path:
     """The whole page (the window is grown to its height), as OUT/name.png."""
     width = driver.get_window_size()["width"]
@@ -384,7 +396,7 @@ def shoot(
         driver.get(base + "/console/login")
         saved.append(capture(driver, "01-sign-in"))
         driver.find_element("id", "token").send_keys(org_token)
-        driver.find_element("xpath", "//button[normalize-space()='Sign in']").click()
+        press(driver, "Sign in")
         saved.append(capture(driver, "02-org-overview"))
         pages = [
             ("03-webhook-list", f"/console/repos/{ORG}/widgets"),
@@ -412,7 +424,7 @@ def shoot(
         driver.set_window_size(1280, 900)
         driver.find_element("id", "name").send_keys("sentry-issues")
         driver.find_element("id", "target").send_keys("bug-triage")
-        driver.find_element("xpath", "//button[normalize-space()='Add inbound webhook']").click()
+        press(driver, "Add inbound webhook")
         saved.append(capture(driver, "15-inbound-created"))
         driver.set_window_size(390, 844)
         driver.get(base + f"/console/webhooks/{ids['chat']}")
@@ -421,9 +433,9 @@ def shoot(
         driver.get(base + f"/console/inbound/{ids['inbound-ci']}")
         saved.append(capture(driver, "17-phone-inbound"))
         driver.set_window_size(1280, 900)
-        driver.find_element("xpath", "//button[normalize-space()='Sign out']").click()
+        press(driver, "Sign out")
         driver.find_element("id", "token").send_keys(admin_token)
-        driver.find_element("xpath", "//button[normalize-space()='Sign in']").click()
+        press(driver, "Sign in")
         saved.append(capture(driver, "10-admin"))
     finally:
         driver.quit()

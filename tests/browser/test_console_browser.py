@@ -8,6 +8,7 @@ through the API for the tests that only change one.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -178,6 +179,10 @@ def test_add_webhook_shows_the_secret_once_and_a_delivery_succeeds(
         browser, lambda d: d.find_element(By.CSS_SELECTOR, "tr.delivery.succeeded"), refresh=True
     )
     assert "✓" in row.text and row.find_element(By.CSS_SELECTOR, "td.http").text == "200"
+    # A relative time, with the exact one in its title (shown on hover).
+    when = row.find_element(By.TAG_NAME, "time")
+    assert when.text == "just now" or when.text.endswith(" ago")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", when.get_attribute("title") or "")
     (got,) = receiver.at("/ok")
     assert got.signatures_valid(secret)
 
@@ -221,6 +226,7 @@ def test_failing_endpoint_shows_cross_and_status_detail_is_inert_redeliver(
     assert "http_status" in browser.page_source
     attempts = len(browser.find_elements(By.CSS_SELECTOR, "section.attempt"))
     assert attempts == 2  # retry schedule [1]: two attempts, then dead
+    assert_fits_a_phone(browser)  # long headers and bodies wrap
 
     go(browser, button(browser, "Redeliver"))
     assert "Redelivery queued as attempt 3" in browser.find_element(By.CSS_SELECTOR, ".notice").text
@@ -314,5 +320,9 @@ def test_inbound_webhook_call_is_logged_then_refused_once_disabled(
         "invocation accepted",
     ]  # newest first
 
-    # Readable at phone width: the long URL and the curl example wrap.
+    # Readable at phone width: the long URL and the curl example wrap, on the delete
+    # confirmation too.
+    assert_fits_a_phone(browser)
+    go(browser, browser.find_element(By.LINK_TEXT, "Delete"))
+    assert url in browser.find_element(By.CSS_SELECTOR, "code.url").text
     assert_fits_a_phone(browser)

@@ -220,6 +220,12 @@ async def test_edit_disable_enable_and_delete(
     got = await (await client.get(f"/api/v1/webhooks/{hook['id']}", headers=bearer(token))).json()
     assert (got["events"], got["timeout_s"], got["content_type"]) == (["push", "star"], 5, "form")
 
+    rotated = await (await client.post(page + "/rotate-secret", data={"csrf": csrf})).text()
+    secret = re.search(r"data-secret>([^<]+)<", rotated)
+    assert secret and secret.group(1).startswith("whsec_") and secret.group(1) != hook["secret"]
+    again = await (await client.get(page)).text()
+    assert "data-secret" not in again and secret.group(1) not in again  # shown once
+
     off = await client.post(page + "/disable", data={"csrf": csrf})
     text = await off.text()
     assert "This webhook is disabled" in text and ">Enable</button>" in text
@@ -384,3 +390,51 @@ async def test_recent_deliveries_page_with_the_cursor_and_a_disabled_banner(
     assert "This webhook is disabled" in banner and "410 Gone from the endpoint" in banner
     listing = await (await client.get(f"/console/repos/{org}/widgets")).text()
     assert "badge disabled" in listing
+
+
+def _row(html: str, url: str) -> str:
+    """The list's table row of the webhook to `url`."""
+    rows = [r for r in html.split("<tr") if f">{url}</a>" in r]
+    assert len(rows) == 1, url
+    return rows[0]
+
+
+async def test_overview_and_lists_show_health_badges_last_delivery_and_rate(
+    client: TestClient, provisioned: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    token, _ = await _org_session(client, provisioned, org)
+    ok, failing, off = [
+        await make_webhook(client, bearer(token), org, repo, url=f"http://127.0.0.1:9/{name}")
+        for name, repo in (("ok", "widgets"), ("failing", "widgets"), ("off", None))
+    ]
+    now = datetime.now(UTC)
+    await log_attempt(pool, ok, outcome="failed", status=503, at=now - timedelta(hours=2))
+    await log_attempt(pool, ok, outcome="succeeded", status=200, at=now - timedelta(hours=1))
+    await log_attempt(pool, ok, outcome="succeeded", status=200, at=now - timedelta(minutes=3))
+    await log_attempt(pool, failing, outcome="failed", status=502, at=now - timedelta(minutes=9))
+    await log_attempt(pool, ok, outcome="failed", status=500, at=now - timedelta(days=2))
+    await pool.execute(
+        "INSERT INTO webhook_health (webhook_id, consecutive_failures, first_failure_at)"
+        " VALUES ($1, 3, now())",
+        uuid.UUID(failing["id"]),
+    )
+    await pool.execute("UPDATE webhooks SET active = false WHERE id = $1", uuid.UUID(off["id"]))
+
+    overview = await (await client.get(f"/console/orgs/{org}")).text()
+    for n, what in ((3, "webhooks"), (1, "failing"), (1, "disabled")):
+        assert re.search(rf'<span class="n">{n}</span> {what}<', overview), what
+    assert f'href="/console/repos/{org}/widgets">{org}/widgets</a>' in overview
+    assert '<span class="badge failing">1</span>' in overview  # widgets: one failing
+    assert "1 org-level webhook</a>" in overview and "1 disabled</span>" in overview
+
+    listing = await (await client.get(f"/console/repos/{org}/widgets")).text()
+    good = _row(listing, ok["url"])
+    assert 'class="badge active"' in good and "✓" in good and "200" in good
+    assert "66.7 %" in good  # 2 of the 3 deliveries of the last 24 h
+    assert re.search(r'<time datetime="[^"]+Z" title="[^"]+ UTC">3 min ago</time>', good)
+    bad = _row(listing, failing["url"])
+    assert 'class="badge failing"' in bad and "✗" in bad and "502" in bad and "0.0 %" in bad
+    assert off["url"] not in listing  # org-level: on the org's list
+    org_level = await (await client.get(f"/console/orgs/{org}/webhooks")).text()
+    assert 'class="badge disabled"' in _row(org_level, off["url"])
+    assert ok["url"] not in org_level

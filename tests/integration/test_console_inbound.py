@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -272,6 +273,7 @@ async def test_a_hostile_call_renders_inert(
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in detail
     assert "&lt;img src=x onerror=" in detail  # the X-Evil header, as text
     assert "[redacted]" in detail and "nope" not in detail  # the secret header
+    assert "<h3>Body</h3>" in detail  # a short body was kept whole
     assert (await client.get(f"{page}/invocations/not-a-uuid")).status == 404
     assert (await client.get(f"{page}/invocations/{uuid.uuid4()}")).status == 404
 
@@ -318,3 +320,22 @@ async def test_edit_rotate_disable_enable_and_delete(
     assert (await client.get(page)).status == 404
     after = await edge.post(path_of(hook), json={}, headers={"X-Webhook-Secret": secret.group(1)})
     assert after.status == 404
+
+
+async def test_a_body_over_16_kib_is_shown_as_cut(
+    client: TestClient, provisioned: Settings, edge: TestClient, org: str
+) -> None:
+    headers, _ = await _session(client, provisioned, org)
+    hook = await make_inbound(client, headers, org, "widgets")
+    big = orjson.dumps({"message": "x" * 20_000}).decode()
+    call = await edge.post(
+        path_of(hook),
+        data=big.encode(),
+        headers={"Content-Type": "application/json", "X-Webhook-Secret": hook["secret"]},
+    )
+    assert call.status == 202, await call.text()
+    page = f"/console/inbound/{hook['id']}"
+    [inv] = re.findall(r'data-invocation="([^"]+)"', await (await client.get(page)).text())
+    detail = await (await client.get(f"{page}/invocations/{inv}")).text()
+    assert "<h3>Body (cut at 16 KiB)</h3>" in detail
+    assert "x" * 16_000 in detail and "x" * 16_400 not in detail
