@@ -82,6 +82,7 @@ def test_a_cluster_out_of_the_servers_reach_goes_to_a_fresh_directory_and_follow
     victim.mkdir()
     digest = hashlib.md5(str(home).encode()).hexdigest()[:12]
     planted = Path(f"/var/tmp/hookline-pg-{digest}")
+    planted.unlink(missing_ok=True)  # left by a run that was killed
     planted.symlink_to(victim)
     env = {**os.environ, "HOOKLINE_HOME": str(home), "HOOKLINE_PG_PORT": str(_free_port())}
     script = ROOT / "deploy" / "local" / "pg.sh"
