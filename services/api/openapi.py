@@ -198,8 +198,15 @@ def _paths() -> dict[str, Schema]:
             "get": _public("Liveness: always 200.", "Health", "Alive.", tag="meta"),
         },
         "/readyz": {
-            "get": _public(
-                "Readiness: PostgreSQL and Kafka reachable.", "Health", "Ready.", (503,), tag="meta"
+            "get": operation(
+                "Readiness: PostgreSQL and Kafka reachable.",
+                {
+                    200: json_content("Health", "Ready."),
+                    503: json_content("Health", "Not ready: `database` or `kafka` is false."),
+                },
+                (),
+                public=True,
+                tag="meta",
             ),
         },
         "/metrics": {

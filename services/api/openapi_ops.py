@@ -24,7 +24,7 @@ def operation(
     responses: dict[str, Schema] = {str(code): resp for code, resp in ok.items()}
     codes = set(errors) | ({404, 405} if not public else set())
     if not public:
-        codes.add(401)
+        codes |= {401, 503}  # the token is looked up in PostgreSQL
     if body is not None:
         codes |= {400, 413, 422}
     for code in sorted(codes):
@@ -44,7 +44,7 @@ def operation(
 
 def error_response(code: int) -> Schema:
     resp = json_content("Error", ERROR_RESPONSES[code])
-    if code == 429:
+    if code in (429, 503):
         resp["headers"] = {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}}
     return resp
 

@@ -36,7 +36,7 @@ ERROR_RESPONSES = {
     413: "Body over HOOKLINE_MAX_PAYLOAD_BYTES.",
     422: "Valid JSON with an invalid value; `error.field` names it.",
     429: "Over a rate limit (counted across every replica); see Retry-After.",
-    503: "A dependency is unavailable.",
+    503: "PostgreSQL is unreachable or starting up: `unavailable`; try again after Retry-After.",
 }
 FILTER_DOC = "an event type, a family (`pull_request`), `family.*`, or `*`"
 # A webhook's custom headers as given (DESIGN.md section 12).

@@ -4,7 +4,9 @@ inbound edge."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
+import asyncpg
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
@@ -17,6 +19,7 @@ from tests.integration.api_support import (
     make_webhook,
     org_token,
 )
+from tests.integration.test_api_deliveries import log_delivery
 
 NULLS = dict.fromkeys(RANGES)
 
@@ -138,3 +141,27 @@ async def test_changes_and_recovers_are_limited_per_org(provisioned: Settings, o
         # Reads are not limited, nor is the admin.
         assert (await client.get(f"/api/v1/webhooks/{hook['id']}", headers=h)).status == 200
         await make_webhook(client, admin(tight), org, "widgets")
+
+
+async def test_a_redeliver_is_a_change_and_a_recovering_patch_a_recover_call(
+    provisioned: Settings, pool: asyncpg.Pool, org: str
+) -> None:
+    tight = dataclasses.replace(provisioned, manage_rate_per_org=3, recover_rate_per_org=1)
+    async with api_client(tight) as client:
+        h = await org_token(client, tight, org)
+        hook = await make_webhook(client, h, org, "widgets")  # change 1
+        delivery = await log_delivery(pool, hook, status="dead", at=datetime.now(UTC))
+        path = f"/api/v1/webhooks/{hook['id']}"
+        since = {"active": True, "recover_since": "2026-01-01T00:00:00Z"}
+        assert (await client.patch(path, json=since, headers=h)).status == 202  # change 2
+        # A second re-enabling PATCH that recovers is over the recover limit, as
+        # POST .../recover would be: it may send 10,000 deliveries again too.
+        resp = await client.patch(path, json=since, headers=h)
+        assert "recover calls" in (await error_of(resp, 429))["message"]
+        assert 1 <= int(resp.headers["Retry-After"]) <= 60
+        redeliver = f"/api/v1/deliveries/{delivery}/redeliver"
+        # The refused PATCH counted as change 3: a redeliver is one change more.
+        resp = await client.post(redeliver, headers=h)
+        assert "3 changes a minute" in (await error_of(resp, 429))["message"]
+        # The admin is not limited.
+        assert (await client.post(redeliver, headers=admin(tight))).status == 202

@@ -240,8 +240,12 @@ async def test_repo_scoped_paths_are_aliases(
         f"/api/v1/repos/{org}x/widgets/webhooks/{hook['id']}",
     ):
         await error_of(await api.get(wrong, headers=owner), 404)
+        patched = await api.patch(wrong, json={"description": "not here"}, headers=owner)
+        await error_of(patched, 404)
         await error_of(await api.delete(wrong, headers=owner), 404)
         await error_of(await api.post(wrong + "/ping", headers=owner), 404)
+    got = await (await api.get(scoped, headers=owner)).json()
+    assert got["description"] == "via repo path"  # the wrong paths changed nothing
     assert (await api.delete(scoped, headers=owner)).status == 204
     await error_of(await api.get(f"/api/v1/webhooks/{hook['id']}", headers=owner), 404)
 

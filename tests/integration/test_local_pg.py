@@ -3,7 +3,12 @@ the role's password, and its socket is in a directory only the server's user can
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
+import pwd
+import shutil
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -53,3 +58,48 @@ def test_the_socket_directory_is_closed_to_other_users(local: Infra) -> None:
     if root_file.exists():  # kept outside the checkout: a fresh, unpredictable name
         assert not pg_root.is_symlink() and pg_root.name.startswith("hookline-pg.")
         assert os.stat(pg_root).st_mode & 0o077 == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+    reason="pg.sh moves the cluster out of reach only when it runs as root (server as postgres)",
+)
+def test_a_cluster_out_of_the_servers_reach_goes_to_a_fresh_directory_and_follows_no_link(
+    tmp_path: Path,
+) -> None:
+    """A state directory the server's user cannot enter (under a 0700 root directory, as
+    /root is): the cluster goes to a fresh, unpredictable directory under /var/tmp, and a
+    link planted at the name pg.sh once derived from the state directory is left alone
+    (a predictable name and a chown that followed links gave the target to postgres)."""
+    home = tmp_path / "home"  # pytest's base directory is root's, mode 0700
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    digest = hashlib.md5(str(home).encode()).hexdigest()[:12]
+    planted = Path(f"/var/tmp/hookline-pg-{digest}")
+    planted.unlink(missing_ok=True)  # left by a run that was killed
+    planted.symlink_to(victim)
+    env = {**os.environ, "HOOKLINE_HOME": str(home), "HOOKLINE_PG_PORT": str(_free_port())}
+    script = ROOT / "deploy" / "local" / "pg.sh"
+    pg_root: Path | None = None
+    try:
+        started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+        # The planted link and what it points to are untouched.
+        assert planted.is_symlink() and os.readlink(planted) == str(victim)
+        assert victim.stat().st_uid == 0 and list(victim.iterdir()) == []
+        assert started.returncode == 0, started.stderr
+        pg_root = Path((home / "pg.root").read_text().strip())
+        assert pg_root.parent == Path("/var/tmp") and pg_root.name.startswith("hookline-pg.")
+        assert not pg_root.is_symlink() and (pg_root / "data" / "PG_VERSION").is_file()
+        assert stat.S_IMODE(os.lstat(pg_root).st_mode) == 0o700
+        assert os.lstat(pg_root).st_uid == pwd.getpwnam("postgres").pw_uid
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
+        planted.unlink(missing_ok=True)
+        if pg_root is not None and pg_root.parent == Path("/var/tmp"):
+            shutil.rmtree(pg_root, ignore_errors=True)

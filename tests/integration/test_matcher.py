@@ -161,6 +161,7 @@ async def test_one_delivery_per_subscribed_webhook(pipeline: Pipeline, org: str)
             "auto",
         )
         assert d.body["event"] == "pull_request" and d.body["action"] == "opened"
+        assert d.body["type"] == "pull_request.opened"  # the full dotted type too
         assert d.body["repository"]["full_name"] == f"{org}/widgets"
         assert d.enqueued_at is not None and d.enqueued_at > 0
     # Keyed by webhook id, so one webhook's deliveries share a partition.

@@ -50,6 +50,27 @@ def test_every_route_is_documented_and_every_documented_route_exists(
                 assert {"400", "413", "422"} <= set(op["responses"]), (path, method)
 
 
+def test_every_route_with_a_token_may_answer_503_unavailable_with_retry_after() -> None:
+    """Every route behind a token reads PostgreSQL (the token itself, at least): while it
+    is unreachable or starting up, the answer is 503 `unavailable` with Retry-After."""
+    doc = openapi_document()
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if op.get("security") == []:
+                continue
+            unavailable = op["responses"].get("503")
+            assert unavailable is not None, (path, method)
+            assert unavailable["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }
+            assert "Retry-After" in unavailable["headers"], (path, method)
+    # Readiness answers 503 in its own shape, naming what is down.
+    ready = doc["paths"]["/readyz"]["get"]["responses"]
+    assert ready["503"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Health"
+    }
+
+
 async def test_served_document_is_the_built_one(provisioned: Settings) -> None:
     async with api_client(provisioned) as client:
         resp = await client.get("/api/v1/openapi.json")

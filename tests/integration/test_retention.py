@@ -14,6 +14,7 @@ import pytest
 
 from shared.config import Settings
 from shared.inbound_maintenance import maintain as maintain_inbound
+from shared.log import partitions
 from shared.log.partitions import maintain
 from tests.integration.sender_support import one_partition_topics, start_sender
 
@@ -86,6 +87,32 @@ async def test_an_org_with_a_shorter_retention_loses_its_older_rows_only(
     old_other = await _attempt(pool, other, 5)
     await _maintained(pool)
     assert await _kept(pool, [old_short, new_short, old_other]) == {new_short, old_other}
+
+
+async def test_a_shorter_retention_is_trimmed_a_bounded_batch_at_a_time(
+    pool: asyncpg.Pool, org: str, limits: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each DELETE takes at most TRIM_BATCH rows; the loop goes on until one takes fewer."""
+    monkeypatch.setattr(partitions, "TRIM_BATCH", 2)
+    short = org + "-short"
+    limits.append(short)
+    await pool.execute("INSERT INTO org_limits (org, retention_days) VALUES ($1, 2)", short)
+    old = [await _attempt(pool, short, 5) for _ in range(5)]
+    new = await _attempt(pool, short, 1)
+    statements: list[str] = []
+    real_execute = asyncpg.Connection.execute
+
+    async def execute(self: asyncpg.Connection, query: str, *args: object) -> str:
+        done: str = await real_execute(self, query, *args)
+        if query.startswith("DELETE FROM delivery_attempts "):
+            statements.append(done)
+        return done
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+    await _maintained(pool)
+    assert await _kept(pool, [*old, new]) == {new}
+    deleted = [int(done.split()[-1]) for done in statements]
+    assert max(deleted) <= 2 and sum(deleted) >= 5 and deleted[-1] < 2, deleted
 
 
 async def test_a_longer_retention_keeps_its_partition_and_trims_the_others(

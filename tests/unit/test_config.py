@@ -17,6 +17,8 @@ def test_defaults() -> None:
     assert s.api_port == 8080 and s.header_prefix == "X-Hookline"
     assert s.disable_after_failures == 10 and s.disable_after_seconds == 3600
     assert s.max_payload_bytes == 1024 * 1024 and not s.allowed_targets
+    # Idle keep-alive connections: 512 in all per sender, each closed after 30 s idle.
+    assert (s.sender_max_idle_connections, s.sender_idle_timeout_s) == (512, 30)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +33,8 @@ def test_defaults() -> None:
         ("HOOKLINE_HEADER_PREFIX", "X Hook"),
         ("HOOKLINE_DISABLE_AFTER_FAILURES", "0"),
         ("HOOKLINE_LOG_LEVEL", "LOUD"),
+        ("HOOKLINE_SENDER_IDLE_TIMEOUT_S", "0"),
+        ("HOOKLINE_SENDER_MAX_IDLE_CONNECTIONS", "-1"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable(name: str, value: str) -> None:
