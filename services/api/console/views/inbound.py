@@ -17,7 +17,7 @@ from services.api.console.views.editing import Editor
 from services.api.keys import INBOUND, SETTINGS
 from services.api.views.inbound import TEST_MESSAGE, invocations_page, send_test
 from shared.core.errors import NotFound, ValidationError
-from shared.core.inbound import LOGGED_BODY_LIMIT, RESULTS, Disabled
+from shared.core.inbound import LOGGED_BODY_BYTES, RESULTS, Disabled
 from shared.inbound import InboundWebhook, Invocation
 
 routes = web.RouteTableDef()
@@ -123,7 +123,7 @@ async def invocation(request: web.Request) -> web.Response:
     if found is None:
         raise NotFound("invocation not found")
     # The log keeps the first 16 KiB (cut between characters): a body that long was cut.
-    cut = found.body is not None and len(found.body.encode()) > LOGGED_BODY_LIMIT - 4
+    cut = found.body is not None and len(found.body.encode()) > LOGGED_BODY_BYTES - 4
     return await page(request, "invocation.html", {"hook": hook, "invocation": found, "cut": cut})
 
 
