@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.config import Settings
 from shared.core.messages import delivery_id_for
@@ -75,6 +77,35 @@ async def log_bytes(conn: asyncpg.Connection) -> dict[str, float]:
         "summary_bytes_per_delivery": round(float(summary) / attempts, 1),
         "avg_request_body_bytes": round(float(body or 0), 1),
     }
+
+
+async def assert_durable(cluster: KafkaCluster) -> None:
+    """What the test relies on, as the cluster itself reports it: the hot topics on three
+    replicas needing two in sync, and every node's broker defaults the same (so the
+    internal topics, consumer offsets included, survive a node too)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        for topic in await admin.describe_topics(list(HOT)):
+            assert {len(p["replicas"]) for p in topic["partitions"]} == {3}, topic
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in HOT]
+        )
+        for response in configs:
+            for resource in response.resources:
+                entries = {e[0]: e[1] for e in resource[4]}
+                assert entries["min.insync.replicas"] == "2", resource[3]
+    finally:
+        await admin.close()
+    for node in range(1, cluster.nodes + 1):
+        props = (cluster.node_dir(node) / "server.properties").read_text().splitlines()
+        for line in (
+            "min.insync.replicas=2",
+            "default.replication.factor=3",
+            "offsets.topic.replication.factor=3",
+            "transaction.state.log.min.isr=2",
+        ):
+            assert line in props, (node, line)
 
 
 @dataclass
@@ -147,6 +178,7 @@ async def test_losing_brokers_loses_no_event_and_changes_no_delivery_id(
 ) -> None:
     await wait_for_kafka(cluster.bootstrap)
     await ensure_topics(cluster.bootstrap, topic_specs(partitions=6, replication=3))
+    await assert_durable(cluster)
     pipeline: Pipeline = await start_pipeline(
         service_env,
         senders=2,

@@ -64,3 +64,13 @@ def test_kafka_is_the_official_image_in_kraft_mode_and_postgres_is_pinned() -> N
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert "CONTROLLER" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
     assert re.fullmatch(r"postgres:\d+\.\d+(-\w+)?", services["postgres"]["image"])
+
+
+def test_notice_mail_is_configurable_and_off_by_default() -> None:
+    for name in ("api", "inbound", "relay", "matcher", "sender", "migrate"):
+        env = _environment(_services()[name])
+        # From the operator's environment; empty (no mail) unless set.
+        assert env["HOOKLINE_SMTP_URL"] == "${HOOKLINE_SMTP_URL:-}", name
+        assert env["HOOKLINE_MAIL_FROM"].startswith("${HOOKLINE_MAIL_FROM:-"), name
+    unset = {"HOOKLINE_SMTP_URL": "", "HOOKLINE_MAIL_FROM": "hookline@localhost"}
+    assert Settings.from_env(unset).smtp_url == ""

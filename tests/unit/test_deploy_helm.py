@@ -176,3 +176,19 @@ def test_the_api_and_the_inbound_edge_scale_on_cpu() -> None:
         assert hpa["spec"]["scaleTargetRef"]["name"] == name
         (metric,) = hpa["spec"]["metrics"]
         assert metric["resource"]["name"] == "cpu"
+
+
+def test_notice_mail_comes_from_the_secret_and_may_be_left_out() -> None:
+    url = "smtp://hookline:pw@mail.example.com:587"
+    docs = manifests(f"secret.values.smtpUrl={url}")
+    (secret,) = of_kind(docs, "Secret").values()
+    assert secret["stringData"]["smtp-url"] == url  # it may carry a password
+    for d in of_kind(docs, "Deployment").values():
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        ref = {e["name"]: e for e in c["env"]}["HOOKLINE_SMTP_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "hl-hookline-secrets", "key": "smtp-url", "optional": True}
+    # Left out: an empty key in the chart's Secret (no mail), and a platform's own Secret
+    # without the key still starts the pods.
+    (secret,) = of_kind(manifests(), "Secret").values()
+    assert secret["stringData"]["smtp-url"] == ""
+    assert Settings.from_env({"HOOKLINE_SMTP_URL": ""}).smtp_url == ""

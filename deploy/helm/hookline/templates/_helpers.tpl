@@ -40,6 +40,9 @@ app.kubernetes.io/component: {{ .component }}
 - name: HOOKLINE_ADMIN_TOKEN
   valueFrom:
     secretKeyRef: {name: {{ include "hookline.secretName" . }}, key: {{ .Values.secret.keys.adminToken }}}
+- name: HOOKLINE_SMTP_URL
+  valueFrom:
+    secretKeyRef: {name: {{ include "hookline.secretName" . }}, key: {{ .Values.secret.keys.smtpUrl }}, optional: true}
 - name: HOOKLINE_KAFKA_BOOTSTRAP
   value: {{ .Values.kafka.bootstrap | quote }}
 - name: HOOKLINE_KAFKA_PARTITIONS
