@@ -9,7 +9,9 @@ from __future__ import annotations
 import shutil
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webelement import WebElement
 
 CANDIDATES = {
     "browser": ("chromium", "chromium-browser", "google-chrome"),
@@ -47,3 +49,18 @@ def chrome(width: int = 1280, height: int = 900) -> webdriver.Chrome:
     driver = webdriver.Chrome(options=options, service=Service(executable_path=_which("driver")))
     driver.set_page_load_timeout(30)
     return driver
+
+
+def replaced(element: WebElement) -> bool:
+    """Whether `element`'s page was replaced (a wait after a click that loads a page).
+    Chromium answers a look at a node of the old document with a stale-element error or,
+    now and then, a plain one saying the node "does not belong to the document"."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False

@@ -23,13 +23,12 @@ from typing import Any
 
 import asyncpg
 import orjson
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.crypto import SecretBox
 from shared.db import connect, create_pool, migrate
 from shared.tokens import TokenStore
-from tests.browser.chrome import chrome
+from tests.browser.chrome import chrome, replaced
 from tests.e2e.harness import ServiceProcess
 from tests.infra import ROOT, test_infra
 
@@ -372,7 +371,7 @@ def press(driver: Any, text: str) -> None:
     old = driver.find_element("tag name", "html")
     driver.find_element("xpath", f"//button[normalize-space()='{text}']").click()
     wait = WebDriverWait(driver, 30, poll_frequency=0.1)
-    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda _: replaced(old))
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 

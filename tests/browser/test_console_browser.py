@@ -20,9 +20,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from tests.browser.chrome import replaced
 from tests.browser.conftest import HOSTILE, ThreadedReceiver, api, post
 from tests.e2e.conftest import Pipeline
 
@@ -69,7 +69,7 @@ def go(driver: WebDriver, element: WebElement, key: str | None = None) -> None:
     else:
         element.send_keys(key)
     wait = WebDriverWait(driver, 15, poll_frequency=0.1)
-    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda _: replaced(old))
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
