@@ -60,14 +60,22 @@ HOOKLINE_API_HOST_PORT="${HOOKLINE_API_HOST:-127.0.0.1}:${HOOKLINE_API_PORT:-808
 
 HOOKLINE_INBOUND_HOST_PORT="${HOOKLINE_INBOUND_HOST:-127.0.0.1}:${HOOKLINE_INBOUND_PORT:-8081}"
 
-# The API's and the inbound edge's /readyz both answer 200.
+# The API's and the inbound edge's /readyz answer 200, and so does every worker's /healthz
+# (its probe server, on the port print_endpoints names): "up" means every URL it prints
+# answers.
 api_ready() {
   [[ -f "$ROOT/services/api/__main__.py" ]] || return 0
-  "$PY" - "$HOOKLINE_API_HOST_PORT" "$HOOKLINE_INBOUND_HOST_PORT" <<'PYEOF'
+  local n=0 svc port urls=("http://$HOOKLINE_API_HOST_PORT/readyz" "http://$HOOKLINE_INBOUND_HOST_PORT/readyz")
+  for svc in $(service_list); do
+    n=$((n + 1))
+    port=$(metrics_port "$svc" "$n")
+    if ((port)); then urls+=("http://127.0.0.1:$port/healthz"); fi
+  done
+  "$PY" - "${urls[@]}" <<'PYEOF'
 import sys, urllib.request
 try:
-    for host_port in sys.argv[1:]:
-        with urllib.request.urlopen(f"http://{host_port}/readyz", timeout=2) as r:
+    for url in sys.argv[1:]:
+        with urllib.request.urlopen(url, timeout=2) as r:
             if r.status != 200:
                 sys.exit(1)
 except Exception:

@@ -22,7 +22,7 @@ for svc in $(service_list); do
   pids+=($!)
   log "started $svc (pid $!)"
 done
-wait_for 60 "the API to be ready" api_ready || true
+wait_for 60 "the API and the edge to be ready, and each worker to answer /healthz" api_ready || true
 print_token_help
 print_endpoints
 log "Hookline is running (${#pids[@]} processes); Ctrl-C stops it"

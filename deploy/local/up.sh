@@ -24,7 +24,7 @@ up() {
     echo $! >"$pidfile"
     log "started $svc-$n (pid $!, log $LOGS/$svc-$n.log)"
   done
-  wait_for 60 "the API to answer /readyz" api_ready
+  wait_for 60 "the API and the edge to answer /readyz, and each worker /healthz" api_ready
   print_token_help
   print_endpoints
   log "Hookline is up; 'make down' stops it"

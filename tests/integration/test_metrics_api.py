@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import time
 
 import asyncpg
 from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.config import Settings
-from shared.pipeline_metrics import KafkaLag, PipelineGauges, Snapshot, lag_of
+from shared.pipeline_metrics import CACHE_S, KafkaLag, PipelineGauges, Snapshot, lag_of
 from tests.integration.api_support import api_client, org_token
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -58,6 +59,13 @@ async def test_ingest_answers_and_rate_limit_refusals_are_counted(
         )
         assert batch.status == 200
         after = await scrape()
+        # A broker started moments ago may not have named its group coordinators yet (the
+        # lag read fails, so kafka shows down): look again while it settles.
+        deadline = time.monotonic() + 30
+        while value(after, "hookline_pipeline_up", source="kafka") != 1:
+            assert time.monotonic() < deadline, "kafka never showed up in the pipeline gauges"
+            await asyncio.sleep(CACHE_S)
+            after = await scrape()
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
