@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
-from tests.bench import report
+import pytest
+
+from tests.bench import brokerloss, report
 from tests.bench.observe import ReceiverLog
 
 
@@ -229,3 +232,36 @@ def test_opt_in_phases_run_only_when_named() -> None:
     assert default[0] == "setup" and "config_scale" not in default and "brokerloss" not in default
     named = runner.parse_args(["--phases", "ceiling,config_scale"]).phase_list
     assert named == ["setup", "ceiling", "config_scale"]
+
+
+async def test_brokerloss_counts_late_deliveries_apart_from_missing_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window's drain gives up on deliveries parked in a delay tier; the phase waits for
+    them once more before it calls anything missing (and breaks the run only for those)."""
+    path = tmp_path / "requests.log"
+    t = 1_700_000_000.0
+    write_log(path, [f"{t:.6f} {t:.6f} steady /hook/0 d{i} e{i}\n" for i in range(8)])
+    write_log(path, [f"{t:.6f} {t:.6f} two-brokers /hook/0 b{i} f{i}\n" for i in range(4)])
+    bench = SimpleNamespace(log=ReceiverLog(path), broken=[])
+    bench.log.poll()
+    figures = [
+        {"window": "steady", "expected": 10, "delivered": 8, "missing": 2},
+        {"window": "two-brokers", "expected": 5, "delivered": 4, "missing": 1},
+    ]
+    monkeypatch.setattr(brokerloss, "LATE_WAIT_S", 3.0)
+    # One of steady's two arrives a moment later, out of a delay tier; the rest never do.
+    write_log(path, [f"{t + 70:.6f} {t:.6f} steady /hook/0 d8 e8\n"])
+    await brokerloss._late(bench, figures)  # type: ignore[arg-type]
+    assert figures[0] == {
+        "window": "steady",
+        "expected": 10,
+        "delivered": 9,
+        "missing": 1,
+        "late": 1,
+    }
+    assert figures[1]["missing"] == 1 and not figures[1].get("late")
+    assert [b.split(":")[0] for b in bench.broken] == [
+        "brokerloss steady",
+        "brokerloss two-brokers",
+    ]
