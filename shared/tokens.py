@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from shared.batching import Batcher
 from shared.core.errors import NotFound, ValidationError
 from shared.core.events import format_timestamp
 from shared.db import translated
@@ -57,15 +56,10 @@ class Token:
 
 
 class TokenStore:
-    """Create, revoke and authenticate org tokens. No cache: a revoked token fails at once.
-    Concurrent authentications are looked up in one statement (shared/batching.py), each
-    still read after its request arrived."""
+    """Create, revoke and authenticate org tokens. No cache: a revoked token fails at once."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._lookups: Batcher[bytes, str | None] = Batcher(
-            self._look_up, max_batch=256, in_flight=2
-        )
 
     @translated
     async def create(self, body: object) -> Token:
@@ -104,17 +98,16 @@ class TokenStore:
 
     @translated
     async def authenticate(self, token: str) -> str | None:
-        """The org of a live token, or None. The lookup is by hash: an index probe, then a
-        dict look-up, on a digest leaks nothing about the token."""
+        """The org of a live token, or None. The lookup is by hash (an index probe on a
+        digest leaks nothing about the token); the digests are compared in constant time."""
         if not token or len(token) > 512:
             return None
-        return await self._lookups.submit(hash_token(token))
-
-    async def _look_up(self, digests: Sequence[bytes]) -> list[str | None]:
-        rows = await self._pool.fetch(
-            "SELECT org, token_hash FROM tokens"
-            " WHERE token_hash = ANY($1::bytea[]) AND revoked_at IS NULL",
-            list(set(digests)),
+        digest = hash_token(token)
+        row = await self._pool.fetchrow(
+            "SELECT org, token_hash FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            digest,
         )
-        live: dict[bytes, str] = {bytes(r["token_hash"]): r["org"] for r in rows}
-        return [live.get(digest) for digest in digests]
+        if row is None or not hmac.compare_digest(bytes(row["token_hash"]), digest):
+            return None
+        org: str = row["org"]
+        return org
