@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 
@@ -57,6 +58,24 @@ async def test_revocation_is_immediate(api: TestClient, settings: Settings, org:
     ).status == 204
     error = await error_of(await api.get(f"/api/v1/orgs/{org}/webhooks", headers=headers), 401)
     assert error["code"] == "unauthorized"
+
+
+async def test_concurrent_requests_each_get_their_own_tokens_answer(
+    api: TestClient, settings: Settings, org: str
+) -> None:
+    """Authentications arriving together are looked up in one statement: each must still
+    get its own token's answer (two orgs, a revoked token, an unknown one)."""
+    other = org + "-b"
+    mine, theirs = await org_token(api, settings, org), await org_token(api, settings, other)
+    resp = await api.post("/api/v1/tokens", json={"org": org, "name": "x"}, headers=admin(settings))
+    revoked = await resp.json()
+    await api.delete(f"/api/v1/tokens/{revoked['id']}", headers=admin(settings))
+    callers = [mine, theirs, bearer(revoked["token"]), bearer("hlt_unknown")] * 8
+    answers = await asyncio.gather(
+        *(api.get(f"/api/v1/orgs/{org}/webhooks", headers=h) for h in callers)
+    )
+    # Another org's token sees a 404 here (tenancy), the revoked and unknown ones a 401.
+    assert [a.status for a in answers] == [200, 404, 401, 401] * 8
 
 
 async def test_missing_or_bad_token_is_401(api: TestClient) -> None:
