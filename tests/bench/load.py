@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 import orjson
 
-from shared.outbox import enqueue_event
+from shared.outbox import OutboxWaker, enqueue_event
 
 
 def push_payload(phase: str, seq: int) -> dict[str, Any]:
@@ -118,8 +118,11 @@ class Ingest:
     session: aiohttp.ClientSession | None = None
     seq: int = 0
     counts: dict[str, Counts] = field(default_factory=dict)
+    # As the README's Python producers do: wake the relays after each outbox commit.
+    waker: OutboxWaker | None = None
 
     async def open(self, concurrency: int = 64) -> Ingest:
+        self.waker = OutboxWaker(self.pool)
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
         self.session = aiohttp.ClientSession(
             connector=connector,
@@ -173,6 +176,8 @@ class Ingest:
             counts.last_error = f"outbox: {exc!r}"
             await asyncio.sleep(0.05)
             return 0
+        if self.waker is not None:
+            self.waker.poke()
         counts.outbox += n
         return n
 
