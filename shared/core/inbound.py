@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from .attempts import clean_text
 from .errors import (
     BadRequest,
     HooklineError,
@@ -267,13 +268,15 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     for name, value in headers:
         lower = name.lower()
         secret = any(word in lower for word in _SECRET_WORDS) or lower == "webhook-signature"
-        out[str(name)] = REDACTED if secret else str(value)  # plain str (not aiohttp's istr)
+        # Plain str (not aiohttp's istr), as PostgreSQL's jsonb takes it (see clean_text).
+        out[clean_text(str(name))] = REDACTED if secret else clean_text(str(value))
     return out
 
 
 def logged_body(raw: bytes) -> str:
-    """The body as the log keeps it: UTF-8 text cut at 16 KiB (never mid-character)."""
-    return raw[:LOGGED_BODY_BYTES].decode("utf-8", "ignore")
+    """The body as the log keeps it: UTF-8 text cut at 16 KiB (never mid-character), with
+    what PostgreSQL's text refuses (NUL) replaced."""
+    return clean_text(raw[:LOGGED_BODY_BYTES].decode("utf-8", "ignore"))
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: Allowlist) -> str | None:

@@ -308,6 +308,26 @@ async def test_bodies_that_are_refused(
     await error_of(await edge.post("/hooks/in/ih_unknown", json={}), 404)
 
 
+async def test_a_nul_in_a_refused_body_is_logged_and_fails_no_call_beside_it(
+    api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
+) -> None:
+    """PostgreSQL's text refuses NUL: the log keeps it replaced, so the refused call is
+    logged, and the calls written in the same statement are accepted."""
+    repo = new_repo()
+    hook = await make_inbound(api, owner, org, repo)
+    headers = {"X-Webhook-Secret": hook["secret"], "Content-Type": "application/json"}
+    bodies = [b'{"n": %d}' % n for n in range(10)]
+    bodies[3] = b"{nope\x00"
+    answers = await asyncio.gather(
+        *(edge.post(path_of(hook), data=b, headers=headers) for b in bodies)
+    )
+    assert [a.status for a in answers] == [202] * 3 + [400] + [202] * 6
+    logged = (await invocations(api, owner, hook))["invocations"]
+    assert sorted(i["result"] for i in logged) == ["accepted"] * 9 + ["invalid_payload"]
+    assert [i["body"] for i in logged if i["result"] == "invalid_payload"] == ["{nope\ufffd"]
+    assert len(await events_of(pool, f"{org}/{repo}")) == 9
+
+
 async def test_forms_and_curl_without_a_content_type(
     api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:
