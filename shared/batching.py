@@ -18,7 +18,11 @@ R = TypeVar("R")
 
 class Batcher(Generic[T, R]):
     """Runs `flush(items)` (which returns one result per item, in order) over batches of
-    at most `max_batch` submitted items, one batch at a time per batcher."""
+    at most `max_batch` submitted items, one batch at a time per batcher.
+
+    A batch failing with one of `split_on` (an error of one item's values, such as a value
+    the database refuses, which fails the whole statement) is flushed again one item at a
+    time, so only the callers whose items fail get the error."""
 
     def __init__(
         self,
@@ -26,10 +30,12 @@ class Batcher(Generic[T, R]):
         *,
         max_batch: int = 256,
         in_flight: int = 1,
+        split_on: tuple[type[Exception], ...] = (),
     ) -> None:
         self._flush = flush
         self._max_batch = max_batch
         self._in_flight = in_flight  # batches out at once (each waits a round trip)
+        self._split_on = split_on
         self._items: list[tuple[T, asyncio.Future[R]]] = []
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -74,11 +80,29 @@ class Batcher(Generic[T, R]):
                         future.cancel()
                 raise
             except Exception as exc:
+                if len(batch) > 1 and isinstance(exc, self._split_on):
+                    await self._one_by_one(batch)
+                    continue
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _one_by_one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        for n, (item, future) in enumerate(batch):
+            try:
+                (result,) = await self._flush([item])
+            except asyncio.CancelledError:
+                for _, left in batch[n:]:
+                    left.cancel()
+                raise
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
                 if not future.done():
                     future.set_result(result)
 

@@ -21,9 +21,11 @@ import asyncpg
 import orjson
 
 from shared.batching import Batcher
+from shared.core.errors import Unstorable
 from shared.core.inbound import inbound_payload, is_inbound_id
 from shared.core.messages import EventMessage, make_event
 from shared.crypto import SecretBox
+from shared.db import translated
 from shared.inbound import CallTarget, call_target
 from shared.kafka import EVENTS
 from shared.outbox import OutboxWaker
@@ -211,8 +213,12 @@ class InvocationLog:
     def __init__(self, pool: asyncpg.Pool, waker: OutboxWaker | None = None) -> None:
         self._pool = pool
         self._waker = waker
-        self._batcher: Batcher[_Record, None] = Batcher(self._record_many, in_flight=IN_FLIGHT)
+        # A value the database refuses fails only the call that holds it.
+        self._batcher: Batcher[_Record, None] = Batcher(
+            self._record_many, in_flight=IN_FLIGHT, split_on=(Unstorable,)
+        )
 
+    @translated
     async def _record_many(self, records: Sequence[_Record]) -> list[None]:
         columns: list[list[Any]] = [[] for _ in range(12)]
         keys: list[bytes] = []

@@ -74,36 +74,16 @@ class EventWriter:
 
     def __init__(self, pool: asyncpg.Pool, *, in_flight: int = 4) -> None:
         self._pool = pool
-        self._batcher: Batcher[tuple[EventMessage, datetime], str | Unstorable | None] = Batcher(
-            self._write_shared, max_batch=256, in_flight=in_flight
+        # A value the database refuses fails only the request that holds it.
+        self._batcher: Batcher[tuple[EventMessage, datetime], str | None] = Batcher(
+            self._write, max_batch=256, in_flight=in_flight, split_on=(Unstorable,)
         )
 
     async def write(self, event: EventMessage, now: datetime) -> str | None:
         """Writes `event` (created at `now`) once committed; None if it was new, else the
         repo of the event that already holds its id (a repeat: nothing was written).
         Raises Unstorable if the database refuses one of its values."""
-        result = await self._batcher.submit((event, now))
-        if isinstance(result, Unstorable):
-            raise result
-        return result
-
-    async def _write_shared(
-        self, items: Sequence[tuple[EventMessage, datetime]]
-    ) -> list[str | Unstorable | None]:
-        try:
-            return list(await self._write(items))
-        except Unstorable:
-            if len(items) == 1:
-                raise
-        # A value the database refused failed the whole transaction: each request again in
-        # a transaction of its own, in order, so only the one that holds it is refused.
-        out: list[str | Unstorable | None] = []
-        for item in items:
-            try:
-                out += await self._write([item])
-            except Unstorable as exc:
-                out.append(exc)
-        return out
+        return await self._batcher.submit((event, now))
 
     async def _write(self, items: Sequence[tuple[EventMessage, datetime]]) -> list[str | None]:
         first: dict[Key, tuple[EventMessage, datetime]] = {}

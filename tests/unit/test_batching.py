@@ -77,3 +77,30 @@ async def test_submit_many_answers_each_item_in_order_across_batches() -> None:
     assert sorted(x for batch in seen for x in batch) == sorted([100, *range(9)])
     assert max(len(batch) for batch in seen) <= 4
     await batcher.close()
+
+
+async def test_a_batch_failing_on_one_items_value_is_split_so_only_that_caller_fails() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        flushed.append(list(items))
+        if 13 in items:
+            raise ValueError("13 cannot be stored")
+        if -1 in items:
+            raise RuntimeError("the database is down")
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=8, split_on=(ValueError,))
+    results = await asyncio.gather(
+        *(batcher.submit(i) for i in (11, 12, 13, 14)), return_exceptions=True
+    )
+    assert results[:2] == [110, 120] and results[3] == 140
+    assert isinstance(results[2], ValueError)
+    # 13 shared a batch with others, which were then flushed again one at a time.
+    assert any(len(batch) > 1 and 13 in batch for batch in flushed)
+    assert [13] in flushed and [14] in flushed
+    # An error not in split_on fails the whole batch, without a retry per item.
+    flushed.clear()
+    with pytest.raises(RuntimeError):
+        await batcher.submit_many([-1, 2])
+    assert flushed == [[-1, 2]]
