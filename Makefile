@@ -71,7 +71,10 @@ lint: $(VENV_STAMP)
 
 # Options through BENCH_ARGS, e.g. the opt-in phases:
 #   make bench BENCH_ARGS=--phases=ceiling,config_scale
+# wrk (Debian's package) drives the saturating loads: a C client, so that the figure is
+# the server's and not the driver's (see tests/bench/wrk.py).
 bench: deps
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
 receiver: $(VENV_STAMP)

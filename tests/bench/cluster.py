@@ -7,20 +7,23 @@ bench never disturbs `make run` or the test suite. Stops only what it started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 from cryptography.fernet import Fernet
 
+from tests.bench.sampling import child_pid
 from tests.e2e.harness import ServiceProcess
 from tests.infra import ROOT, local_database_url
 
@@ -150,6 +153,14 @@ class BenchProcess(ServiceProcess):
         return None if self.proc is None else self.proc.pid
 
 
+def _frozen(p: BenchProcess) -> list[int]:
+    """The pids to stop for `p`: the service itself, also when a profiler runs it."""
+    if p.pid is None:
+        return []
+    child = child_pid(p.pid) if p.profiled else None
+    return [p.pid] if child is None else [child, p.pid]
+
+
 def profiler_wrapper(out: Path) -> tuple[list[str], str]:
     """py-spy when installed (it runs the service as its child), else pyinstrument."""
     spy = shutil.which("py-spy")
@@ -207,6 +218,23 @@ class Cluster:
 
     def dead(self) -> list[BenchProcess]:
         return [p for p in self.processes if not p.alive and p.instance not in self.stopped]
+
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """Every `name` process frozen (SIGSTOP) for the block, then resumed (SIGCONT).
+
+        For a figure of one stage alone: with the relays paused, what the API or the
+        inbound edge accepts waits in the outbox (committed, as always) and goes on when
+        they resume; nothing is lost, the stages behind simply take no CPU meanwhile."""
+        pids = [pid for p in self.running(name) for pid in _frozen(p)]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def stop_one(self, proc: BenchProcess, timeout: float = 30) -> None:
         self.stopped.add(proc.instance)

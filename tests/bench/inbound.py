@@ -1,24 +1,39 @@
 """The bench's inbound phase: calls to one `services.inbound` process from 32 clients.
 
-Figures: accepted calls/s at saturation (floor >= 2,000 on this 2-core machine), then
-call -> delivery p50/p99 at a fixed rate, each call becoming an `agent.action` event that
-one outbound webhook (on the receiver) is subscribed to.
+Figures: accepted calls/s at saturation (floor >= 2,000 on this 2-core machine), from wrk
+(tests/bench/wrk.py) with the relays paused, so that the figure is the edge's own (every
+accepted call is committed to the outbox and delivered once they resume); the same load
+with the whole pipeline delivering beside it; then call -> delivery p50/p99 at a fixed
+rate. Each call becomes an `agent.action` event that one outbound webhook (on the
+receiver) is subscribed to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 
+from tests.bench import wrk
 from tests.bench.load import JsonClients
 from tests.bench.phases import Bench, fmt, say
 
 CLIENTS = 32
 PADDING = "x" * 400  # a call of about 0.6 KB, like a CI system's notification
+
+
+def _template(run: str) -> str:
+    """A saturating call's body for wrk, `{seq}` numbered by it: the paced calls' shape,
+    with no send time (the saturated windows measure the edge, not call -> delivery)."""
+    return (
+        '{"message": "bench call {seq}: pipeline failed on main", "phase": "inbound",'
+        f' "run": "{run}", "seq": {{seq}}, "data": {{"pipeline": {{seq}},'
+        f' "ref": "refs/heads/main", "log": "{PADDING}"}}}}'
+    )
 
 
 def _body(phase: str, seq: int) -> bytes:
@@ -61,20 +76,6 @@ class Caller(JsonClients):
         await asyncio.sleep(0.05)
         return None
 
-    async def saturate(self, phase: str, warmup: float, duration: float) -> list[float]:
-        """`CLIENTS` callers back to back; returns the accept times."""
-        deadline = time.monotonic() + warmup + duration
-        times: list[float] = []
-
-        async def client() -> None:
-            while time.monotonic() < deadline:
-                at = await self.one(phase)
-                if at is not None:
-                    times.append(at)
-
-        await asyncio.gather(*(client() for _ in range(CLIENTS)))
-        return times
-
     async def paced(self, phase: str, rate: float, duration: float, tick: float = 0.05) -> None:
         start, owed, n = time.monotonic(), 0.0, 0
         tasks: set[asyncio.Task[Any]] = set()
@@ -91,6 +92,20 @@ class Caller(JsonClients):
             await asyncio.gather(*tasks)
 
 
+def _headers(hook: dict[str, Any]) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-Webhook-Secret": hook["secret"]}
+
+
+async def _inbound_hook(b: Bench, repo: str) -> dict[str, Any] | None:
+    status, hook = await b.api.call(
+        "POST", f"/repos/{b.ingest.org}/{repo}/inbound-webhooks", {"name": "bench"}
+    )
+    if status != 201:
+        b.broken.append(f"inbound: creating the inbound webhook answered {status}: {hook}")
+        return None
+    return dict(hook)
+
+
 async def inbound(b: Bench) -> None:
     b.enter("inbound")
     url_base = b.cluster.inbound_url
@@ -101,29 +116,59 @@ async def inbound(b: Bench) -> None:
         events=["agent.action"],
         description="bench: inbound calls",
     )
-    status, hook = await b.api.call(
-        "POST", f"/repos/{b.ingest.org}/{b.ingest.repo}/inbound-webhooks", {"name": "bench"}
-    )
-    if status != 201:
-        b.broken.append(f"inbound: creating the inbound webhook answered {status}: {hook}")
+    hook = await _inbound_hook(b, b.ingest.repo)
+    # The edge's own figure goes to a repo no webhook is subscribed to, as the ingest
+    # phase's does: its events are relayed and matched, not delivered, so that delivering
+    # tens of thousands of calls to one endpoint does not spill into the next phase.
+    edge_hook = await _inbound_hook(b, b.ingest.repo + "-inbound")
+    if hook is None or edge_hook is None:
+        return
+    if not wrk.available():
+        b.broken.append("inbound: wrk is not installed (`make bench` installs it)")
         return
     url = url_base + "/hooks/in/" + hook["id"]
-    warmup, duration = b.plan.paced_warmup, b.plan.inbound
+    edge_url = url_base + "/hooks/in/" + edge_hook["id"]
+    warmup = b.plan.paced_warmup
     async with Caller(url, hook["secret"]) as caller:
         start = time.time()
-        times = await caller.saturate("inbound", warmup, duration)
-        end = time.time()
-        counted = [t for t in times if t >= start + warmup]
-        rate = len(counted) / max(end - (start + warmup), 0.001)
-        accepted = caller.accepted.get("inbound", 0)
+        edge_headers = _headers(edge_hook)
+        await wrk.run(edge_url, _template("warmup"), edge_headers, seconds=warmup)
+        # The relays paused: what the edge accepts waits in the outbox (committed) and the
+        # stages behind take no CPU from this 2-core machine meanwhile.
+        with b.cluster.paused("relay"):
+            edge_start = time.time()
+            edge = await wrk.run(edge_url, _template("edge"), edge_headers, seconds=b.plan.inbound)
+            edge_end = time.time()
+        caught_up = await b.outbox_drained()
+        # Then calls that are delivered, with the whole pipeline running beside them.
+        live = await wrk.run(url, _template("live"), _headers(hook), seconds=b.plan.inbound_live)
+        accepted = live.count(202)
         drained = await b.drain("inbound", accepted)
         b.mark("inbound", start, time.time())
+        b.mark("inbound-edge", edge_start, edge_end)
         saturated = b.log.phase("inbound")
-        say(
-            f"inbound: {fmt(rate)} accepted calls/s from {CLIENTS} clients "
-            f"({fmt(accepted)} accepted, {caller.refused.get('inbound', 0)} not; "
-            f"delivered {fmt(saturated.unique)}, drained in {drained}s)"
+        # Every call the edge answered 202 left its invocation (and its outbox row, in the
+        # same statement). wrk stops with up to CLIENTS calls still out, which the edge may
+        # accept without wrk counting them: so between the two, never fewer.
+        logged = await b.ingest.pool.fetchval(
+            "SELECT count(*) FROM inbound_invocations"
+            " WHERE inbound_webhook_id = $1 AND result = 'accepted' AND received_at >= $2",
+            edge_hook["id"],
+            datetime.fromtimestamp(edge_start, UTC),
         )
+        rate = edge.count(202) / edge.seconds
+        live_rate = live.count(202) / live.seconds
+        say(
+            f"inbound: {fmt(rate)} accepted calls/s from {CLIENTS} clients with the relays "
+            f"paused (p50 {edge.p50_ms} ms, p99 {edge.p99_ms} ms; {fmt(logged)} logged as "
+            f"accepted for {fmt(edge.count(202))} answered 202); {fmt(live_rate)}/s with the "
+            f"pipeline delivering beside it (delivered {fmt(saturated.unique)}/"
+            f"{fmt(accepted)}, drained in {drained}s)"
+        )
+        if not edge.count(202) <= logged <= edge.count(202) + CLIENTS:
+            b.broken.append(
+                f"inbound: {edge.count(202)} calls answered 202 but {logged} were logged accepted"
+            )
         await caller.paced("inbound-latency-warmup", b.plan.inbound_rate, warmup)
         lat_start = time.time()
         await caller.paced("inbound-latency", b.plan.inbound_rate, b.plan.inbound_latency)
@@ -136,17 +181,34 @@ async def inbound(b: Bench) -> None:
     latency = log.latency(missing=missing, missing_at_least_ms=(time.time() - lat_end) * 1000)
     b.results["inbound"] = {
         "clients": CLIENTS,
+        "driver": "wrk",
         "accepted_calls_per_s": round(rate, 1),
-        "window_s": duration,
+        "edge": {
+            "relays": "paused",
+            "window_s": round(edge.seconds, 1),
+            "accepted": edge.count(202),
+            "p50_ms": edge.p50_ms,
+            "p99_ms": edge.p99_ms,
+        },
+        "relays_caught_up_s": caught_up,
+        "live": {
+            "accepted_calls_per_s": round(live_rate, 1),
+            "window_s": round(live.seconds, 1),
+            "accepted": live.count(202),
+            "p50_ms": live.p50_ms,
+            "p99_ms": live.p99_ms,
+        },
         "warmup_s": warmup,
         "accepted": accepted,
-        "not_accepted": caller.refused.get("inbound", 0),
-        "last_error": caller.last_error or None,
+        "not_accepted": {
+            **edge.refused(202),
+            **{"live " + k: n for k, n in live.refused(202).items()},
+        },
+        "edge_logged_accepted": logged,
         "delivered": saturated.unique,
         "missing": max(0, accepted - saturated.unique),
         "duplicates": saturated.duplicates,
         "drain_s": drained,
-        "latency_under_saturation": saturated.latency(start + warmup, end),
         "paced_calls_per_s": b.plan.inbound_rate,
         "paced": {
             "duration_s": b.plan.inbound_latency,

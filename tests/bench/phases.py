@@ -60,7 +60,8 @@ class Plan:
     ceiling: float = 15
     scale_warmup: float = 5
     scale: float = 30
-    inbound: float = 20  # calls to one inbound process from 32 clients, back to back
+    inbound: float = 15  # calls to one inbound process from 32 clients, relays paused
+    inbound_live: float = 10  # the same with the pipeline delivering beside it
     inbound_rate: float = 500  # then this many calls/s for call -> delivery latency
     inbound_latency: float = 10
     # While saturating, offer no more than this many seconds of the current delivery rate
@@ -88,6 +89,7 @@ QUICK = Plan(
     scale_warmup=3,
     scale=8,
     inbound=5,
+    inbound_live=4,
     inbound_latency=5,
     drain_timeout=30,
     stall_timeout=10,
@@ -147,6 +149,19 @@ class Bench:
                 break
             await asyncio.sleep(0.2)
         return round(time.monotonic() - start, 2)
+
+    async def outbox_drained(self) -> float:
+        """Waits (up to `drain_timeout`) until the relays have published every outbox row;
+        returns how long that took."""
+        start = time.monotonic()
+        while time.monotonic() - start < self.plan.drain_timeout:
+            left = await self.ingest.pool.fetchval(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+            )
+            if not left:
+                break
+            await asyncio.sleep(0.2)
+        return round(time.monotonic() - start, 1)
 
     def accounting(self, phase: str) -> dict[str, Any]:
         counts, log = self.ingest.of(phase), self.log.phase(phase)
