@@ -4,8 +4,12 @@ Figures: events/s and per-request p50/p99 through `POST /repos/{org}/{repo}/even
 (floor >= 3,000/s with p99 <= 50 ms), then events/s through `POST /events/batch` in
 batches of 500 (floor >= 20,000/s). Each accepted event is durable (committed to the
 outbox) and idempotent as usual. The events go to a repo with no webhooks, so the
-pipeline behind the API relays and matches them but delivers nothing: the figure is the
-API's, with the relay and matcher running beside it as they do in production.
+pipeline behind the API relays and matches them but delivers nothing.
+
+The single events come from wrk (tests/bench/wrk.py), twice: with the relays paused, so
+that the figure is the API's own (what it accepts waits in the outbox, and the stages
+behind take no CPU from this 2-core machine meanwhile), and with the relay and matcher
+running beside it as they do in production.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import aiohttp
 import numpy as np
 import orjson
 
+from tests.bench import wrk
 from tests.bench.load import JsonClients, push_payload
 from tests.bench.phases import Bench, fmt, say
 
 CLIENTS = 32
+SEQ_MARK = "__seq__"
 BATCH = 500
 BATCH_CLIENTS = 4
 
@@ -44,29 +50,6 @@ class Poster(JsonClients):
 
     def _refused(self, why: str) -> None:
         self.refused[why] = self.refused.get(why, 0) + 1
-
-    async def one(self, phase: str, counted: bool) -> None:
-        assert self.session is not None
-        self.seq += 1
-        body = orjson.dumps({"event": "push", "payload": push_payload(phase, self.seq)})
-        began = time.perf_counter()
-        try:
-            async with self.session.post(
-                f"{self.base}/repos/{self.org}/{self.repo}/events", data=body
-            ) as r:
-                await r.read()
-                ok = r.status == 202
-        except (aiohttp.ClientError, OSError) as exc:
-            self._refused(type(exc).__name__)
-            await asyncio.sleep(0.05)
-            return
-        if not ok:
-            self._refused(str(r.status))
-            await asyncio.sleep(0.05)
-            return
-        if counted:
-            self.accepted += 1
-            self.took_ms.append((time.perf_counter() - began) * 1000)
 
     async def batch(self, phase: str, counted: bool) -> None:
         assert self.session is not None
@@ -102,9 +85,7 @@ class Poster(JsonClients):
         if counted:
             self.accepted += ok
 
-    async def run(
-        self, phase: str, clients: int, warmup: float, duration: float, batch: bool
-    ) -> float:
+    async def run(self, phase: str, clients: int, warmup: float, duration: float) -> float:
         """`clients` callers back to back; counts only what is accepted after `warmup`."""
         start = time.monotonic()
         counted_from, deadline = start + warmup, start + warmup + duration
@@ -112,10 +93,28 @@ class Poster(JsonClients):
         async def client() -> None:
             while (now := time.monotonic()) < deadline:
                 counted = now >= counted_from
-                await (self.batch(phase, counted) if batch else self.one(phase, counted))
+                await self.batch(phase, counted)
 
         await asyncio.gather(*(client() for _ in range(clients)))
         return time.monotonic() - counted_from
+
+
+def _template(phase: str) -> str:
+    """A push event for wrk, `{seq}` numbered by it (the size of `push_payload`'s)."""
+    payload = push_payload(phase, 0) | {"sent_at": 0, "seq": SEQ_MARK}
+    payload["head_commit"]["message"] = f"bench commit {SEQ_MARK}: keep the pipeline busy"
+    text = orjson.dumps({"event": "push", "payload": payload}).decode()
+    return text.replace(f'"{SEQ_MARK}"', wrk.SEQ).replace(SEQ_MARK, wrk.SEQ)
+
+
+def _figures(run: wrk.WrkResult) -> dict[str, Any]:
+    return {
+        "events_per_s": round(run.count(202) / run.seconds, 1),
+        "accepted": run.count(202),
+        "refused": run.refused(202),
+        "p50_ms": run.p50_ms,
+        "p99_ms": run.p99_ms,
+    }
 
 
 async def ingest(b: Bench) -> None:
@@ -123,22 +122,23 @@ async def ingest(b: Bench) -> None:
     repo = b.ingest.repo + "-ingest"  # no webhooks: nothing to deliver
     token = b.api.headers["Authorization"].removeprefix("Bearer ")
     result: dict[str, Any] = {"clients": CLIENTS, "batch_size": BATCH}
-    async with Poster(b.cluster.api_url, token, b.ingest.org, repo) as single:
-        start = time.time()
-        took = await single.run("ingest", CLIENTS, b.plan.paced_warmup, b.plan.ingest, False)
-        b.mark("ingest", start, time.time())
-        result["single"] = {
-            "events_per_s": round(single.accepted / took, 1),
-            "accepted": single.accepted,
-            "refused": single.refused,
-            "p50_ms": percentile(single.took_ms, 50),
-            "p99_ms": percentile(single.took_ms, 99),
-        }
+    url = f"{b.cluster.api_url}/api/v1/repos/{b.ingest.org}/{repo}/events"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    start = time.time()
+    await wrk.run(url, _template("ingest-warmup"), headers, seconds=b.plan.paced_warmup)
+    # The API's own figure: the relays paused, what it accepts waits in the outbox.
+    with b.cluster.paused("relay"):
+        alone = await wrk.run(url, _template("ingest"), headers, seconds=b.plan.ingest)
+    await b.outbox_drained()
+    # The same with the relays and the matcher working beside it.
+    live = await wrk.run(url, _template("ingest-live"), headers, seconds=b.plan.ingest)
+    b.mark("ingest", start, time.time())
+    result["driver"] = "wrk"
+    result["single"] = _figures(alone) | {"relays": "paused"}
+    result["single_live"] = _figures(live)
     async with Poster(b.cluster.api_url, token, b.ingest.org, repo) as batched:
         start = time.time()
-        took = await batched.run(
-            "ingest-batch", BATCH_CLIENTS, b.plan.paced_warmup, b.plan.ingest, True
-        )
+        took = await batched.run("ingest-batch", BATCH_CLIENTS, b.plan.paced_warmup, b.plan.ingest)
         b.mark("ingest-batch", start, time.time())
         result["batch"] = {
             "events_per_s": round(batched.accepted / took, 1),
@@ -150,9 +150,10 @@ async def ingest(b: Bench) -> None:
     # phase starts on an idle pipeline.
     result["outbox_drained_s"] = await b.outbox_drained()
     b.results["ingest"] = result
-    s, bt = result["single"], result["batch"]
+    s, sl, bt = result["single"], result["single_live"], result["batch"]
     say(
-        f"ingest: {fmt(s['events_per_s'])} events/s from {CLIENTS} clients "
-        f"(p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms); batches of {BATCH}: "
+        f"ingest: {fmt(s['events_per_s'])} events/s from {CLIENTS} clients with the relays "
+        f"paused (p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms); {fmt(sl['events_per_s'])}/s "
+        f"with them running (p99 {sl['p99_ms']} ms); batches of {BATCH}: "
         f"{fmt(bt['events_per_s'])} events/s"
     )
