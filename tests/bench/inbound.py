@@ -2,10 +2,11 @@
 
 Figures: accepted calls/s at saturation (floor >= 2,000 on this 2-core machine), from wrk
 (tests/bench/wrk.py) with the relays paused, so that the figure is the edge's own (every
-accepted call is committed to the outbox and delivered once they resume); the same load
-with the whole pipeline delivering beside it; then call -> delivery p50/p99 at a fixed
-rate. Each call becomes an `agent.action` event that one outbound webhook (on the
-receiver) is subscribed to.
+accepted call is committed to the outbox, relayed and matched once they resume, and its
+invocation row is checked), on a hook whose events no webhook is subscribed to; the same
+load with the whole pipeline delivering beside it, on a hook whose `agent.action` events
+one outbound webhook (on the receiver) is subscribed to; then call -> delivery p50/p99 at
+a fixed rate on that hook.
 """
 
 from __future__ import annotations
