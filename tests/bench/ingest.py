@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import aiohttp
-import numpy as np
 import orjson
 
 from tests.bench import wrk
@@ -32,10 +31,6 @@ BATCH = 500
 BATCH_CLIENTS = 4
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 1) if values else None
-
-
 class Poster(JsonClients):
     """Posts events to the API and counts what was accepted, with each request's time."""
 
@@ -46,7 +41,6 @@ class Poster(JsonClients):
         self.seq = 0
         self.accepted = 0
         self.refused: dict[str, int] = {}
-        self.took_ms: list[float] = []
 
     def _refused(self, why: str) -> None:
         self.refused[why] = self.refused.get(why, 0) + 1
@@ -107,16 +101,6 @@ def _template(phase: str) -> str:
     return text.replace(f'"{SEQ_MARK}"', wrk.SEQ).replace(SEQ_MARK, wrk.SEQ)
 
 
-def _figures(run: wrk.WrkResult) -> dict[str, Any]:
-    return {
-        "events_per_s": round(run.count(202) / run.seconds, 1),
-        "accepted": run.count(202),
-        "refused": run.refused(202),
-        "p50_ms": run.p50_ms,
-        "p99_ms": run.p99_ms,
-    }
-
-
 async def ingest(b: Bench) -> None:
     b.enter("ingest")
     repo = b.ingest.repo + "-ingest"  # no webhooks: nothing to deliver
@@ -134,8 +118,8 @@ async def ingest(b: Bench) -> None:
     live = await wrk.run(url, _template("ingest-live"), headers, seconds=b.plan.ingest)
     b.mark("ingest", start, time.time())
     result["driver"] = "wrk"
-    result["single"] = _figures(alone) | {"relays": "paused"}
-    result["single_live"] = _figures(live)
+    result["single"] = alone.figures(202, "events_per_s") | {"relays": "paused"}
+    result["single_live"] = live.figures(202, "events_per_s")
     async with Poster(b.cluster.api_url, token, b.ingest.org, repo) as batched:
         start = time.time()
         took = await batched.run("ingest-batch", BATCH_CLIENTS, b.plan.paced_warmup, b.plan.ingest)

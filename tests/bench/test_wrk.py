@@ -45,6 +45,9 @@ def test_result_line_is_parsed_and_refusals_counted() -> None:
     assert result.count(202) == 20000
     assert result.p50_ms == 14.5 and result.p99_ms == 35.0
     assert result.refused(202) == {"429": 3, "read": 2}
+    figures = result.figures(202, "events_per_s")
+    assert figures["events_per_s"] == round(20000 / 10.02, 1)
+    assert figures["accepted"] == 20000 and figures["refused"] == {"429": 3, "read": 2}
 
 
 def test_no_result_line_is_an_error() -> None:

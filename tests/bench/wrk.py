@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -78,6 +79,18 @@ class WrkResult:
     def count(self, status: int) -> int:
         return self.statuses.get(status, 0)
 
+    def figures(self, accepted: int, rate_key: str) -> dict[str, Any]:
+        """The run as a phase records it: `accepted` answers per second (under
+        `rate_key`), how many, the rest by kind, and the latency percentiles."""
+        return {
+            rate_key: round(self.count(accepted) / self.seconds, 1),
+            "window_s": round(self.seconds, 1),
+            "accepted": self.count(accepted),
+            "refused": self.refused(accepted),
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+        }
+
     def refused(self, accepted: int) -> dict[str, int]:
         """Answers other than `accepted`, and socket errors, by kind."""
         out = {str(s): n for s, n in self.statuses.items() if s != accepted}
@@ -130,6 +143,8 @@ async def run(
 ) -> WrkResult:
     """`connections` clients posting back to back to `url` for `seconds` (whole seconds,
     at least 1), from `THREADS` threads."""
+    if not available():
+        raise RuntimeError("wrk is not installed (`make bench` installs Debian's package)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "load.lua"
         path.write_text(script(body_template, headers))
