@@ -14,12 +14,15 @@ RSS_FLOOR_MB = 300
 IDLE_CPU_FLOOR = 3.0  # % of one core, every Hookline process with PostgreSQL and Kafka
 # Sampled processes that are the bench's own, not Hookline's.
 BENCH_OWN = ("bench-receiver", "bench-driver", "bench-ceiling")
+# Sampled names that are the machine's totals, not processes: busy time, and the time the
+# hypervisor took from this virtual machine's vCPUs (time steal; in % of one core too).
+HOST_TOTALS = ("host", "steal")
 
 
 def hookline_cpu(shares: dict[str, float]) -> float:
     """The CPU share (% of one core) of Hookline's processes, PostgreSQL and Kafka: every
     sampled name but the bench's own and the host total."""
-    return round(sum(v for k, v in shares.items() if k not in (*BENCH_OWN, "host")), 1)
+    return round(sum(v for k, v in shares.items() if k not in (*BENCH_OWN, *HOST_TOTALS)), 1)
 
 
 @dataclass(frozen=True)
@@ -177,18 +180,19 @@ def table(rows: list[Row]) -> str:
 
 
 def cpu_table(by_phase: dict[str, dict[str, float]]) -> str:
-    """CPU use per phase, % of one core (host = whole machine, other = not ours)."""
-    names = sorted({n for shares in by_phase.values() for n in shares if n != "host"})
+    """CPU use per phase, % of one core (host = whole machine, other = not ours, steal =
+    taken from this virtual machine by its hypervisor: the 2 cores were fewer)."""
+    names = sorted({n for shares in by_phase.values() for n in shares if n not in HOST_TOTALS})
     short = {n: n.removeprefix("bench-") for n in names}
     header = f"{'cpu % of a core':<16}" + "".join(f"{short[n]:>10}" for n in names)
-    lines = [header + f"{'host':>8}{'other':>8}"]
+    lines = [header + f"{'host':>8}{'other':>8}{'steal':>8}"]
     for phase, shares in by_phase.items():
         ours = sum(shares.get(n, 0.0) for n in names)
         host = shares.get("host", 0.0)
         lines.append(
             f"{phase:<16}"
             + "".join(f"{shares.get(n, 0.0):>10.0f}" for n in names)
-            + f"{host:>8.0f}{max(host - ours, 0.0):>8.0f}"
+            + f"{host:>8.0f}{max(host - ours, 0.0):>8.0f}{shares.get('steal', 0.0):>8.0f}"
         )
     return "\n".join(lines)
 

@@ -2,7 +2,8 @@
 
 The services' RSS is a floor of the issue; CPU time (services, PostgreSQL, Kafka, the
 receiver and the whole host) says where a 2-core machine's time went in each phase, and
-how much of it other work on the machine took.
+how much of it other work on the machine took, and how much the hypervisor took from this
+virtual machine (steal).
 """
 
 from __future__ import annotations
@@ -52,12 +53,23 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _host_times() -> list[int]:
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
 def host_busy_seconds() -> float:
     """CPU seconds spent not idle by the whole machine (all cores) since boot."""
-    with open("/proc/stat") as f:
-        parts = [int(x) for x in f.readline().split()[1:]]
+    parts = _host_times()
     idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
     return (sum(parts[:8]) - idle) / TICK
+
+
+def host_steal_seconds() -> float:
+    """CPU seconds the hypervisor gave other guests while this machine's vCPUs wanted to
+    run (all cores) since boot: a window with steal was measured on less than 2 cores."""
+    parts = _host_times()
+    return parts[7] / TICK if len(parts) > 7 else 0.0
 
 
 def pid_from_file(path: Path) -> int | None:
@@ -92,6 +104,7 @@ class Sampler:
             total = sum(c for p in [pid, *children(pid)] if (c := cpu_seconds(p)) is not None)
             self._cpu(name, now, total)
         self._cpu("host", now, host_busy_seconds())
+        self._cpu("steal", now, host_steal_seconds())
 
     def _cpu(self, name: str, now: float, seconds: float | None) -> None:
         if seconds is not None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.bench import brokerloss, report
+from tests.bench import brokerloss, report, sampling
 from tests.bench.observe import ReceiverLog
 
 
@@ -113,8 +113,37 @@ def test_hookline_cpu_leaves_out_the_bench_and_the_host() -> None:
         "bench-driver": 9.0,
         "bench-receiver": 3.0,
         "host": 120.0,
+        "steal": 30.0,
     }
     assert report.hookline_cpu(shares) == 8.0
+
+
+def test_cpu_table_shows_steal_apart_from_the_processes() -> None:
+    table = report.cpu_table(
+        {"inbound-edge": {"bench-inbound-1": 90.0, "postgres": 40.0, "host": 150.0, "steal": 36.0}}
+    )
+    header, row = table.splitlines()
+    assert header.split() == [
+        "cpu",
+        "%",
+        "of",
+        "a",
+        "core",
+        "inbound-1",
+        "postgres",
+        "host",
+        "other",
+        "steal",
+    ]
+    # other = host - ours (130): steal is not one of the processes
+    assert row.split() == ["inbound-edge", "90", "40", "150", "20", "36"]
+
+
+def test_sampler_records_the_hosts_steal(tmp_path: Path) -> None:
+    sampler = sampling.Sampler(t0=0.0)
+    sampler.sample({}, {})
+    assert [name for name in sampler.cpu] == ["host", "steal"]
+    assert sampler.cpu["steal"][0][1] >= 0.0
 
 
 def test_series_and_plot(tmp_path: Path) -> None:
