@@ -34,3 +34,29 @@ class SecretBox:
 
     def __repr__(self) -> str:  # never show key material
         return "SecretBox(<hidden>)"
+
+
+class OpenedSecrets:
+    """Each sealed secret opened once: for the processes that open the same few on every
+    message or call (the sender signing, the inbound edge verifying), where Fernet's
+    HMAC and AES showed in the profiles. A rotation seals a new secret, which is a new
+    entry here; the whole cache is emptied when it reaches `size` entries."""
+
+    def __init__(self, box: SecretBox, size: int = 50_000) -> None:
+        self._box = box
+        self._size = size
+        self._opened: dict[bytes, str] = {}
+
+    def open(self, sealed: bytes) -> str:
+        """`SecretBox.open`, remembered (ValueError if `sealed` cannot be opened)."""
+        sealed = bytes(sealed)
+        secret = self._opened.get(sealed)
+        if secret is None:
+            secret = self._box.open(sealed)
+            if len(self._opened) >= self._size:
+                self._opened.clear()
+            self._opened[sealed] = secret
+        return secret
+
+    def __repr__(self) -> str:  # never show what it holds
+        return f"OpenedSecrets(<{len(self._opened)} hidden>)"

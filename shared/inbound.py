@@ -17,7 +17,7 @@ from shared.core.events import format_timestamp
 from shared.core.inbound import DEFAULT_EVENT, ID_RANDOM_BYTES, is_inbound_id, new_inbound_id
 from shared.core.inbound import validate_inbound_fields as validate_fields
 from shared.core.signing import generate_secret
-from shared.crypto import SecretBox
+from shared.crypto import OpenedSecrets, SecretBox
 from shared.db import from_columns
 from shared.webhooks import ScopeLimit
 
@@ -105,7 +105,7 @@ def _hook(row: asyncpg.Record) -> InboundWebhook:
     return from_columns(InboundWebhook, row)
 
 
-def call_target(row: asyncpg.Record, box: SecretBox) -> CallTarget:
+def call_target(row: asyncpg.Record, box: SecretBox | OpenedSecrets) -> CallTarget:
     """The hook a call names, its secret opened, from a row of its columns."""
     return from_columns(CallTarget, row, secret=box.open(row["secret_enc"]))
 

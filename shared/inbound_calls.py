@@ -2,8 +2,9 @@
 counts them against the shared rate limits, and the log that records each call with, when
 it was accepted, its event's outbox row in the same statement.
 
-Both batch concurrent calls (shared/batching.py): one round trip, and one commit, serves
-every call that arrived while the previous one was out. An answer is sent only after its
+Both batch concurrent calls (shared/batching.py), each batch on a connection its worker
+holds: one round trip, and one commit, serves every call that arrived while the previous
+one was out. An answer is sent only after its
 batch committed, so a 202 is as durable as with one transaction per call.
 """
 
@@ -20,11 +21,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from shared.batching import Batcher
+from shared.batching import SessionBatcher
 from shared.core.errors import Unstorable
 from shared.core.inbound import inbound_payload, is_inbound_id
 from shared.core.messages import EventMessage, make_event
-from shared.crypto import SecretBox
+from shared.crypto import OpenedSecrets, SecretBox
 from shared.db import translated
 from shared.inbound import CallTarget, call_target
 from shared.kafka import EVENTS
@@ -32,9 +33,15 @@ from shared.outbox import OutboxWaker
 from shared.ratelimit import Refusal, counted
 
 IDEMPOTENCY_HOURS = 24
-# Batches out at once per stage: while one waits for its round trip (and the log's for its
-# commit), the next is already on its way.
-IN_FLIGHT = 4
+# Batches out at once per stage. The gate's batches all update the same rate-limit rows
+# (the hook's and its org's), so a second one would only wait for the first's row locks:
+# one at a time, each as large as the calls that came meanwhile. The log's wait for their
+# commit's WAL flush, so a second is on its way meanwhile. Fewer batches out, larger each,
+# cost the edge less CPU per call. Measured with 32 clients on one edge, relays paused, in
+# 8 s windows without steal: a gate of 1 gave 2,436-3,049 calls/s (268-339 us of the
+# edge's CPU per call) with a log of 2 or 4; 4 and 4 gave 1,845-2,452 (341-444 us).
+GATE_IN_FLIGHT = 1
+LOG_IN_FLIGHT = 2
 _HOOK_KEY = "'inbound:hook:' || h.id"
 _ORG_KEY = "'inbound:org:' || h.org"
 
@@ -110,12 +117,12 @@ class CallGate:
 
     def __init__(self, pool: asyncpg.Pool, box: SecretBox, *, per_hook: int, per_org: int) -> None:
         self._pool = pool
-        self._box = box
+        self._secrets = OpenedSecrets(box)
         self.per_hook = per_hook  # defaults; an org's own limits (org_limits) win
         self.per_org = per_org
-        self._batcher: Batcher[str, tuple[CallTarget | None, Refusal | None]] = Batcher(
-            self._admit_many, in_flight=IN_FLIGHT
-        )
+        self._batcher: SessionBatcher[
+            asyncpg.Connection, str, tuple[CallTarget | None, Refusal | None]
+        ] = SessionBatcher(pool.acquire, self._admit_many, in_flight=GATE_IN_FLIGHT)
 
     async def admit(self, hook_id: str) -> tuple[CallTarget | None, Refusal | None]:
         if not is_inbound_id(hook_id):
@@ -123,16 +130,16 @@ class CallGate:
         return await self._batcher.submit(hook_id)
 
     async def _admit_many(
-        self, ids: Sequence[str]
+        self, conn: asyncpg.Connection, ids: Sequence[str]
     ) -> list[tuple[CallTarget | None, Refusal | None]]:
         calls = Counter(ids)
-        rows = await self._pool.fetch(
+        rows = await conn.fetch(
             _ADMIT, list(calls), list(calls.values()), self.per_hook, self.per_org
         )
         hooks: dict[str, tuple[CallTarget, asyncpg.Record]] = {}
         org_allowed: Counter[str] = Counter()
         for row in rows:
-            hooks[row["id"]] = (call_target(row, self._box), row)
+            hooks[row["id"]] = (call_target(row, self._secrets), row)
             if row["hook_count"] is not None:
                 prev = row["hook_count"] - row["n"]
                 org_allowed[row["org"]] += max(0, min(row["n"], row["per_hook"] - prev))
@@ -165,13 +172,21 @@ _INVOCATION = (
     "INSERT INTO inbound_invocations (id, inbound_webhook_id, org, received_at, source_ip,"
     " headers, body, result, status, event_id, error, test)"
 )
-# A batch of invocations, and the outbox rows of the accepted ones: one statement.
+# A batch of invocations, and the outbox rows of the accepted ones: one statement, its rows
+# one JSON document ($1), which costs the edge less than one array per column (each element
+# encoded by the driver): measured, about half the client CPU per row.
+_RECORD_ROW = (
+    "id uuid, hook text, org text, received_at timestamptz, source_ip text, headers jsonb,"
+    " body text, result text, status int4, event_id text, error text, test bool,"
+    " event_key text, event text"
+)
 _RECORD = (
-    f"WITH inv AS ({_INVOCATION} SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[],"
-    " $4::timestamptz[], $5::text[], $6::jsonb[], $7::text[], $8::text[], $9::int4[],"
-    " $10::text[], $11::text[], $12::bool[]))"
+    f"WITH b AS (SELECT * FROM json_to_recordset($1::json) AS b({_RECORD_ROW})),"
+    f" inv AS ({_INVOCATION} SELECT id, hook, org, received_at, source_ip, headers, body,"
+    " result, status, event_id, error, test FROM b)"
     " INSERT INTO outbox (topic, key, value)"
-    " SELECT $13, o.k, o.v FROM unnest($14::bytea[], $15::bytea[]) AS o(k, v)"
+    " SELECT $2, convert_to(b.event_key, 'UTF8'), convert_to(b.event, 'UTF8') FROM b"
+    " WHERE b.event IS NOT NULL"
 )
 # With an idempotency key the key claims the event first; when it is already held (within
 # 24 h) the statement writes nothing and the caller logs a duplicate.
@@ -206,6 +221,27 @@ class _Record:
     error: str | None = None
 
 
+def _record_row(r: _Record) -> dict[str, Any]:
+    """One row of `_RECORD`'s document (orjson writes the UUID and the datetime)."""
+    event = r.event
+    return {
+        "id": r.call.id,
+        "hook": r.hook.id,
+        "org": r.hook.org,
+        "received_at": r.call.received_at,
+        "source_ip": r.call.source_ip,
+        "headers": r.call.headers,
+        "body": r.call.body,
+        "result": r.result,
+        "status": r.status,
+        "event_id": event.id if event is not None else None,
+        "error": r.error,
+        "test": r.call.test,
+        "event_key": event.key.decode() if event is not None else None,
+        "event": orjson.dumps(event.to_dict()).decode() if event is not None else None,
+    }
+
+
 class InvocationLog:
     """Appends invocations; an accepted one together with its event, atomically (and then
     wakes the relays)."""
@@ -214,38 +250,17 @@ class InvocationLog:
         self._pool = pool
         self._waker = waker
         # A value the database refuses fails only the call that holds it.
-        self._batcher: Batcher[_Record, None] = Batcher(
-            self._record_many, in_flight=IN_FLIGHT, split_on=(Unstorable,)
+        self._batcher: SessionBatcher[asyncpg.Connection, _Record, None] = SessionBatcher(
+            pool.acquire, self._record_many, in_flight=LOG_IN_FLIGHT, split_on=(Unstorable,)
         )
 
     @translated
-    async def _record_many(self, records: Sequence[_Record]) -> list[None]:
-        columns: list[list[Any]] = [[] for _ in range(12)]
-        keys: list[bytes] = []
-        values: list[bytes] = []
-        for r in records:
-            event_id = r.event.id if r.event is not None else None
-            row = (
-                uuid.UUID(r.call.id),
-                r.hook.id,
-                r.hook.org,
-                r.call.received_at,
-                r.call.source_ip,
-                r.call.headers,
-                r.call.body,
-                r.result,
-                r.status,
-                event_id,
-                r.error,
-                r.call.test,
-            )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-            if r.event is not None:
-                keys.append(r.event.key)
-                values.append(orjson.dumps(r.event.to_dict()))
-        await self._pool.execute(_RECORD, *columns, EVENTS, keys, values)
-        if values and self._waker is not None:
+    async def _record_many(
+        self, conn: asyncpg.Connection, records: Sequence[_Record]
+    ) -> list[None]:
+        rows = [_record_row(r) for r in records]
+        await conn.execute(_RECORD, rows, EVENTS)
+        if self._waker is not None and any(r.event is not None for r in records):
             self._waker.poke()
         return [None] * len(records)
 

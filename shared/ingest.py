@@ -14,7 +14,7 @@ from datetime import datetime
 import asyncpg
 import orjson
 
-from shared.batching import Batcher
+from shared.batching import SessionBatcher
 from shared.core.errors import Unstorable
 from shared.core.messages import EventMessage
 from shared.db import db_errors
@@ -75,8 +75,10 @@ class EventWriter:
     def __init__(self, pool: asyncpg.Pool, *, in_flight: int = 4) -> None:
         self._pool = pool
         # A value the database refuses fails only the request that holds it.
-        self._batcher: Batcher[tuple[EventMessage, datetime], str | None] = Batcher(
-            self._write, max_batch=256, in_flight=in_flight, split_on=(Unstorable,)
+        self._batcher: SessionBatcher[
+            asyncpg.Connection, tuple[EventMessage, datetime], str | None
+        ] = SessionBatcher(
+            pool.acquire, self._write, max_batch=256, in_flight=in_flight, split_on=(Unstorable,)
         )
 
     async def write(self, event: EventMessage, now: datetime) -> str | None:
@@ -85,14 +87,15 @@ class EventWriter:
         Raises Unstorable if the database refuses one of its values."""
         return await self._batcher.submit((event, now))
 
-    async def _write(self, items: Sequence[tuple[EventMessage, datetime]]) -> list[str | None]:
+    async def _write(
+        self, conn: asyncpg.Connection, items: Sequence[tuple[EventMessage, datetime]]
+    ) -> list[str | None]:
         first: dict[Key, tuple[EventMessage, datetime]] = {}
         for event, now in items:
             first.setdefault((event.org, event.id), (event, now))
         events, received = zip(*first.values(), strict=True)
         with db_errors():
-            async with self._pool.acquire() as conn:
-                claimed, seen = await write_events(conn, events, received)
+            claimed, seen = await write_events(conn, events, received)
         out: list[str | None] = []
         for event, _ in items:
             key = (event.org, event.id)

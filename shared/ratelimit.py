@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared import metrics
-from shared.batching import Batcher
+from shared.batching import SessionBatcher
 
 WINDOW_S = 60
 _CAP = 1_000_000_000  # counts stop growing here
@@ -64,7 +64,9 @@ class SharedRateLimiter:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._batcher: Batcher[tuple[str, int], Refusal | None] = Batcher(self._take_many)
+        self._batcher: SessionBatcher[asyncpg.Connection, tuple[str, int], Refusal | None] = (
+            SessionBatcher(pool.acquire, self._take_many)
+        )
 
     async def take(self, key: str, limit: int) -> Refusal | None:
         """Counts one call against `key`: None if within `limit` a minute, else when to
@@ -82,9 +84,11 @@ class SharedRateLimiter:
                 metrics.rate_limited(refusal.key)
         return refusals
 
-    async def _take_many(self, calls: Sequence[tuple[str, int]]) -> list[Refusal | None]:
+    async def _take_many(
+        self, conn: asyncpg.Connection, calls: Sequence[tuple[str, int]]
+    ) -> list[Refusal | None]:
         per_key = Counter(key for key, _ in calls)
-        rows = await self._pool.fetch(_TAKE, list(per_key), list(per_key.values()))
+        rows = await conn.fetch(_TAKE, list(per_key), list(per_key.values()))
         after = {r["key"]: (r["count"], r["wait"]) for r in rows}
         seen: Counter[str] = Counter()
         out: list[Refusal | None] = []

@@ -31,7 +31,7 @@ from shared.core.events import parse_timestamp
 from shared.core.messages import DeliveryMessage, WebhookRecord
 from shared.core.retry import RetryPolicy
 from shared.core.webhooks import MASK
-from shared.crypto import SecretBox
+from shared.crypto import OpenedSecrets, SecretBox
 from shared.log.numbering import AttemptNumbers
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
@@ -116,8 +116,7 @@ class Deliverer:
         self._client = client
         self._numbers = numbers
         self._follow_ups = follow_ups
-        self._box = SecretBox(settings.secret_key)
-        self._secrets: dict[str, str] = {}
+        self._secrets = OpenedSecrets(SecretBox(settings.secret_key))
         self._user_agent = USER_AGENT.format(version=_version())
         self.in_flight = 0  # requests being made now (read by the metrics at scrape time)
 
@@ -230,16 +229,10 @@ class Deliverer:
         return msg if number == msg.attempt else dataclasses.replace(msg, attempt=number)
 
     def _secret(self, sealed: str) -> str:
-        secret = self._secrets.get(sealed)
-        if secret is None:
-            try:
-                secret = self._box.open(sealed.encode())
-            except ValueError as exc:
-                raise Undeliverable(str(exc)) from None
-            if len(self._secrets) > 50_000:
-                self._secrets.clear()
-            self._secrets[sealed] = secret
-        return secret
+        try:
+            return self._secrets.open(sealed.encode())
+        except ValueError as exc:
+            raise Undeliverable(str(exc)) from None
 
     def _signing_secrets(self, record: WebhookRecord, now: datetime) -> list[str]:
         secrets = [self._secret(record.secret_enc)]
