@@ -86,6 +86,8 @@ FIGURES: tuple[tuple[str, str, str, str], ...] = (
     ("fairness: worst webhook p50", "fairness.max_p50_ms", "ms", ""),
     ("fairness: worst / median webhook p50", "fairness.ratio", "x", "<= 3"),
     ("inbound: accepted calls/s (32 clients)", "inbound.accepted_calls_per_s", "/s", ">= 2000"),
+    ("inbound: steal in that window", "inbound.edge.steal_percent", "% core", ""),
+    ("inbound: edge CPU per accepted call", "inbound.edge_cpu_us_per_call", "us", ""),
     ("inbound: call->delivery p50", "inbound.paced.p50_ms", "ms", ""),
     ("inbound: call->delivery p99", "inbound.paced.p99_ms", "ms", ""),
 )

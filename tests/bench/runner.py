@@ -328,6 +328,19 @@ async def run(
     return finish(b, args, plan, sampler, stamp, profile_stem, tool)
 
 
+def inbound_edge_cpu(b: Bench, sampler: Sampler) -> None:
+    """The edge's CPU per accepted call over its windows: what a call costs the one inbound
+    process, which the hypervisor's steal does not change as it changes calls/s."""
+    window = next(((s, e) for label, s, e in b.spans if label == "inbound-edge"), None)
+    inbound = b.results.get("inbound") or {}
+    accepted = sum(w["accepted"] for w in inbound.get("edge_windows", []))
+    share = sampler.cpu_share(*window).get("bench-inbound-1") if window else None
+    if window and accepted and share is not None:
+        busy_s = share / 100 * (window[1] - window[0])
+        inbound["edge_cpu_percent"] = share
+        inbound["edge_cpu_us_per_call"] = round(busy_s / accepted * 1e6)
+
+
 def finish(
     b: Bench,
     args: argparse.Namespace,
@@ -345,6 +358,7 @@ def finish(
             b.results[phase]["cpu_percent"] = used
             # core-seconds per 1,000 deliveries: (cores busy) / (deliveries per second) * 1000
             b.results[phase]["core_s_per_1000"] = round(used / 100 / rate * 1000, 3)
+    inbound_edge_cpu(b, sampler)
     if "idle" in b.results:
         shares = next((sampler.cpu_share(s, e) for label, s, e in b.spans if label == "idle"), {})
         b.results["idle"]["cpu_percent_by_process"] = shares

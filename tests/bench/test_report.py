@@ -100,6 +100,8 @@ def test_issue_14_figures_against_their_targets() -> None:
         "isolation: fast p99 with dead hook": "-",
         "fairness: median webhook p50": "-",
         "fairness: worst webhook p50": "-",
+        "inbound: steal in that window": "-",
+        "inbound: edge CPU per accepted call": "-",
         "inbound: call->delivery p50": "-",
         "inbound: call->delivery p99": "-",
     }
@@ -294,3 +296,24 @@ async def test_brokerloss_counts_late_deliveries_apart_from_missing_ones(
         "brokerloss steady",
         "brokerloss two-brokers",
     ]
+
+
+def test_the_edges_cpu_per_call_comes_from_its_window_and_its_windows_calls() -> None:
+    from tests.bench.runner import inbound_edge_cpu
+
+    sampler = sampling.Sampler(t0=0.0)
+    # bench-inbound-1 used 0.9 core-s a second from 10 s to 25 s: 13.5 core-s in all
+    sampler.cpu["bench-inbound-1"] = [(float(t), 0.9 * t) for t in range(0, 31)]
+    results = {
+        "inbound": {
+            "edge_windows": [{"accepted": 10_000}, {"accepted": 12_000}, {"accepted": 5_000}]
+        }
+    }
+    bench = SimpleNamespace(
+        spans=[("inbound", 5.0, 40.0), ("inbound-edge", 10.0, 25.0)], results=results
+    )
+    inbound_edge_cpu(bench, sampler)  # type: ignore[arg-type]
+    assert results["inbound"]["edge_cpu_percent"] == 90.0
+    assert results["inbound"]["edge_cpu_us_per_call"] == 500  # 13.5 s / 27,000 calls
+    rows = {r.figure: r for r in report.floors(results, {})}
+    assert rows["inbound: edge CPU per accepted call"].value == 500
