@@ -174,7 +174,8 @@ _INVOCATION = (
 )
 # A batch of invocations, and the outbox rows of the accepted ones: one statement, its rows
 # one JSON document ($1), which costs the edge less than one array per column (each element
-# encoded by the driver): measured, about half the client CPU per row.
+# encoded by the driver): measured, about half the client CPU per row. An event is the
+# text of orjson's bytes of its message, as `shared.ingest` writes it (and why).
 _RECORD_ROW = (
     "id uuid, hook text, org text, received_at timestamptz, source_ip text, headers jsonb,"
     " body text, result text, status int4, event_id text, error text, test bool,"

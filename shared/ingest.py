@@ -23,14 +23,20 @@ from shared.kafka import EVENTS
 # One statement, so one round trip and one implicit transaction (no BEGIN and COMMIT of
 # their own): claims each event's id in `events` (a repeated id inserts nothing: the
 # caller answers 200 or 409) and writes the new ones to the outbox, in the order given.
+# The events come as one JSON document ($1), each with its message as a string of the
+# bytes orjson made of it (an array per column cost the driver an encoding per element,
+# and an isinstance check on each). Not as a nested object: PostgreSQL unescapes every
+# string of the document while reading it, and a message may hold a NUL (`\u0000`), which
+# no text value can.
 _WRITE = (
-    "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-    " $5::timestamptz[], $6::bytea[], $7::bytea[]) WITH ORDINALITY"
+    "WITH v AS (SELECT * FROM ROWS FROM (json_to_recordset($1::json) AS (id text, org text,"
+    " repo text, type text, created_at timestamptz, k text, value text)) WITH ORDINALITY"
     " AS v(id, org, repo, type, created_at, k, value, n)),"
     " claimed AS (INSERT INTO events (id, org, repo, type, created_at)"
     " SELECT id, org, repo, type, created_at FROM v"
     " ON CONFLICT (org, id) DO NOTHING RETURNING org, id),"
-    " queued AS (INSERT INTO outbox (topic, key, value) SELECT $8, v.k, v.value"
+    " queued AS (INSERT INTO outbox (topic, key, value)"
+    " SELECT $2, convert_to(v.k, 'UTF8'), convert_to(v.value, 'UTF8')"
     " FROM v JOIN claimed c ON c.org = v.org AND c.id = v.id ORDER BY v.n)"
     " SELECT org, id FROM claimed"
 )
@@ -49,17 +55,19 @@ async def write_events(
     """Claims the ids of `events` (distinct keys; each received at its `received` time)
     and writes the new ones to the outbox, committed as one statement; returns the keys
     claimed, and for the others the repo whose event holds the id."""
-    rows = await conn.fetch(
-        _WRITE,
-        [e.id for e in events],
-        [e.org for e in events],
-        [e.repo for e in events],
-        [e.type for e in events],
-        list(received),
-        [e.key for e in events],
-        [orjson.dumps(e.to_dict()) for e in events],
-        EVENTS,
-    )
+    document = [
+        {
+            "id": e.id,
+            "org": e.org,
+            "repo": e.repo,
+            "type": e.type,
+            "created_at": at,
+            "k": e.key.decode(),
+            "value": orjson.dumps(e.to_dict()).decode(),
+        }
+        for e, at in zip(events, received, strict=True)
+    ]
+    rows = await conn.fetch(_WRITE, document, EVENTS)
     claimed = {(r["org"], r["id"]) for r in rows}
     old = [e for e in events if (e.org, e.id) not in claimed]
     seen: dict[Key, str] = {}

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
-from shared.core.messages import decode_event
+from shared.core.messages import decode_event, make_event
+from shared.ingest import write_events
 from shared.kafka import EVENTS
 from tests.integration.api_support import (
     admin,
@@ -181,3 +184,31 @@ async def test_a_value_the_database_refuses_fails_only_its_own_request(
     finally:
         await pool.execute(f"DROP TRIGGER refuse_{org.replace('-', '_')} ON events")
         await pool.execute(f"DROP FUNCTION refuse_{org.replace('-', '_')}()")
+
+
+async def test_the_outbox_holds_each_events_message_byte_for_byte_in_order(
+    pool: asyncpg.Pool, org: str
+) -> None:
+    """write_events sends its events as one JSON document; the outbox must still get
+    exactly orjson's encoding of each message (escapes, non-ASCII, NUL, number forms)."""
+    repo = new_repo()
+    payloads = [
+        {"text": 'café ☕ "quoted" \\ back\nline', "nul": "a\x00b", "n": 1.5, "big": 2**63},
+        {"emoji": "𝄞", "nested": {"list": [1, 2.0, None, True], "empty": {}}, "e": 1e-7},
+        {"plain": "x" * 300},
+    ]
+    events = [
+        make_event(org=org, repo=repo, event="push", payload=p, event_id=f"{org}-exact-{n}")
+        for n, p in enumerate(payloads)
+    ]
+    received = [datetime.now(UTC)] * len(events)
+    async with pool.acquire() as conn:
+        claimed, seen = await write_events(conn, events, received)
+    assert claimed == {(org, e.id) for e in events} and seen == {}
+    rows = await pool.fetch(
+        "SELECT key, value FROM outbox WHERE topic = $1 AND key = $2 ORDER BY id",
+        EVENTS,
+        f"{org}/{repo}".encode(),
+    )
+    assert [bytes(r["value"]) for r in rows] == [orjson.dumps(e.to_dict()) for e in events]
+    assert {bytes(r["key"]) for r in rows} == {events[0].key}

@@ -165,6 +165,24 @@ async def test_secret_header_call_becomes_an_event(
     assert got["last_triggered_at"] == inv["received_at"]
 
 
+async def test_an_accepted_calls_event_keeps_every_character_of_its_data(
+    api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
+) -> None:
+    """The log's batch travels as one JSON document; the event in the outbox must still be
+    orjson's bytes of the message, a NUL, quotes and non-ASCII text included."""
+    repo = new_repo()
+    hook = await make_inbound(api, owner, org, repo)
+    data = {"message": 'café "ok" \\ ☕', "data": {"nul": "a\x00b", "clef": "𝄞", "n": 2.5}}
+    resp = await edge.post(path_of(hook), json=data, headers={"X-Webhook-Secret": hook["secret"]})
+    assert resp.status == 202, await resp.text()
+    [raw] = await pool.fetch(
+        "SELECT value FROM outbox WHERE topic = $1 AND key = $2", EVENTS, f"{org}/{repo}".encode()
+    )
+    event = orjson.loads(raw["value"])
+    assert event["payload"]["data"] == data and event["payload"]["message"] == data["message"]
+    assert orjson.dumps(event) == bytes(raw["value"])
+
+
 async def test_a_wrong_or_missing_secret_is_401_logged_and_emits_nothing(
     api: TestClient, edge: TestClient, pool: asyncpg.Pool, org: str, owner: dict[str, str]
 ) -> None:

@@ -29,6 +29,32 @@ def test_integers_beyond_64_bits_are_refused_not_rounded(number: str) -> None:
         parse_json(b'{"n": ' + number.encode() + b"}")
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"18446744073709551616",
+        b" -9223372036854775809",
+        b"[1,18446744073709551616]",
+        b'{"a":[0,\n\t-9223372036854775809]}',
+        b'{"s":"x","n":\r\n123456789012345678901234}',
+    ],
+)
+def test_a_big_integer_is_found_wherever_json_allows_a_number(raw: bytes) -> None:
+    with pytest.raises(ValidationError, match="64 bits"):
+        parse_json(raw)
+
+
+def test_long_digit_runs_inside_strings_skip_the_exact_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def slow(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the exact parse ran")
+
+    monkeypatch.setattr("shared.core.jsonbody.json.loads", slow)
+    raw = b'{"before":"' + b"0" * 40 + b'","after":"9' + b"1" * 39 + b'","n":12}'
+    assert parse_json(raw)["before"] == "0" * 40
+
+
 @given(st.integers(min_value=-(2**63), max_value=2**64 - 1))
 def test_64_bit_integers_stay_exact(n: int) -> None:
     assert parse_json(orjson.dumps({"n": n, "s": str(n) * 3})) == {"n": n, "s": str(n) * 3}
