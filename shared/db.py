@@ -84,13 +84,22 @@ def from_columns(cls: type[D], row: Mapping[str, Any], **computed: Any) -> D:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    for typ in ("json", "jsonb"):
-        await conn.set_type_codec(
-            typ,
-            encoder=lambda v: orjson.dumps(v).decode(),
-            decoder=orjson.loads,
-            schema="pg_catalog",
-        )
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    # `json`'s binary form is its UTF-8 text: orjson's bytes go as they are, with no
+    # decoding to str and encoding back (the batches of ingest and of the inbound log are
+    # one `json` document each, 0.3 MB for 500 events).
+    await conn.set_type_codec(
+        "json",
+        encoder=orjson.dumps,
+        decoder=orjson.loads,
+        schema="pg_catalog",
+        format="binary",
+    )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

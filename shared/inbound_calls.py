@@ -23,6 +23,7 @@ import orjson
 
 from shared.batching import SessionBatcher
 from shared.core.errors import Unstorable
+from shared.core.ids import random_uuid
 from shared.core.inbound import inbound_payload, is_inbound_id
 from shared.core.messages import EventMessage, make_event
 from shared.crypto import OpenedSecrets, SecretBox
@@ -75,7 +76,7 @@ def call_event(hook: CallTarget, call: Call, data: dict[str, Any]) -> EventMessa
         repo=hook.repo,
         event=hook.event,
         payload=payload,
-        event_id=str(uuid.uuid4()),
+        event_id=random_uuid(),
         created_at=call.received_at,
     )
 

@@ -8,7 +8,6 @@ the secret, then the body's shape. Every call to a known id is logged with its r
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -17,6 +16,7 @@ from aiohttp import web
 from shared import metrics
 from shared.config import Settings
 from shared.core.errors import HooklineError, NotFound, PayloadTooLarge, RateLimited
+from shared.core.ids import random_uuid
 from shared.core.inbound import (
     Disabled,
     idempotency_key,
@@ -67,7 +67,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 def _call(request: web.Request, settings: Settings) -> Call:
     return Call(
-        id=str(uuid.uuid4()),
+        id=random_uuid(),
         received_at=datetime.now(UTC),
         source_ip=_client_ip(
             request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies

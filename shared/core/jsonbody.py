@@ -8,7 +8,6 @@ are refused here with a 4xx naming the body.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -17,11 +16,32 @@ from .errors import BadRequest, ValidationError
 
 MAX_DEPTH = 128
 # Every integer of up to 19 digits fits in 64 bits (unsigned), but a negative one of 19.
-# A JSON number starts the document or follows `[`, `:`, `,` or whitespace; digits inside a
-# string mostly do not (a push creating a branch has `"before": "000...0"`, 40 zeros, which
-# sent every such body through the slow exact parse: a fifth of the API's CPU on batches).
-# A string that does look like one only costs that parse, never a wrong answer.
-_LONG_DIGITS = re.compile(rb"(?:^|[\[:,\s])(?:-\d{19}|\d{20})")
+# Runs of digits are found in C (every digit made a 9, then `bytes.find`): a regular
+# expression walking a 340 KB batch took 7-16 ms, the translation 0.4.
+_DIGITS_AS_NINES = bytes.maketrans(b"0123456789", b"9" * 10)
+_RUN_19 = b"9" * 19
+# A JSON number starts the document or follows one of these (`[`, `:`, `,`, whitespace).
+_BEFORE_NUMBER = frozenset(b"[:, \t\r\n")
+
+
+def _may_hold_a_big_integer(raw: bytes) -> bool:
+    """Whether `raw` has a run of 20 digits (19 after a minus) where JSON allows a number.
+    Digits inside a string mostly do not qualify: a push creating a branch has `"before":
+    "000...0"` (40 zeros), which sent every such body through the slow exact parse, a fifth
+    of the API's CPU on batches. A string that does qualify only costs that parse."""
+    digits = raw.translate(_DIGITS_AS_NINES)
+    at = digits.find(_RUN_19)
+    while at != -1:
+        ahead = digits[at : at + 20]
+        start = at - 1 if at and raw[at - 1] == 0x2D else at  # a minus before the run
+        if (ahead == _RUN_19 + b"9" or start < at) and (
+            start == 0 or raw[start - 1] in _BEFORE_NUMBER
+        ):
+            return True
+        at = digits.find(_RUN_19, at + 19)
+    return False
+
+
 _INT64 = (-(2**63), 2**64 - 1)
 _TOO_BIG = "a number in the body does not fit in 64 bits; send it as a string"
 
@@ -69,7 +89,7 @@ def parse_json(raw: bytes) -> Any:
     # and one without a run of 20 digits (19 after a minus) holds no integer beyond 64 bits.
     if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise ValidationError(f"the body nests deeper than {MAX_DEPTH} levels", field="body")
-    if _LONG_DIGITS.search(raw):
+    if _may_hold_a_big_integer(raw):
         try:
             json.loads(raw, parse_int=_check_int)
         except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)

@@ -10,7 +10,7 @@ import hashlib
 import math
 import re
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ import orjson
 
 from .errors import MessageError, ValidationError
 from .events import build_body, format_timestamp, parse_event_type, parse_produced_type
+from .ids import random_uuid
 from .matching import validate_filters
 
 VERSION = 1
@@ -152,7 +153,15 @@ class EventMessage:
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow: asdict() deep-copies the payload, which costs more than encoding it.
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {
+            "id": self.id,
+            "type": self.type,
+            "org": self.org,
+            "repo": self.repo,
+            "payload": self.payload,
+            "created_at": self.created_at,
+            "version": self.version,
+        }
 
 
 def make_event(
@@ -185,7 +194,7 @@ def make_event(
         raise ValidationError("id must not contain control characters", field="id")
     moment = created_at or datetime.now(UTC)
     return EventMessage(
-        id=event_id or str(uuid.uuid4()),
+        id=event_id or random_uuid(),
         type=full,
         org=org,
         repo=repo,

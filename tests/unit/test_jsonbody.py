@@ -85,3 +85,16 @@ def test_depth_counts_the_deepest_container_like_a_recursive_walk(value: object)
 
     assert _depth(value) == walk(value)
     assert _depth(value, limit=1) == min(walk(value), 2)  # stops one level past the limit
+
+
+@given(
+    st.integers(min_value=2**64, max_value=10**40) | st.integers(max_value=-(2**63) - 1),
+    st.sampled_from(["", " ", "\n", "\t ", "\r\n"]),
+    st.integers(min_value=0, max_value=3),
+)
+def test_any_integer_beyond_64_bits_is_refused_wherever_it_sits(
+    n: int, space: str, depth: int
+) -> None:
+    raw = "[" * depth + space + str(n) + space + "]" * depth
+    with pytest.raises(ValidationError, match="64 bits"):
+        parse_json(('{"s":"' + "0" * 40 + '","v":' + raw + "}").encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -288,3 +289,9 @@ def test_encoding_with_a_shared_body_is_the_plain_encoding(
         body=body,
     )
     assert msg.encode_with(orjson.dumps(body)) == msg.encode()
+
+
+def test_an_events_dict_has_every_field_and_decodes_back() -> None:
+    msg = make_event(org="acme", repo="widgets", event="push", payload={"ref": "main"})
+    assert list(msg.to_dict()) == [f.name for f in dataclasses.fields(msg)]
+    assert decode_event(orjson.dumps(msg.to_dict())) == msg
