@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -27,6 +28,23 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, on_signal)
 
 
+# The cyclic collector's first generation is collected after this many net allocations of
+# container objects (CPython's default is 700). A request body of 500 events parses into
+# some 20,000 dicts and lists, which at 700 ran dozens of collections, a few of them over
+# the whole heap, inside one `orjson.loads`: 11.4 ms instead of 2.8 without a collection.
+# With the start-up heap frozen and this threshold it took about 4.
+GC_THRESHOLD = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Moves what start-up made (modules, classes, settings) out of the collector's sight
+    (`gc.freeze`) and collects the young generation less often. Cycles are still collected;
+    a process's garbage waits a little longer for it."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def run(main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     """Reads settings (exiting with the bad variable's name), then runs `main` on uvloop
     until it returns; `main` watches the stop event and shuts down gracefully."""
@@ -35,6 +53,7 @@ def run(main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
     metrics.configure(enabled=settings.metrics)
+    tune_gc()
 
     async def entry() -> None:
         stop = asyncio.Event()
