@@ -81,7 +81,10 @@ def error_middleware_for(service: str) -> Callable[..., Awaitable[web.StreamResp
         except Exception as exc:
             if isinstance(exc, HooklineError) and exc.http_status != 500:
                 if exc.retryable and exc.http_status >= 500:
-                    outage.warn(exc.__cause__ or exc, request.path)
+                    if _caller_gone(request, exc):
+                        log.debug("caller went away", path=request.path)
+                    else:
+                        outage.warn(exc.__cause__ or exc, request.path)
                 return _answer(exc)
             log.exception(
                 "unhandled error", service=service, method=request.method, path=request.path
@@ -89,6 +92,15 @@ def error_middleware_for(service: str) -> Callable[..., Awaitable[web.StreamResp
             return error_response(500, "internal", "internal error")
 
     return error_middleware
+
+
+def _caller_gone(request: web.Request, exc: BaseException) -> bool:
+    """Whether `exc` is the caller's own connection going (reading its body fails with
+    ConnectionResetError once it hung up), not a dependency's: then it is no outage."""
+    transport = request.transport
+    return isinstance(exc.__cause__ or exc, ConnectionResetError) and (
+        transport is None or transport.is_closing()
+    )
 
 
 def _answer(exc: HooklineError) -> web.Response:

@@ -3,6 +3,8 @@ driver errors translated on the way, aiohttp's own errors, and one 500 for the r
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +12,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
 from shared.core.errors import LogClosed, NotFound, RateLimited, Unavailable
 from shared.web import error_middleware_for
@@ -73,3 +76,46 @@ async def test_everything_else_is_one_500(client: Client) -> None:
         )
     status, error, _ = await _error(client, "/missing/route")
     assert (status, error["code"]) == (404, "not_found")
+
+
+async def test_a_caller_hanging_up_mid_body_is_not_an_outage() -> None:
+    """A client that closes its connection while its body is read makes the read fail with
+    ConnectionResetError, an OSError, which the middleware would take for a dependency's
+    outage; it is the caller's own going, and nothing is logged as an outage."""
+    reading = asyncio.Event()
+    failed: list[BaseException] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        reading.set()
+        try:
+            await request.read()
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+        return web.Response(text="read")
+
+    app = web.Application(middlewares=[error_middleware_for("test")])
+    app.router.add_post("/in", handler)
+    # As the services serve (shared.web.serve_app): handlers are not cancelled when their
+    # caller goes, so the read itself fails (aiohttp's test server would cancel it).
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    await runner.setup()
+    site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with capture_logs() as logs:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
+            await writer.drain()
+            await reading.wait()
+            writer.close()
+            for _ in range(100):
+                if failed:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    assert failed and isinstance(failed[0], ConnectionResetError)
+    assert not [e for e in logs if e.get("event") == "dependency unavailable"], logs
