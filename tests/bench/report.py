@@ -173,6 +173,24 @@ def _short(value: float | None) -> str:
     return f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
 
 
+def late_arrivals(results: dict[str, Any], log: ReceiverLog) -> dict[str, int]:
+    """Deliveries a phase counted missing when its drain stopped waiting that the receiver
+    got later in the run (a message parked in a retry tier comes back after its wait):
+    per phase, how many; each phase's result gains `missing_at_end` and `late`."""
+    late: dict[str, int] = {}
+    for phase, result in results.items():
+        if not isinstance(result, dict) or not result.get("missing") or phase not in log.phases:
+            continue
+        expected = result.get("expected", result.get("accepted"))  # inbound: its calls
+        if expected is None:
+            continue
+        result["missing_at_end"] = max(0, expected - log.phase(phase).unique)
+        result["late"] = result["missing"] - result["missing_at_end"]
+        if result["late"]:
+            late[phase] = result["late"]
+    return late
+
+
 def table(rows: list[Row]) -> str:
     lines = [f"{'figure':<40} {'value':>12} {'unit':<6} {'floor':<10} verdict", "-" * 78]
     for r in rows:

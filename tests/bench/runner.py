@@ -368,6 +368,7 @@ def finish(
     # (a sender stopped later replays what it had not committed).
     b.log.poll()
     duplicates = {name: p.duplicates for name, p in sorted(b.log.phases.items()) if p.duplicates}
+    late = report.late_arrivals(b.results, b.log)
     data: dict[str, Any] = {
         "started_at": datetime.fromtimestamp(b.t0, UTC).isoformat(),
         "duration_s": round(time.time() - b.t0, 1),
@@ -406,6 +407,11 @@ def finish(
         "deliveries received twice over the whole run (at-least-once): "
         + (", ".join(f"{k} {v}" for k, v in duplicates.items()) if duplicates else "none")
     )
+    if late:
+        say(
+            "counted missing at their phase's drain but received later in the run (parked "
+            "or retried, not lost): " + ", ".join(f"{k} {v}" for k, v in late.items())
+        )
     if args.profile:
         top = render_profile(profile_stem, tool)
         print(f"profile of one {args.profile} ({tool}), top functions by own time:")
