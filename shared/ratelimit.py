@@ -64,41 +64,52 @@ class SharedRateLimiter:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._batcher: SessionBatcher[asyncpg.Connection, tuple[str, int], Refusal | None] = (
+        # Items are (key, calls); each answer is (the window's count before those calls,
+        # seconds until it closes).
+        self._batcher: SessionBatcher[asyncpg.Connection, tuple[str, int], tuple[int, float]] = (
             SessionBatcher(pool.acquire, self._take_many)
         )
 
     async def take(self, key: str, limit: int) -> Refusal | None:
         """Counts one call against `key`: None if within `limit` a minute, else when to
         come back."""
-        refusal = await self._batcher.submit((key, limit))
-        if refusal is not None:
-            metrics.rate_limited(key)
+        (refusal,) = await self.take_many([(key, limit)])
         return refusal
 
     async def take_many(self, calls: Sequence[tuple[str, int]]) -> list[Refusal | None]:
-        """`take` for each (key, limit) of `calls`, in order, counted together."""
-        refusals = await self._batcher.submit_many(calls)
-        for refusal in refusals:
-            if refusal is not None:
-                metrics.rate_limited(refusal.key)
-        return refusals
+        """`take` for each (key, limit) of `calls`, in order, counted together: the calls
+        of one key go as one item with their number (a batch of 500 events of one org was
+        500 futures for one row)."""
+        counts = Counter(calls)
+        answers = await self._batcher.submit_many([(key, n) for (key, _), n in counts.items()])
+        before = dict(zip(counts, answers, strict=True))
+        taken: Counter[tuple[str, int]] = Counter()
+        out: list[Refusal | None] = []
+        for call in calls:  # in arrival order: the first calls of a window get in
+            key, limit = call
+            taken[call] += 1
+            count, wait = before[call]
+            if count + taken[call] > limit:
+                out.append(Refusal(key=key, limit=limit, retry_after=max(1, math.ceil(wait))))
+                metrics.rate_limited(key)
+            else:
+                out.append(None)
+        return out
 
     async def _take_many(
-        self, conn: asyncpg.Connection, calls: Sequence[tuple[str, int]]
-    ) -> list[Refusal | None]:
-        per_key = Counter(key for key, _ in calls)
+        self, conn: asyncpg.Connection, items: Sequence[tuple[str, int]]
+    ) -> list[tuple[int, float]]:
+        per_key: Counter[str] = Counter()
+        for key, n in items:
+            per_key[key] += n
         rows = await conn.fetch(_TAKE, list(per_key), list(per_key.values()))
         after = {r["key"]: (r["count"], r["wait"]) for r in rows}
         seen: Counter[str] = Counter()
-        out: list[Refusal | None] = []
-        for key, limit in calls:  # in arrival order: the first calls of a window get in
-            seen[key] += 1
+        out: list[tuple[int, float]] = []
+        for key, n in items:  # in order: earlier items' calls come first in the window
             count, wait = after[key]
-            if count - per_key[key] + seen[key] > limit:
-                out.append(Refusal(key=key, limit=limit, retry_after=max(1, math.ceil(wait))))
-            else:
-                out.append(None)
+            out.append((count - per_key[key] + seen[key], wait))
+            seen[key] += n
         return out
 
     async def prune(self) -> int:
