@@ -20,28 +20,25 @@ S = TypeVar("S")
 Flush = Callable[[Sequence[T]], Awaitable[Sequence[R]]]
 
 
-class Batcher(Generic[T, R]):
-    """Runs `flush(items)` (which returns one result per item, in order) over batches of
-    at most `max_batch` submitted items, one batch at a time per batcher.
-
-    A batch failing with one of `split_on` (an error of one item's values, such as a value
-    the database refuses, which fails the whole statement) is flushed again one item at a
-    time, so only the callers whose items fail get the error."""
+class _BatchQueue(Generic[T, R]):
+    """The queue, the workers and the batch bookkeeping the two batchers below share;
+    each says how its workers flush (`_drain`)."""
 
     def __init__(
         self,
-        flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
         *,
         max_batch: int = 256,
         in_flight: int = 1,
         split_on: tuple[type[Exception], ...] = (),
     ) -> None:
-        self._flush = flush
         self._max_batch = max_batch
         self._in_flight = in_flight  # batches out at once (each waits a round trip)
         self._split_on = split_on
         self._items: list[tuple[T, asyncio.Future[R]]] = []
         self._workers: set[asyncio.Task[None]] = set()
+
+    async def _drain(self) -> None:
+        raise NotImplementedError
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -64,12 +61,6 @@ class Batcher(Generic[T, R]):
             if isinstance(result, BaseException):
                 raise result
         return list(done)  # type: ignore[arg-type]
-
-    async def _drain(self) -> None:
-        try:
-            await self._drain_items(self._flush)
-        finally:
-            self._leave()
 
     def _leave(self) -> None:
         # Leave the set before returning (no await in between): a submit that comes after
@@ -133,8 +124,34 @@ class Batcher(Generic[T, R]):
             await asyncio.gather(*self._workers, return_exceptions=True)
 
 
-class SessionBatcher(Batcher[T, R], Generic[S, T, R]):
-    """A Batcher whose workers each hold a session (a pooled connection) for as long as
+class Batcher(_BatchQueue[T, R]):
+    """Runs `flush(items)` (which returns one result per item, in order) over batches of
+    at most `max_batch` submitted items, one batch at a time per batcher.
+
+    A batch failing with one of `split_on` (an error of one item's values, such as a value
+    the database refuses, which fails the whole statement) is flushed again one item at a
+    time, so only the callers whose items fail get the error."""
+
+    def __init__(
+        self,
+        flush: Flush[T, R],
+        *,
+        max_batch: int = 256,
+        in_flight: int = 1,
+        split_on: tuple[type[Exception], ...] = (),
+    ) -> None:
+        super().__init__(max_batch=max_batch, in_flight=in_flight, split_on=split_on)
+        self._flush = flush
+
+    async def _drain(self) -> None:
+        try:
+            await self._drain_items(self._flush)
+        finally:
+            self._leave()
+
+
+class SessionBatcher(_BatchQueue[T, R], Generic[S, T, R]):
+    """A `Batcher` whose workers each hold a session (a pooled connection) for as long as
     they have batches to send, and flush every batch on it: `flush(session, items)`.
 
     A pool's acquire and release cost a task and a timeout each, about as much CPU on this
@@ -152,13 +169,9 @@ class SessionBatcher(Batcher[T, R], Generic[S, T, R]):
         in_flight: int = 1,
         split_on: tuple[type[Exception], ...] = (),
     ) -> None:
-        super().__init__(self._unheld, max_batch=max_batch, in_flight=in_flight, split_on=split_on)
+        super().__init__(max_batch=max_batch, in_flight=in_flight, split_on=split_on)
         self._open = open_session
         self._flush_on = flush
-
-    async def _unheld(self, items: Sequence[T]) -> Sequence[R]:
-        async with self._open() as session:
-            return await self._flush_on(session, items)
 
     async def _drain(self) -> None:
         try:

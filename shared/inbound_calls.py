@@ -4,8 +4,8 @@ it was accepted, its event's outbox row in the same statement.
 
 Both batch concurrent calls (shared/batching.py), each batch on a connection its worker
 holds: one round trip, and one commit, serves every call that arrived while the previous
-one was out. An answer is sent only after its
-batch committed, so a 202 is as durable as with one transaction per call.
+one was out. An answer is sent only after its batch committed, so a 202 is as durable as
+with one transaction per call.
 """
 
 from __future__ import annotations

