@@ -17,10 +17,11 @@ import pytest
 
 from shared.config import Settings
 from shared.core.messages import delivery_id_for
-from shared.kafka import EVENTS
+from shared.kafka import DELIVERIES, EVENTS, SENDER_GROUP
 from tests.e2e.conftest import Pipeline, start_pipeline
 from tests.e2e.harness import Receiver, answer, eventually
 from tests.e2e.test_pipeline import Api, attempts, ingest, pipeline_quiet
+from tests.integration.kafka_support import GroupProgress
 from tests.smtp import Inbox, smtp_server
 
 NO_RETRIES = {"max_retries": 0, "interval_s": 1}
@@ -101,6 +102,12 @@ async def test_failing_then_disabled_told_once_each_across_a_kill_9_then_re_enab
         return int(body["failure_count"])
 
     await eventually(lambda: _at_least(failures, 2), timeout=60, what="two failures counted")
+    # Their offsets committed first: else the kill below replays them too (at-least-once),
+    # and the replays count as the third and fourth consecutive failures.
+    progress = await GroupProgress(
+        pipeline.env["HOOKLINE_KAFKA_BOOTSTRAP"], SENDER_GROUP, DELIVERIES, wid.encode()
+    ).mark()
+    await eventually(progress.committed, timeout=30, what="the two failures' offsets committed")
     _s, body = await api.call("GET", f"/webhooks/{wid}")
     last = body["last_delivery"]
     assert last["status"] == "dead" and last["http_status"] == 500 and last["at"]

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.kafka import make_consumer, partitions_of
+from shared.kafka import CachedPartitioner, make_consumer, partitions_of
 
 DEADLINE_S = 60.0
 
@@ -81,3 +82,39 @@ class Tail:
 
     async def stop(self) -> None:
         await self.consumer.stop()
+
+
+class GroupProgress:
+    """Whether a consumer group has committed every record of one key's partition that is
+    on the topic now: e.g. that a sender will not replay deliveries it finished, should it
+    be killed next (at-least-once replays whatever is uncommitted)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, key: bytes) -> None:
+        self._bootstrap, self._group, self._topic, self._key = bootstrap, group, topic, key
+        self._tp: TopicPartition | None = None
+        self._end = 0
+
+    async def mark(self) -> GroupProgress:
+        """Remembers the key's partition and its end offset now."""
+        consumer = make_consumer(self._bootstrap, group_id=None, client_id="test-progress")
+        await consumer.start()
+        try:
+            tps = await partitions_of(consumer, self._topic)
+            ids = [tp.partition for tp in tps]
+            self._tp = TopicPartition(self._topic, CachedPartitioner()(self._key, ids, ids))
+            self._end = (await consumer.end_offsets([self._tp]))[self._tp]
+        finally:
+            await consumer.stop()
+        return self
+
+    async def committed(self) -> bool:
+        """True once the group's committed offset reached the end offset `mark` saw."""
+        assert self._tp is not None, "mark() first"
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self._group)
+        finally:
+            await admin.close()
+        meta = offsets.get(self._tp)
+        return meta is not None and meta.offset >= self._end
