@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import ConsumerRecord
 
 from shared.core.errors import ProduceFailed
 from shared.core.retry import RETRY_TIERS
@@ -136,8 +137,15 @@ def make_consumer(
         client_id=client_id,
         enable_auto_commit=False,
         session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
+        # Members learn of a rebalance at their next heartbeat. Every 3 s (the clients'
+        # default) rather than every 1 s: at rest the groups' heartbeats were a third of
+        # the requests the broker answered.
+        heartbeat_interval_ms=3_000,
         max_poll_interval_ms=300_000,
+        # The fetch routine's wake-up when nothing else woke it (aiokafka's default 200 ms).
+        # A fetch's answer, a consumed buffer, a seek, a resume or a new assignment wake it
+        # at once anyway, so at rest this only spends wake-ups: five a second per consumer.
+        consumer_timeout_ms=CONSUMER_WAKE_MS,
     )
     if busy_fetch_wait_ms is None:
         return AIOKafkaConsumer(*topics, **common, **options)  # type: ignore[arg-type]
@@ -209,11 +217,18 @@ STREAM_WINDOW_S = 0.5
 # The same consumers while idle: a fetch names every partition and returns as soon as
 # one has a record, so only the idle re-polls get rarer.
 HOT_PATH_IDLE_FETCH_WAIT_MS = 1000
-# The delay tiers: a partition paused until its head is due is fetched again, once
-# resumed, after the fetch in flight; this bounds that lateness.
-IDLE_FETCH_WAIT_MS = 500
-# The webhook table's follower, alone on its client.
-TABLE_FETCH_WAIT_MS = 2000
+# The delay tiers while a partition is paused until its head is due: once resumed, it is
+# fetched again after the fetch in flight, so this bounds that lateness.
+TIER_PAUSED_FETCH_WAIT_MS = 500
+# The delay tiers with nothing paused: a fetch names every partition, so a new record
+# answers it at once.
+TIER_IDLE_FETCH_WAIT_MS = 5000
+# The webhook table's follower, alone on its client: a new record answers it at once.
+TABLE_FETCH_WAIT_MS = 5000
+# aiokafka's background fetch routine wakes at least this often (see make_consumer).
+CONSUMER_WAKE_MS = 1000
+# A consumer loop with nothing fetched waits this long per poll (see `poll`).
+IDLE_POLL_S = 1.0
 
 
 def make_hot_path_consumer(bootstrap: str, *, group_id: str, client_id: str) -> AIOKafkaConsumer:
@@ -227,6 +242,41 @@ def make_hot_path_consumer(bootstrap: str, *, group_id: str, client_id: str) -> 
         busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
         busy_min_bytes=HOT_PATH_MIN_BYTES,
     )
+
+
+async def poll(
+    consumer: AIOKafkaConsumer,
+    stop: asyncio.Event,
+    *,
+    max_records: int,
+    wait_s: float = IDLE_POLL_S,
+) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """`consumer.getmany` for a loop that runs until `stop`: what is buffered at once, else
+    waits up to `wait_s` for a fetch, returning early (empty) once `stop` is set.
+
+    A loop that polled with a short timeout to notice `stop` woke several times a second at
+    rest; this one wakes when a record arrives or it is told to stop. getmany drains the
+    buffer without awaiting, so cancelling the wait loses no record.
+    """
+    batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    batch = await consumer.getmany(timeout_ms=0, max_records=max_records)
+    if batch or stop.is_set():
+        return batch
+    fetch = asyncio.ensure_future(
+        consumer.getmany(timeout_ms=int(wait_s * 1000), max_records=max_records)
+    )
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((fetch, stopped), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        fetch.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if not fetch.done():
+        fetch.cancel()
+        await asyncio.wait((fetch,))  # it may have finished meanwhile
+    return {} if fetch.cancelled() else fetch.result()
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

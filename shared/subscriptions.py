@@ -24,6 +24,8 @@ log = structlog.get_logger(component="webhook_table")
 _RepoKey = tuple[str, str]
 # Deleted ids remembered (so a late record cannot bring one back): the newest this many.
 MAX_DELETED = 100_000
+# The follower waits this long per poll: a record wakes it at once, and close() cancels it.
+FOLLOW_WAIT_MS = 30_000
 
 
 class WebhookTable:
@@ -244,7 +246,7 @@ class WebhookTable:
     async def _follow_loop(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:
-                batch = await consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=5000)
+                batch = await consumer.getmany(timeout_ms=FOLLOW_WAIT_MS, max_records=5000)
             except asyncio.CancelledError:
                 raise
             except Exception:

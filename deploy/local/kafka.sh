@@ -69,6 +69,10 @@ group.initial.rebalance.delay.ms=0
 log.retention.hours=168
 num.network.threads=2
 num.io.threads=4
+# The active controller appends a no-op record to the metadata log when it has been idle
+# this long (default 500 ms), only so that the metadata log's lag can be monitored; at rest
+# those appends and their fetches were about 2 % of a core of an idle node's ~4.7 %.
+metadata.max.idle.interval.ms=5000
 PROPS
   cat >"$dir/log4j2.yaml" <<'YAML'
 Configuration:

@@ -43,6 +43,7 @@ from shared.kafka import (
     REJECT_HEADER,
     make_hot_path_consumer,
     make_producer,
+    poll,
 )
 from shared.logging import configure_logging
 from shared.runtime import run, sleep_or_stop
@@ -284,7 +285,7 @@ class Matcher:
 
     async def _match_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+            batch = await poll(self._consumer, stop, max_records=self._max_records)
             if not batch:
                 continue
             async with self._batch_lock:

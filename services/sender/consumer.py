@@ -17,6 +17,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from shared.kafka import poll
+
 from .offsets import Offsets, Part
 from .scheduler import OnFinished, Scheduler
 
@@ -76,6 +78,7 @@ class DeliveryConsumer:
         self._held: set[TopicPartition] = set()
         self._full = False
         self._progress = asyncio.Event()
+        self._finishing = asyncio.Event()  # a job finished since the last commit
         self.listener = _Listener(self)
         # The scheduler reports each finished job back here.
         self._scheduler = scheduler(self.finished)
@@ -88,7 +91,7 @@ class DeliveryConsumer:
         consumer, scheduler = self._consumer, self._scheduler
         try:
             while not self._stop.is_set():
-                batch = await consumer.getmany(timeout_ms=100, max_records=1000)
+                batch = await poll(consumer, self._stop, max_records=1000)
                 for tp, records in batch.items():
                     if tp in self._offsets.parts:  # else revoked meanwhile: not ours
                         self._fetched.setdefault(tp, deque()).extend(records)
@@ -126,6 +129,7 @@ class DeliveryConsumer:
         self._offsets.finish(tp, part, offset, ok)
         self._take_on()
         self._progress.set()
+        self._finishing.set()
 
     def _take_on(self) -> None:
         """Dispatches fetched records while the buffer has room, the oldest head of the
@@ -176,9 +180,15 @@ class DeliveryConsumer:
         return True
 
     async def _commit_forever(self) -> None:
+        """Commits every COMMIT_INTERVAL_S while jobs finish; at rest it sleeps until one
+        does (a commit that failed is tried again at the next interval)."""
         while True:
+            await self._finishing.wait()
+            self._finishing.clear()
             await asyncio.sleep(COMMIT_INTERVAL_S)
             await self._commit()
+            if self._offsets.uncommitted():
+                self._finishing.set()
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         await self._offsets.commit(self._consumer, only)

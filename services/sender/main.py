@@ -16,8 +16,9 @@ from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db import create_pool
 from shared.kafka import (
-    IDLE_FETCH_WAIT_MS,
     SENDER_GROUP,
+    TIER_IDLE_FETCH_WAIT_MS,
+    TIER_PAUSED_FETCH_WAIT_MS,
     make_consumer,
     make_hot_path_consumer,
     make_producer,
@@ -105,7 +106,8 @@ async def serve(
                 s.kafka_bootstrap,
                 group_id=retry_group_id,
                 client_id=f"{name}-retry",
-                fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
+                fetch_max_wait_ms=TIER_IDLE_FETCH_WAIT_MS,
+                busy_fetch_wait_ms=TIER_PAUSED_FETCH_WAIT_MS,
             ),
             producer,
             stop,

@@ -70,6 +70,10 @@ class Offsets:
         elif ok and self.parts.get(tp) is part:
             part.wm.complete(offset)
 
+    def uncommitted(self) -> bool:
+        """Whether any owned partition's watermark moved past its last commit."""
+        return any(part.wm.committable() is not None for part in self.parts.values())
+
     async def commit(
         self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
     ) -> None:

@@ -25,7 +25,7 @@ from aiokafka.structs import ConsumerRecord
 from shared import metrics
 from shared.core.messages import DeliveryMessage, MessageError
 from shared.core.retry import RETRY_TIERS, RetryTier, tier_for
-from shared.kafka import DELIVERIES, DLQ, REJECT_HEADER
+from shared.kafka import DELIVERIES, DLQ, IDLE_POLL_S, REJECT_HEADER, poll
 from shared.kafka import RETRY_GROUP as RETRY_GROUP  # the group of every tier topic
 
 log = structlog.get_logger(component="retry_tiers")
@@ -132,7 +132,7 @@ class RetryTiers:
         try:
             wait = _MAX_WAIT_S
             while not self._stop.is_set():
-                batch = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=2000)
+                batch = await poll(consumer, self._stop, max_records=2000, wait_s=wait)
                 async with self.lock:
                     assigned = consumer.assignment()
                     for tp, records in batch.items():
@@ -146,7 +146,8 @@ class RetryTiers:
 
     async def _move_due(self, consumer: AIOKafkaConsumer) -> float:
         """Forwards every due head; pauses partitions whose head is not due; returns how
-        long to wait before the next head is due (at most _MAX_WAIT_S)."""
+        long to wait before the next head is due (at most _MAX_WAIT_S; IDLE_POLL_S when no
+        head waits)."""
         now = time.time()
         next_due = now + _MAX_WAIT_S
         sends: list[asyncio.Future[object]] = []
@@ -177,6 +178,8 @@ class RetryTiers:
                 # Lost the partitions meanwhile: the new owner forwards them again (a
                 # duplicate attempt at worst; ids are deterministic).
                 log.warning("retry tier commit failed", error=str(exc))
+        if not any(self.held.values()):
+            return IDLE_POLL_S  # no head to watch: the poll returns when a record comes
         return max(0.005, min(_MAX_WAIT_S, next_due - time.time()))
 
     def _set_paused(self, consumer: AIOKafkaConsumer, tp: TopicPartition, *, paused: bool) -> None:

@@ -22,6 +22,7 @@ from shared.kafka import (
     ensure_topics,
     make_consumer,
     make_producer,
+    poll,
     topic_specs,
 )
 
@@ -179,6 +180,50 @@ async def test_an_adaptive_consumer_long_polls_when_idle_yet_gets_a_new_record_a
         await asyncio.sleep(STREAM_WINDOW_S + 0.5)  # nothing more came: idle again
         assert not fetcher._records
         assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (idle_ms, 1)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_poll_waits_long_for_a_record_yet_returns_at_once_on_stop(
+    provisioned: Settings,
+) -> None:
+    """A consumer loop at rest waits in one long poll: a record arriving ends it at once,
+    and so does `stop`; the poll given up on loses no record."""
+    topic = "test.poll." + uuid.uuid4().hex[:8]
+    await ensure_topics(provisioned.kafka_bootstrap, [TopicSpec(topic, 2, {})])
+    consumer = make_consumer(
+        provisioned.kafka_bootstrap, topic, group_id="g-" + uuid.uuid4().hex[:8], client_id="poll"
+    )
+    producer = make_producer(provisioned.kafka_bootstrap, client_id="poll-p")
+    await producer.start()
+    await consumer.start()
+    loop = asyncio.get_running_loop()
+    try:
+        stop = asyncio.Event()
+        assert await poll(consumer, stop, max_records=10, wait_s=1.0) == {}  # assigned by now
+        waiting = asyncio.create_task(poll(consumer, stop, max_records=10, wait_s=60.0))
+        await asyncio.sleep(0.3)
+        await producer.send_and_wait(topic, b"one", partition=0)
+        started = loop.time()
+        got = await asyncio.wait_for(waiting, 10.0)
+        assert [r.value for rs in got.values() for r in rs] == [b"one"]
+        assert loop.time() - started < 5.0, "the record waited for the poll's full length"
+
+        waiting = asyncio.create_task(poll(consumer, stop, max_records=10, wait_s=60.0))
+        await asyncio.sleep(0.3)
+        started = loop.time()
+        stop.set()
+        assert await asyncio.wait_for(waiting, 5.0) == {}
+        assert loop.time() - started < 1.0
+        # The record sent after the abandoned poll is there for the next one.
+        await producer.send_and_wait(topic, b"two", partition=1)
+        later: list[bytes] = []
+        deadline = loop.time() + 10.0
+        while not later and loop.time() < deadline:
+            batch = await poll(consumer, asyncio.Event(), max_records=10, wait_s=1.0)
+            later += [r.value for rs in batch.values() for r in rs]
+        assert later == [b"two"]
     finally:
         await consumer.stop()
         await producer.stop()
