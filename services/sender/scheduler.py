@@ -99,9 +99,14 @@ class Scheduler:
         if self._startable(wid):
             self._start(job)
             return
-        if not self._slots.free(wid):  # behind its own webhook's cap: park if too long
-            wait = self._slots.expected_wait(wid, self._slots.queued(wid) + 1)
-            if wait > MAX_QUEUE_WAIT_S and (msg.due_at or 0) <= time.time():
+        if not self._slots.free(wid):  # behind its own slow webhook's cap: park if too long
+            slots = self._slots
+            wait = slots.expected_wait(wid, slots.queued(wid) + 1)
+            if (
+                wait > MAX_QUEUE_WAIT_S
+                and (wait == float("inf") or slots.slow(wid))
+                and (msg.due_at or 0) <= time.time()
+            ):
                 self._spawn(self._park(job, wait))
                 return
         self._slots.enqueue(wid, job, job.at)

@@ -3,11 +3,16 @@ once in a sender; the rest wait in the webhook's queue (`fair.FairQueue`: the ne
 start is the oldest among the webhooks below their cap), and what would wait too long is
 parked by the caller instead.
 
-A webhook whose queue would take longer than MAX_QUEUE_WAIT_S to drain, judged by how long
-its oldest request in flight has been waiting, gets further messages parked in the
+A slow webhook whose queue would take longer than MAX_QUEUE_WAIT_S to drain, judged by how
+long its oldest request in flight has been waiting, gets further messages parked in the
 shortest retry tier: one slow or dead endpoint then holds a few slots and a short queue,
 never the buffer whose limit pauses whole partitions for everyone. A fast webhook's burst
 (hundreds queued, milliseconds each) drains at once and is not parked.
+
+Slow is relative: its requests take SLOW_FACTOR times the typical webhook's here (the
+median of their request times). When the sender itself is saturated, every request waits
+on its event loop and every queue grows; parking any of them would only send it round a
+delay tier (a produce, a fetch and a decode more) while nobody's wait got shorter.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from typing import Generic, TypeVar
 from .fair import FairQueue
 
 MAX_QUEUE_WAIT_S = 2.0
+# A webhook whose requests take this many times the typical webhook's is slow.
+SLOW_FACTOR = 4.0
+# The typical request time is computed again at most this often.
+TYPICAL_EVERY_S = 1.0
 MAX_QUEUED_PER_WEBHOOK = 5000
 # Request times remembered at most: past it, those of webhooks with nothing in flight,
 # queued or parked are forgotten (a webhook seen once does not stay for good).
@@ -39,6 +48,8 @@ class Slots(Generic[J]):
         self._duration: dict[str, float] = {}  # webhook -> moving average of request time
         self._parked: dict[str, int] = {}  # webhook -> its messages parked, not yet back
         self._queue: FairQueue[J] = FairQueue()
+        self._typical = 0.0  # the median of the webhooks' request times, as of _typical_at
+        self._typical_at = float("-inf")
 
     def running(self, wid: str) -> int:
         return self._running.get(wid, 0)
@@ -99,11 +110,30 @@ class Slots(Generic[J]):
         messages parked earlier), judged by the age of its oldest request in flight."""
         if queued >= MAX_QUEUED_PER_WEBHOOK:
             return float("inf")
+        return (queued + self._parked.get(wid, 0)) * self._age(wid) / self.cap
+
+    def slow(self, wid: str) -> bool:
+        """Its requests take SLOW_FACTOR times the typical webhook's here: its queue waits
+        on its endpoint, not on this sender."""
+        return self._age(wid) > SLOW_FACTOR * self.typical()
+
+    def typical(self) -> float:
+        """The median of the webhooks' remembered request times (0 before any ended),
+        computed again at most every TYPICAL_EVERY_S."""
+        now = self._clock()
+        if now - self._typical_at >= TYPICAL_EVERY_S:
+            times = sorted(self._duration.values())
+            self._typical = times[len(times) // 2] if times else 0.0
+            self._typical_at = now
+        return self._typical
+
+    def _age(self, wid: str) -> float:
+        """How long this webhook's requests take: its oldest in flight's age, or its
+        remembered request time if longer; 0 with nothing in flight."""
         started = self._started.get(wid)
         if not started:
             return 0.0
-        age = max(self._clock() - min(started.values()), self._duration.get(wid, 0.0))
-        return (queued + self._parked.get(wid, 0)) * age / self.cap
+        return max(self._clock() - min(started.values()), self._duration.get(wid, 0.0))
 
     def release(self, wid: str, job: Hashable) -> None:
         """The job's request ended (or it ended without one): its slot is free, and its

@@ -10,14 +10,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
+import pytest
 from aiokafka import TopicPartition
 
+from services.sender import scheduler as scheduler_module
 from services.sender.consumer import Consuming, DeliveryConsumer
 from services.sender.deliver import Prepared
 from services.sender.fair import FairQueue
 from services.sender.offsets import Offsets
 from services.sender.scheduler import OnFinished, Scheduler
-from shared.core.attempts import AttemptRow, Effect, Outcome
+from shared.core.attempts import AttemptRow, Effect, Outcome, Retry
 from shared.core.messages import DeliveryMessage
 
 TOPIC = "hookline.deliveries"
@@ -178,6 +180,66 @@ async def test_a_busy_webhook_is_not_held_back_behind_others_jobs_waiting_for_a_
     lag = {e: i - arrival[e] for i, e in enumerate(endpoint.posted)}
     assert len(lag) == 120 and not endpoint.rejected
     assert max(lag[f"busy{n}"] for n in range(60)) <= 8
+
+
+class Parking(Endpoint):
+    """An endpoint whose webhooks named in `hang` never answer; records what was parked."""
+
+    def __init__(self, seconds: float, hang: set[str]) -> None:
+        super().__init__(seconds)
+        self.hang = {str(uuid.uuid5(uuid.NAMESPACE_URL, w)) for w in hang}
+        self.parked: list[str] = []
+
+    async def call(self, prepared: Prepared) -> Outcome:
+        if prepared.msg.webhook_id in self.hang:
+            self.posted.append(prepared.msg.event_id)
+            await asyncio.Event().wait()
+        return await super().call(prepared)
+
+    async def apply(self, effect: Effect) -> None:
+        assert isinstance(effect, Retry) and effect.msg.parked
+        self.parked.append(effect.msg.event_id)
+
+
+async def test_a_saturated_sender_parks_no_webhook_whose_requests_take_the_usual_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two webhooks at their cap, their queues 4x longer than the longest wait allowed: the
+    # wait is the sender's (every request takes as long), so parking one would only send
+    # it round a delay tier.
+    monkeypatch.setattr(scheduler_module, "MAX_QUEUE_WAIT_S", 0.2)
+    endpoint = Parking(seconds=0.02, hang=set())
+    sender = Sender(endpoint, concurrency=4, cap=2)
+    for wid in ("a", "b", "a", "b"):
+        sender.dispatch(wid, f"{wid}-first{sender.offset}", 0)
+    await until(lambda: sender.scheduler.pending == 0)  # request times remembered
+    for n in range(80):
+        for wid in ("a", "b"):
+            sender.dispatch(wid, f"{wid}{n}", 1 + n)
+        if n == 1:
+            await asyncio.sleep(0.005)  # the first are in flight, the rest queue
+    await sender.drained()
+    assert endpoint.parked == [] and len(endpoint.posted) == 164
+
+
+async def test_a_webhook_far_slower_than_the_others_is_parked_behind_its_cap() -> None:
+    endpoint = Parking(seconds=0.001, hang={"dead"})
+    sender = Sender(endpoint, concurrency=16, cap=2)
+    for n in range(40):
+        sender.dispatch(f"fast{n % 4}", f"fast{n}", n)
+    await until(lambda: len(endpoint.posted) == 40)
+    for n in range(2):
+        sender.dispatch("dead", f"dead{n}", 100 + n)  # its two slots, held for good
+    await asyncio.sleep(0.5)  # its oldest request has waited 0.5 s: 500x the others'
+    for n in range(2, 40):
+        sender.dispatch("dead", f"dead{n}", 100 + n)
+    await until(lambda: len(endpoint.parked) > 0)
+    # A few queue (their wait is short yet); the rest are parked, none posted.
+    assert set(endpoint.parked) <= {f"dead{n}" for n in range(2, 40)}
+    assert len(endpoint.parked) >= 30
+    assert [e for e in endpoint.posted if e.startswith("dead")] == ["dead0", "dead1"]
+    sender.scheduler.cancel()  # the two hung requests
+    await asyncio.sleep(0.01)
 
 
 class Kafka:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.sender.slots import MAX_QUEUED_PER_WEBHOOK, Slots
 
 
@@ -106,3 +108,43 @@ def test_request_times_of_webhooks_gone_quiet_are_not_kept_for_good() -> None:
     assert slots.remembered() <= MAX_REMEMBERED + 1
     slots.release("busy", "held")
     assert slots.expected_wait("busy", 0) == 0.0  # nothing in flight, nothing queued
+
+
+def test_slow_is_judged_against_the_median_webhook_and_refreshed_each_second() -> None:
+    from services.sender.slots import SLOW_FACTOR, TYPICAL_EVERY_S
+
+    clock = Clock()
+    slots: Slots[str] = Slots(4, clock)
+    assert slots.typical() == 0.0 and not slots.slow("w")  # nothing in flight, no evidence
+    # Nine webhooks whose requests took 0.2 s (a busy event loop), one that took 10 s.
+    for n, took in enumerate([0.2] * 9 + [10.0]):
+        slots.take(f"w{n}")
+        slots.began(f"w{n}", "job")
+        clock.now += took
+        slots.release(f"w{n}", "job")
+    clock.now += TYPICAL_EVERY_S
+    assert slots.typical() == pytest.approx(0.2)
+    slots.take("w9")
+    slots.began("w9", "again")  # its remembered 10 s counts from the first moment
+    assert slots.slow("w9")
+    slots.take("w0")
+    slots.began("w0", "again")
+    clock.now += 0.2 * SLOW_FACTOR - 0.01  # as slow as everyone, however long its queue
+    assert not slots.slow("w0")
+    clock.now += 0.02
+    assert slots.slow("w0")  # past SLOW_FACTOR times the median
+    # The median is not computed again within the second: a wave of slow requests
+    # ending now moves it only at the next refresh.
+    for n in range(1, 9):
+        slots.take(f"w{n}")
+        slots.began(f"w{n}", "slow")
+    clock.now += 5.0
+    for n in range(1, 9):
+        slots.release(f"w{n}", "slow")
+    assert slots.typical() > 0.2  # a second passed: refreshed
+    before = slots.typical()
+    slots.take("w1")
+    slots.began("w1", "x")
+    clock.now += 0.5
+    slots.release("w1", "x")
+    assert slots.typical() == before  # within the second: unchanged
