@@ -203,9 +203,25 @@ BENCH_LIMITS = {
 }
 
 
+def machine_loop_ns(iterations: int = 1_000_000, runs: int = 3) -> float:
+    """This machine's speed at plain Python: ns per iteration of a fixed loop, the best of
+    `runs`. The VM's speed varies from day to day (the bare POST ceiling, which no
+    Hookline code touches, measured ~3,700 req/s one day and ~2,100-2,500 the next), so a
+    run is compared with another against this figure too."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        total = 0
+        for i in range(iterations):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best / iterations * 1e9, 1)
+
+
 async def setup(b: Bench) -> None:
     """10 webhooks on one repo, then probe events until one fans out to all of them."""
     b.enter("setup")
+    loop_ns = machine_loop_ns()
     status, body = await b.api.call("PUT", f"/orgs/{b.ingest.org}/limits", BENCH_LIMITS)
     if status != 200:
         b.broken.append(f"setup: raising the org's limits answered {status}: {body}")
@@ -246,6 +262,7 @@ async def setup(b: Bench) -> None:
         "ready_s": round(ready, 2),
         "deliveries_partition_of_hook": partitions,
         "hooks_per_sender": per_sender,
+        "machine_loop_ns": loop_ns,
     }
     say(
         f"setup: {len(b.hooks)} webhooks, full fan-out after {probe} probe(s), {ready:.1f}s; "

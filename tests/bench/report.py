@@ -61,6 +61,7 @@ def _get(results: dict[str, Any], *path: str) -> Any:
 # Each figure: (name, its dotted path in the results, unit, floor). A floor "" is shown for
 # information; "<= x" or ">= x" gives the verdict. "derived" holds the ratios to the ceiling.
 FIGURES: tuple[tuple[str, str, str, str], ...] = (
+    ("machine: a Python loop, per iteration", "setup.machine_loop_ns", "ns", ""),
     ("idle: CPU of all processes", "idle.cpu_percent", "% core", f"<= {IDLE_CPU_FLOOR:g}"),
     ("sustained deliveries/s", "sustained.deliveries_per_s", "/s", ">= 3000"),
     ("ceiling (bare aiohttp loop)", "ceiling.req_per_s", "req/s", ""),
