@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 import structlog
 
 from shared import metrics
@@ -35,26 +34,27 @@ from .health import count_failures
 
 log = structlog.get_logger(component="delivery_log")
 
-# INSERT ... SELECT unnest rather than COPY: asyncpg's COPY is binary and the shared pool
-# has only text codecs for jsonb; unnest measured ~150k rows/s (NOTES.md), an order of
-# magnitude above what the HTTP side can send, in one round trip per batch.
+# One JSON document per batch (json_to_recordset), in one round trip: the driver sends
+# orjson's bytes as they are, where one array per column cost a per-element encoding in
+# Python (an ABC isinstance each). Every string of a row is text PostgreSQL unescapes, as
+# it would take it from an array; a NUL in either form is refused, and the batch is then
+# written row by row (`_write_each`).
 _INSERT_ATTEMPTS = """
 INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type, attempt,
     trigger, outcome, started_at, duration_ms, request_headers, request_body,
     response_status, response_headers, response_body, error, resolved_ip, next_attempt_at)
-SELECT d, w, o, e, t, a, tr, oc, s, ms, rh::jsonb, rb, st, sh::jsonb, sb, er, ip, na
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[],
-            $7::text[], $8::text[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
-            $13::int[], $14::text[], $15::text[], $16::text[], $17::text[], $18::timestamptz[])
-     AS v(d, w, o, e, t, a, tr, oc, s, ms, rh, rb, st, sh, sb, er, ip, na)
+SELECT d, w, o, e, t, a, tr, oc, s, ms, rh, rb, st, sh, sb, er, ip, na
+FROM json_to_recordset($1::json) AS v(d uuid, w uuid, o text, e text, t text, a int,
+    tr text, oc text, s timestamptz, ms float8, rh jsonb, rb text, st int, sh jsonb,
+    sb text, er text, ip text, na timestamptz)
 """
 
 _UPSERT_DELIVERIES = """
 INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status, attempts,
                         first_at, last_at, last_error, last_status, next_attempt_at)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::int[],
-                     $12::timestamptz[])
+SELECT d, w, o, e, t, st, a, f, l, er, ls, na
+FROM json_to_recordset($1::json) AS v(d uuid, w uuid, o text, e text, t text, st text,
+    a int, f timestamptz, l timestamptz, er text, ls int, na timestamptz)
 ON CONFLICT (id) DO UPDATE SET
     -- A failed single (manual) attempt does not revive a dead delivery.
     status = CASE WHEN deliveries.status = 'dead' AND EXCLUDED.status = 'failed'
@@ -233,10 +233,6 @@ class DeliveryLog:
         return len(batch), failing, None
 
     async def _write(self, rows: Sequence[AttemptRow]) -> list[FailureStreak]:
-        try:
-            columns = _attempt_columns(rows)
-        except (ValueError, TypeError) as exc:  # not a UUID; text orjson cannot encode
-            raise Unstorable(f"a value cannot be stored: {exc!r}") from exc
         # Rows of one delivery in one batch: the summary takes the latest, since one
         # INSERT ... ON CONFLICT cannot touch a row twice.
         latest: dict[str, AttemptRow] = {}
@@ -246,21 +242,14 @@ class DeliveryLog:
             if held is None or (r.started_at, r.attempt) >= (held.started_at, held.attempt):
                 latest[r.delivery_id] = r
             first[r.delivery_id] = min(first.get(r.delivery_id, r.started_at), r.started_at)
-        summary = list(latest.values())
+        attempts = [_attempt_doc(r) for r in rows]
+        summary = [_summary_doc(r, first) for r in latest.values()]
+        # A value the `json` codec (orjson) cannot encode, a lone surrogate say, fails as
+        # the driver's DataError: Unstorable, as PostgreSQL refusing one does.
         with db_errors():
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(_INSERT_ATTEMPTS, *columns)
-                await conn.execute(
-                    _UPSERT_DELIVERIES,
-                    *delivery_columns(summary),
-                    [r.status for r in summary],
-                    [r.attempt for r in summary],
-                    [first[r.delivery_id] for r in summary],
-                    [r.started_at for r in summary],
-                    [r.error for r in summary],
-                    [r.response_status for r in summary],
-                    [r.next_attempt_at for r in summary],
-                )
+                await conn.execute(_INSERT_ATTEMPTS, attempts)
+                await conn.execute(_UPSERT_DELIVERIES, summary)
                 return await count_failures(conn, rows, failing_after=self._failing_after)
 
 
@@ -286,10 +275,6 @@ def _fallbacks(row: AttemptRow) -> list[AttemptRow]:
     return [first, dataclasses.replace(base, request_body=None)]
 
 
-def _json(value: dict[str, str] | None) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
 def delivery_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
     """The columns that name each row's delivery, one array each, in the order every
     batched statement of the log takes them first: delivery id, webhook id, org, event
@@ -305,21 +290,43 @@ def delivery_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
     ]
 
 
-def _attempt_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
-    """The batch as one array per column, in `_INSERT_ATTEMPTS`'s order."""
-    return [
-        *delivery_columns(rows),
-        [r.attempt for r in rows],
-        [r.trigger for r in rows],
-        [r.outcome for r in rows],
-        [r.started_at for r in rows],
-        [float(r.duration_ms) for r in rows],
-        [_json(r.request_headers) for r in rows],
-        [r.request_body for r in rows],
-        [r.response_status for r in rows],
-        [_json(r.response_headers) for r in rows],
-        [r.response_body for r in rows],
-        [r.error for r in rows],
-        [r.resolved_ip for r in rows],
-        [r.next_attempt_at for r in rows],
-    ]
+def _attempt_doc(r: AttemptRow) -> dict[str, Any]:
+    """One row of `_INSERT_ATTEMPTS`'s document."""
+    return {
+        "d": r.delivery_id,
+        "w": r.webhook_id,
+        "o": r.org,
+        "e": r.event_id,
+        "t": r.event_type,
+        "a": r.attempt,
+        "tr": r.trigger,
+        "oc": r.outcome,
+        "s": r.started_at,
+        "ms": float(r.duration_ms),
+        "rh": r.request_headers,
+        "rb": r.request_body,
+        "st": r.response_status,
+        "sh": r.response_headers,
+        "sb": r.response_body,
+        "er": r.error,
+        "ip": r.resolved_ip,
+        "na": r.next_attempt_at,
+    }
+
+
+def _summary_doc(r: AttemptRow, first: dict[str, datetime]) -> dict[str, Any]:
+    """One row of `_UPSERT_DELIVERIES`'s document: the delivery as of its latest attempt."""
+    return {
+        "d": r.delivery_id,
+        "w": r.webhook_id,
+        "o": r.org,
+        "e": r.event_id,
+        "t": r.event_type,
+        "st": r.status,
+        "a": r.attempt,
+        "f": first[r.delivery_id],
+        "l": r.started_at,
+        "er": r.error,
+        "ls": r.response_status,
+        "na": r.next_attempt_at,
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -237,6 +238,56 @@ async def test_unstorable_rows_never_block_the_log(pool: asyncpg.Pool) -> None:
     assert rows[ids[1]]["error"] == "http_status"
     summary = await pool.fetchval("SELECT status FROM deliveries WHERE id = $1", uuid.UUID(ids[1]))
     assert summary == "failed"
+
+
+async def test_every_storable_value_comes_back_as_it_was_written(pool: asyncpg.Pool) -> None:
+    """The batch travels as one JSON document: text PostgreSQL unescapes must come back as
+    the sender had it (escapes, controls other than NUL, non-BMP, U+2028), null headers
+    as SQL NULL, and times to the microsecond."""
+    dlog = DeliveryLog(pool, flush_interval=0.01)
+    awkward = 'a\\u0000 "q" \\ \x01\x1f \u00e9 \u2028 \U0001f600 </script>'
+    t0 = datetime(2026, 12, 4, 17, 39, 59, 310344, tzinfo=UTC)
+    delivery, webhook = str(uuid.uuid4()), str(uuid.uuid4())
+    row = _row(
+        delivery,
+        webhook,
+        1,
+        "failed",
+        t0,
+        response_status=502,
+        response_headers=None,
+        response_body=awkward,
+        error="http_status",
+        resolved_ip="::1",
+        next_attempt_at=t0 + timedelta(seconds=30, microseconds=1),
+    )
+    row = dataclasses.replace(
+        row,
+        event_id="ev-" + awkward,
+        request_headers={"X-Awkward": awkward, "X-Empty": ""},
+        request_body=awkward,
+        duration_ms=0.125,
+    )
+    async with running(dlog, dlog.close):
+        await asyncio.wait_for(dlog.append(row), 10)
+    got = await pool.fetchrow(
+        "SELECT *, response_headers IS NULL AS no_headers FROM delivery_attempts"
+        " WHERE delivery_id = $1",
+        uuid.UUID(delivery),
+    )
+    assert got is not None and got["no_headers"]
+    for name in ("event_id", "request_headers", "request_body", "response_body", "resolved_ip"):
+        assert got[name] == getattr(row, name), name
+    assert (got["started_at"], got["next_attempt_at"]) == (row.started_at, row.next_attempt_at)
+    assert (got["duration_ms"], got["response_status"], got["attempt"]) == (0.125, 502, 1)
+    summary = await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", uuid.UUID(delivery))
+    assert summary is not None
+    assert (summary["event_id"], summary["status"], summary["last_status"]) == (
+        row.event_id,
+        "failed",
+        502,
+    )
+    assert (summary["first_at"], summary["next_attempt_at"]) == (t0, row.next_attempt_at)
 
 
 class _FlakyPool:
