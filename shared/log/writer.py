@@ -290,14 +290,15 @@ def delivery_columns(rows: Sequence[AttemptRow]) -> list[list[Any]]:
     ]
 
 
+def _names(r: AttemptRow) -> dict[str, Any]:
+    """The keys that name a row's delivery in both documents (as `delivery_columns`)."""
+    return {"d": r.delivery_id, "w": r.webhook_id, "o": r.org, "e": r.event_id, "t": r.event_type}
+
+
 def _attempt_doc(r: AttemptRow) -> dict[str, Any]:
     """One row of `_INSERT_ATTEMPTS`'s document."""
     return {
-        "d": r.delivery_id,
-        "w": r.webhook_id,
-        "o": r.org,
-        "e": r.event_id,
-        "t": r.event_type,
+        **_names(r),
         "a": r.attempt,
         "tr": r.trigger,
         "oc": r.outcome,
@@ -317,11 +318,7 @@ def _attempt_doc(r: AttemptRow) -> dict[str, Any]:
 def _summary_doc(r: AttemptRow, first: dict[str, datetime]) -> dict[str, Any]:
     """One row of `_UPSERT_DELIVERIES`'s document: the delivery as of its latest attempt."""
     return {
-        "d": r.delivery_id,
-        "w": r.webhook_id,
-        "o": r.org,
-        "e": r.event_id,
-        "t": r.event_type,
+        **_names(r),
         "st": r.status,
         "a": r.attempt,
         "f": first[r.delivery_id],
