@@ -231,7 +231,9 @@ CONSUMER_WAKE_MS = 1000
 IDLE_POLL_S = 1.0
 
 
-def make_hot_path_consumer(bootstrap: str, *, group_id: str, client_id: str) -> AIOKafkaConsumer:
+def make_hot_path_consumer(
+    bootstrap: str, *, group_id: str, client_id: str, **kw: object
+) -> AIOKafkaConsumer:
     """A consumer on the delivery path (matcher, sender): it long-polls while idle and
     batches its fetches while records flow."""
     return make_consumer(
@@ -241,6 +243,7 @@ def make_hot_path_consumer(bootstrap: str, *, group_id: str, client_id: str) -> 
         fetch_max_wait_ms=HOT_PATH_IDLE_FETCH_WAIT_MS,
         busy_fetch_wait_ms=HOT_PATH_FETCH_WAIT_MS,
         busy_min_bytes=HOT_PATH_MIN_BYTES,
+        **kw,
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import structlog
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
 from shared import metrics
@@ -32,6 +33,7 @@ from shared.runtime import run
 from shared.subscriptions import WebhookTable
 from shared.webhooks import WebhookStore
 
+from .balance import Balancer, PartitionLoad, assignor
 from .consumer import Consuming, DeliveryConsumer
 from .deliver import Deliverer, Webhooks
 from .effects import Disabler, FollowUps
@@ -121,7 +123,14 @@ async def serve(
             )
         )
         await stack.enter_async_context(_task(fold_forever(pool, stop), "count-folder"))
-        kafka = make_hot_path_consumer(s.kafka_bootstrap, group_id=group_id, client_id=name)
+        load = PartitionLoad(topics.deliveries)
+        kafka = make_hot_path_consumer(
+            s.kafka_bootstrap,
+            group_id=group_id,
+            client_id=name,
+            # Load-aware first; round-robin while a member that knows only it is in the group.
+            partition_assignment_strategy=(assignor(load), RoundRobinPartitionAssignor),
+        )
         offsets = Offsets()
 
         def scheduler(on_finished: OnFinished) -> Scheduler:
@@ -152,6 +161,7 @@ async def serve(
         kafka.subscribe([topics.deliveries], listener=consumer.listener)
         await kafka.start()
         stack.push_async_callback(_stop_consumer, kafka)
+        await stack.enter_async_context(_task(Balancer(kafka, load).run(stop), "balance"))
         stack.callback(consumer.cancel)
         await consumer.run()
         # What finished is committed once its log rows are written.
