@@ -10,10 +10,17 @@ one sender).
 Every sender samples the topic's end offsets, so it knows each partition's offered rate
 (`PartitionLoad`). The group's leader deals the partitions heaviest first, each to the
 member with the least load so far (`deal`), a partition's load being its offered rate plus
-its backlog spread over `BACKLOG_HORIZON_S`. With no load known, that is round-robin.
+its waiting records spread over `BACKLOG_HORIZON_S`. With no load known, that is
+round-robin.
+
+What waits in a partition, only its owner knows: the records not yet taken on (in Kafka,
+or fetched while its buffer is full). A sender writes that count as the metadata of each
+offset commit, and the leader reads every partition's back in one request. The lag behind
+the committed offset would not do: the watermark also stays behind requests that are only
+slow (a dead endpoint's, for their timeout), with nothing waiting for a sender.
 
 Loads change after an assignment (a repo turns busy), so the leader watches: while the
-group is behind (its backlog is over `BEHIND_S` seconds of its offered rate) and the
+group is behind (what waits is over `BEHIND_S` seconds of its offered rate) and the
 current assignment's busiest member has `UNEVEN` times the load a fresh deal would give it,
 for `PERSIST` samples in a row, it asks the group to rebalance, at most once per
 `COOLDOWN_S`. A group that keeps up is left alone however uneven: a rebalance pauses every
@@ -45,8 +52,8 @@ log = structlog.get_logger(component="sender")
 SAMPLE_S = 2.0  # end offsets are sampled this often while records flow
 IDLE_SAMPLE_S = 10.0  # and this often while none did since the last sample
 RATE_TAU_S = 6.0  # the offered rates' smoothing time
-BACKLOG_HORIZON_S = 10.0  # a partition's backlog weighs as if offered over this long
-BEHIND_S = 2.0  # the group is behind when its backlog is this many seconds of its rate
+BACKLOG_HORIZON_S = 10.0  # a partition's waiting records weigh as if offered over this long
+BEHIND_S = 2.0  # the group is behind when what waits is this many seconds of its rate
 MIN_RATE = 50.0  # deliveries/s offered: below it the group is never rebalanced
 UNEVEN = 1.25  # the busiest member's load against a fresh deal's busiest
 PERSIST = 3  # samples in a row
@@ -77,7 +84,7 @@ class PartitionLoad:
 
     topic: str
     rates: dict[int, float] = field(default_factory=dict)  # offered deliveries/s
-    backlog: dict[int, int] = field(default_factory=dict)  # end offset - committed
+    waiting: dict[int, int] = field(default_factory=dict)  # not taken on, as its owner said
     dealt: dict[str, list[int]] | None = None  # member -> partitions, while leading
     dealt_at: float = float("-inf")
     _ends: dict[int, tuple[float, int]] = field(default_factory=dict)
@@ -95,13 +102,14 @@ class PartitionLoad:
             alpha = min(1.0, dt / RATE_TAU_S)
             self.rates[p] = self.rates.get(p, rate) * (1 - alpha) + rate * alpha
 
-    def owed(self, committed: Mapping[int, int]) -> None:
-        """Each partition's backlog from the group's committed offsets (none: all of it)."""
-        self.backlog = {p: max(0, end - committed.get(p, 0)) for p, (_, end) in self._ends.items()}
+    def told(self, notes: Mapping[int, str]) -> None:
+        """Each partition's waiting records, from its last commit's metadata (a count; else
+        unknown, taken as none)."""
+        self.waiting = {p: int(n) for p, n in notes.items() if n.isdigit()}
 
     def weights(self, partitions: Iterable[int]) -> dict[int, float]:
         return {
-            p: self.rates.get(p, 0.0) + self.backlog.get(p, 0) / BACKLOG_HORIZON_S
+            p: self.rates.get(p, 0.0) + self.waiting.get(p, 0) / BACKLOG_HORIZON_S
             for p in partitions
         }
 
@@ -111,7 +119,7 @@ class PartitionLoad:
         if self.dealt is None or len(self.dealt) < 2:
             return None
         total = sum(self.rates.values())
-        if total < MIN_RATE or sum(self.backlog.values()) < BEHIND_S * total:
+        if total < MIN_RATE or sum(self.waiting.values()) < BEHIND_S * total:
             return None
         weights = self.weights(p for ps in self.dealt.values() for p in ps)
         now = busiest(self.dealt, weights)
@@ -208,8 +216,8 @@ class Balancer:
             self._strikes = 0
             return
         async with asyncio.timeout(COMMITTED_TIMEOUT_S):
-            committed = await _committed(consumer, tps)
-        load.owed(committed)
+            notes = await _notes(consumer, tps)
+        load.told(notes)
         uneven = load.uneven()
         self._strikes = self._strikes + 1 if uneven else 0
         if uneven and self._strikes >= PERSIST and time.monotonic() - load.dealt_at >= COOLDOWN_S:
@@ -228,6 +236,7 @@ def _coordinator(consumer: AIOKafkaConsumer) -> Any:
     return consumer._coordinator
 
 
-async def _committed(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[int, int]:
+async def _notes(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[int, str]:
+    """Each partition's last commit's metadata (`DeliveryConsumer._waiting`)."""
     offsets = await _coordinator(consumer).fetch_committed_offsets(tps)
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    return {tp.partition: meta.metadata or "" for tp, meta in offsets.items()}

@@ -147,7 +147,9 @@ class DeliveryConsumer:
             if part is None:  # revoked: the new owner fetches these
                 del fetched[tp]
                 continue
-            scheduler.dispatch(tp, part, records.popleft())
+            record = records.popleft()
+            scheduler.dispatch(tp, part, record)
+            part.taken = record.offset
             if not records:
                 del fetched[tp]
         if fetched and not self._full:
@@ -191,7 +193,17 @@ class DeliveryConsumer:
                 self._finishing.set()
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        await self._offsets.commit(self._consumer, only)
+        await self._offsets.commit(self._consumer, only, note=self._waiting)
+
+    def _waiting(self, tp: TopicPartition, part: Part) -> str:
+        """The records of `tp` not yet taken on, as last seen (its end offset from the
+        latest fetch): the commit's metadata, by which the group's leader tells a sender
+        that is behind from one whose watermark only waits for slow requests (see
+        `balance`). Empty while unknown."""
+        end = self._consumer.highwater(tp)
+        if end is None or part.taken is None:
+            return ""
+        return str(max(0, end - part.taken - 1))
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
         """Waits briefly for the revoked partitions' in-flight work, hands off what is

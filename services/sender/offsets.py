@@ -5,6 +5,7 @@ is given up (DESIGN.md section 8)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -28,6 +29,7 @@ class Part:
     wm: Watermark = field(default_factory=Watermark)
     open: dict[int, Job] = field(default_factory=dict)  # dispatched, not finished
     handed: set[int] = field(default_factory=set)  # of those, completed by a hand-off
+    taken: int | None = None  # the last offset taken on (dispatched)
 
 
 @dataclass
@@ -75,18 +77,22 @@ class Offsets:
         return any(part.wm.committable() is not None for part in self.parts.values())
 
     async def commit(
-        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
+        self,
+        consumer: AIOKafkaConsumer,
+        only: set[TopicPartition] | None = None,
+        note: Callable[[TopicPartition, Part], str] | None = None,
     ) -> None:
         """Commits every owned partition's watermark that moved (a failure is logged: the
-        next commit carries the same positions)."""
+        next commit carries the same positions), each with `note(tp, part)` as its
+        metadata, which the group's members can read back."""
         async with self._lock:
-            offsets: dict[TopicPartition, int] = {}
+            offsets: dict[TopicPartition, tuple[int, str]] = {}
             for tp, part in self.parts.items():
                 if only is not None and tp not in only:
                     continue
                 position = part.wm.committable()
                 if position is not None:
-                    offsets[tp] = position
+                    offsets[tp] = (position, note(tp, part) if note else "")
             if not offsets:
                 return
             try:
@@ -94,7 +100,7 @@ class Offsets:
             except (CommitFailedError, IllegalStateError, KafkaError) as exc:
                 log.warning("offset commit failed", error=str(exc))
                 return
-            for tp, position in offsets.items():
+            for tp, (position, _) in offsets.items():
                 if tp in self.parts:
                     self.parts[tp].wm.committed(position)
 

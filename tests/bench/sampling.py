@@ -53,6 +53,30 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+# The JVM's JIT compiler threads, by the name Linux gives them (15 characters at most).
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of `pid`'s JIT compiler threads so far (a JVM's warm-up:
+    a fresh Kafka's C2 compiler took over half its CPU in the bench's first minutes)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue  # the thread ended
+        name, fields = raw[raw.index("(") + 1 : raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+        if name.startswith(JIT_THREADS):
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
 def _host_times() -> list[int]:
     with open("/proc/stat") as f:
         return [int(x) for x in f.readline().split()[1:]]
@@ -83,7 +107,9 @@ def pid_from_file(path: Path) -> int | None:
 class Sampler:
     """Samples named pids every second: RSS series and peaks; CPU-seconds series.
 
-    `groups` are pids whose CPU is summed with their children's (PostgreSQL's backends)."""
+    `groups` are pids whose CPU is summed with their children's (PostgreSQL's backends).
+    Kafka's JIT compiler threads are also sampled apart, as `kafka-jit` (a part of `kafka`,
+    not beside it)."""
 
     t0: float
     rss: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
@@ -103,6 +129,8 @@ class Sampler:
         for name, pid in groups.items():
             total = sum(c for p in [pid, *children(pid)] if (c := cpu_seconds(p)) is not None)
             self._cpu(name, now, total)
+            if name == "kafka":
+                self._cpu("kafka-jit", now, jit_seconds(pid))
         self._cpu("host", now, host_busy_seconds())
         self._cpu("steal", now, host_steal_seconds())
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,9 +91,11 @@ def test_issue_14_figures_against_their_targets() -> None:
     assert verdicts == {
         "machine: a Python loop, per iteration": "-",
         "idle: CPU of all processes": "PASS",
+        "idle: of it, Kafka's JIT compiler": "-",
         "sustained deliveries/s": "PASS",
         "end-to-end / ceiling (half via outbox)": "PASS",  # 0.82
         "core-s per 1,000 deliveries (sustained)": "FAIL",
+        "core-s per 1,000: of it, Kafka's JIT compiler": "-",
         "sustained deliveries/s, all via HTTP ingest": "-",
         "end-to-end / ceiling (all via HTTP ingest)": "FAIL",  # 0.58
         "core-s per 1,000 deliveries (HTTP ingest)": "PASS",
@@ -114,6 +119,7 @@ def test_hookline_cpu_leaves_out_the_bench_and_the_host() -> None:
     shares = {
         "bench-sender-1": 1.5,
         "kafka": 6.0,
+        "kafka-jit": 2.5,  # a part of kafka's, not beside it
         "postgres": 0.5,
         "bench-driver": 9.0,
         "bench-receiver": 3.0,
@@ -142,6 +148,43 @@ def test_cpu_table_shows_steal_apart_from_the_processes() -> None:
     ]
     # other = host - ours (130): steal is not one of the processes
     assert row.split() == ["inbound-edge", "90", "40", "150", "20", "36"]
+
+
+def test_cpu_table_counts_kafkas_jit_within_kafka() -> None:
+    table = report.cpu_table({"idle": {"kafka": 6.0, "kafka-jit": 4.0, "host": 10.0}})
+    header, row = table.splitlines()
+    assert header.split()[-5:] == ["kafka", "kafka-jit", "host", "other", "steal"]
+    assert row.split() == ["idle", "6", "4", "10", "4", "0"]  # other = 10 - 6
+
+
+def test_jit_seconds_sums_the_threads_named_as_a_jvms_compilers() -> None:
+    assert sampling.jit_seconds(os.getpid()) == 0.0  # no thread of the runner is named so
+    release = threading.Event()
+    spun: list[threading.Event] = []
+
+    def spin(name: str) -> None:
+        Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text(name)
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+        spun[-1 if name.startswith("C2") else 0].set()
+        release.wait(10)
+
+    spun += [threading.Event(), threading.Event()]
+    threads = [
+        threading.Thread(target=spin, args=(n,)) for n in ("data-plane-kafka", "C2 CompilerThread0")
+    ]
+    for t in threads:
+        t.start()
+    try:
+        assert all(e.wait(10) for e in spun)
+        measured = sampling.jit_seconds(os.getpid())
+    finally:
+        release.set()
+        for t in threads:
+            t.join()
+    assert measured is not None and 0.25 <= measured <= 0.5  # the compiler's 0.3 s alone
+    assert sampling.jit_seconds(2**22 + 7) is None  # no such process
 
 
 def test_sampler_records_the_hosts_steal(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The sender group's load-aware assignment against a real broker: when the load sits on
-one member's partitions and the group falls behind, the leader has the group rebalance,
-and the busy partitions end up on different members (services/sender/balance.py)."""
+one member's partitions and the group falls behind (its members' commits say records wait),
+the leader has the group rebalance, and the busy partitions end up on different members
+(services/sender/balance.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.errors import KafkaError
 
 from services.sender import balance
 from services.sender.balance import Balancer, PartitionLoad, assignor
@@ -94,22 +96,30 @@ class Group:
                 await self.producer.send(self.topic, b"x", partition=p)
 
 
-async def never_commit(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-    while not stop.is_set():  # fetches, never commits: the group only falls behind
-        await consumer.getmany(timeout_ms=200)
+async def fall_behind(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+    """Takes nothing on: each commit tells the leader that all of its partition waits."""
+    while not stop.is_set():
+        await asyncio.sleep(0.3)
+        mine = list(consumer.assignment())
+        if mine:
+            ends = await consumer.end_offsets(mine)
+            with contextlib.suppress(KafkaError):  # a rebalance under way
+                await consumer.commit({tp: (0, str(end)) for tp, end in ends.items()})
 
 
-async def commit_all(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-    while not stop.is_set():  # commits all it fetched: never behind
+async def keep_up(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+    """Commits all it fetched, telling that nothing waits."""
+    while not stop.is_set():
         batch = await consumer.getmany(timeout_ms=200)
         if batch:
-            await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
+            with contextlib.suppress(KafkaError):
+                await consumer.commit({tp: (m[-1].offset + 1, "0") for tp, m in batch.items()})
 
 
 async def test_a_group_behind_with_its_load_on_one_member_is_dealt_afresh(
     provisioned: Settings, quick: None
 ) -> None:
-    async with Group(provisioned.kafka_bootstrap, never_commit) as g:
+    async with Group(provisioned.kafka_bootstrap, fall_behind) as g:
         first = g.owners()
         assert set(BUSY) in first, f"round-robin first: {first}"
         loop = asyncio.get_running_loop()
@@ -127,7 +137,7 @@ async def test_a_group_behind_with_its_load_on_one_member_is_dealt_afresh(
 async def test_a_group_keeping_up_is_left_alone_however_uneven(
     provisioned: Settings, quick: None
 ) -> None:
-    async with Group(provisioned.kafka_bootstrap, commit_all) as g:
+    async with Group(provisioned.kafka_bootstrap, keep_up) as g:
         first = g.owners()
         loop = asyncio.get_running_loop()
         until = loop.time() + 8  # many times PERSIST samples and the cooldown

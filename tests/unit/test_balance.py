@@ -61,7 +61,7 @@ def test_offered_rates_follow_the_end_offsets() -> None:
 def _leading(
     rates: dict[int, float], backlog: dict[int, int], dealt: dict[str, list[int]]
 ) -> PartitionLoad:
-    load = PartitionLoad(TOPIC, rates=dict(rates), backlog=dict(backlog))
+    load = PartitionLoad(TOPIC, rates=dict(rates), waiting=dict(backlog))
     load.dealt = dealt
     return load
 
@@ -86,9 +86,9 @@ def test_uneven_only_while_leading_behind_and_worth_a_rebalance() -> None:
     assert not_leading.uneven() is None
 
 
-def test_backlog_weighs_in_the_deal() -> None:
+def test_waiting_records_weigh_in_the_deal() -> None:
     # Equal rates, but partition 0 owes 10 s of work: it gets a member nearly to itself.
-    load = PartitionLoad(TOPIC, rates=dict.fromkeys(range(4), 10.0), backlog={0: 1000})
+    load = PartitionLoad(TOPIC, rates=dict.fromkeys(range(4), 10.0), waiting={0: 1000})
     dealt = deal(load.weights(range(4)), ["a", "b"])
     assert [0] in dealt.values()
 

@@ -268,7 +268,10 @@ class Kafka:
         self.paused -= set(tps)
         self.resumed += tps
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+    async def commit(self, offsets: dict[TopicPartition, tuple[int, str]]) -> None: ...
 
 
 async def test_fetched_records_are_taken_on_oldest_first_across_partitions() -> None:

@@ -53,6 +53,8 @@ class Producer:
 
 class Consumer:
     committed: dict[TopicPartition, int] = {}
+    notes: dict[TopicPartition, str] = {}  # each commit's metadata
+    end: int | None = None  # the end offset the last fetch saw
 
     def assignment(self) -> set[TopicPartition]:
         return {TP}
@@ -61,8 +63,12 @@ class Consumer:
 
     def resume(self, *_: Any) -> None: ...
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.committed = dict(offsets)
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.end
+
+    async def commit(self, offsets: dict[TopicPartition, tuple[int, str]]) -> None:
+        self.committed = {tp: offset for tp, (offset, _) in offsets.items()}
+        self.notes = {tp: note for tp, (_, note) in offsets.items()}
 
 
 class Deliverer:
@@ -174,3 +180,18 @@ async def test_a_handed_off_request_that_fails_schedules_no_retry_of_its_own() -
     assert sorted(s.deliverer.logged) == ["e0", "e1", "e2"]
     assert sorted(s.deliverer.retried) == ["e1", "e2"]  # e0's copy carries it on
     assert s.kafka.committed == {TP: 3}
+
+
+async def test_each_commit_tells_how_many_records_wait_to_be_taken_on() -> None:
+    s = make(concurrency=10, cap=5, seconds={})
+    await asyncio.sleep(0.2)  # e0..e2 ended
+    await s.consumer.commit()
+    assert (s.kafka.committed, s.kafka.notes) == ({TP: 3}, {TP: ""})  # end not seen yet
+    part = s.consumer._offsets.parts[TP]
+    msg = DeliveryMessage(str(uuid.uuid4()), WEBHOOK, "o", "e3", "push", {})
+    s.scheduler.dispatch(TP, part, cast(Any, Record(3, msg)))
+    part.taken = 3
+    await asyncio.sleep(0.2)
+    s.kafka.end = 10  # offsets 4..9 are in Kafka or fetched, not taken on
+    await s.consumer.commit()
+    assert (s.kafka.committed, s.kafka.notes) == ({TP: 4}, {TP: "6"})
