@@ -252,7 +252,8 @@ async def setup(b: Bench) -> None:
     ready = time.time() - start
     b.mark("setup", start, time.time())
     partitions = hook_partitions([h["id"] for h in b.hooks])
-    # The consumer group's round-robin assignor deals sorted partitions out in turn.
+    # With no load known yet, the sender group deals sorted partitions out in turn; once it
+    # falls behind with the load uneven, it deals them again by load (bench "rebalances").
     per_sender = [
         sum(1 for p in partitions if p % b.plan.senders == i) for i in range(b.plan.senders)
     ]
@@ -267,7 +268,7 @@ async def setup(b: Bench) -> None:
     say(
         f"setup: {len(b.hooks)} webhooks, full fan-out after {probe} probe(s), {ready:.1f}s; "
         f"keyed by webhook id they land on partitions {partitions}, "
-        f"{' / '.join(map(str, per_sender))} hooks per sender"
+        f"{' / '.join(map(str, per_sender))} hooks per sender as first dealt"
     )
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from tests.bench.observe import ReceiverLog
 
@@ -200,6 +202,37 @@ def late_arrivals(results: dict[str, Any], log: ReceiverLog) -> dict[str, int]:
         if result["late"]:
             late[phase] = result["late"]
     return late
+
+
+REBALANCE_EVENT = "sender group behind and unevenly loaded: rebalancing"
+
+
+def rebalances(
+    log_dir: Path, spans: list[tuple[str, float, float]], t0: float
+) -> list[dict[str, Any]]:
+    """The sender group's load-triggered rebalances, from the senders' logs: when (seconds
+    since t0), in which phase, and the busiest member's load before and dealt afresh."""
+    found: list[dict[str, Any]] = []
+    for path in sorted(log_dir.glob("bench-sender-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if REBALANCE_EVENT not in line:
+                continue
+            try:
+                entry = orjson.loads(line)
+                at = datetime.fromisoformat(entry["timestamp"]).timestamp() - t0
+            except (orjson.JSONDecodeError, KeyError, ValueError):
+                continue
+            phase = next((label for label, a, b in spans if a <= at <= b), None)
+            found.append(
+                {
+                    "t": round(at, 1),
+                    "phase": phase,
+                    "sender": path.stem,
+                    "busiest": entry.get("busiest"),
+                    "dealt_afresh": entry.get("dealt_afresh"),
+                }
+            )
+    return sorted(found, key=lambda r: r["t"])
 
 
 def table(rows: list[Row]) -> str:

@@ -393,6 +393,7 @@ def finish(
             label: sampler.cpu_share(start, end) for label, start, end in b.spans
         },
         "broken": b.broken,
+        "rebalances": report.rebalances(b.cluster.log_dir, b.spans, b.t0),
         "duplicates_by_phase": duplicates,
         "series": report.series(b.log, b.t0),
         "rss_series": sampler.rss,
@@ -410,6 +411,16 @@ def finish(
     print()
     print(report.cpu_table(data["cpu_percent_by_phase"]))
     print()
+    say(
+        "sender group rebalanced by load: "
+        + (
+            ", ".join(
+                f"{r['phase']} at {r['t']}s ({r['busiest']} -> {r['dealt_afresh']}/s)"
+                for r in data["rebalances"]
+            )
+            or "never"
+        )
+    )
     say(
         "deliveries received twice over the whole run (at-least-once): "
         + (", ".join(f"{k} {v}" for k, v in duplicates.items()) if duplicates else "none")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import orjson
 import pytest
 
 from tests.bench import brokerloss, report, sampling
@@ -393,3 +396,44 @@ def test_deliveries_missing_at_a_drain_that_arrive_later_are_late_not_lost(
         "late": 1,
     }
     assert "late" not in results["latency"]
+
+
+def test_rebalances_are_read_from_the_senders_logs_and_placed_in_their_phase(
+    tmp_path: Path,
+) -> None:
+    t0 = 1_800_000_000.0
+
+    def line(at: float, event: str, **kw: Any) -> str:
+        stamp = datetime.fromtimestamp(t0 + at, UTC).isoformat().replace("+00:00", "Z")
+        return orjson.dumps({"event": event, "timestamp": stamp, **kw}).decode()
+
+    (tmp_path / "bench-sender-1.log").write_text(
+        "\n".join(
+            [
+                line(5.0, "sender partitions dealt"),
+                line(61.5, report.REBALANCE_EVENT, busiest=1902.1, dealt_afresh=1234.2),
+                "aiokafka.consumer.group_coordinator Heartbeat failed",
+            ]
+        )
+    )
+    (tmp_path / "bench-sender-2.log").write_text(
+        line(260.0, report.REBALANCE_EVENT, busiest=1937.6, dealt_afresh=1325.8)
+    )
+    (tmp_path / "bench-matcher-1.log").write_text(line(70.0, report.REBALANCE_EVENT))
+    spans = [("sustained", 49.6, 123.3), ("fairness", 248.4, 288.6)]
+    assert report.rebalances(tmp_path, spans, t0) == [
+        {
+            "t": 61.5,
+            "phase": "sustained",
+            "sender": "bench-sender-1",
+            "busiest": 1902.1,
+            "dealt_afresh": 1234.2,
+        },
+        {
+            "t": 260.0,
+            "phase": "fairness",
+            "sender": "bench-sender-2",
+            "busiest": 1937.6,
+            "dealt_afresh": 1325.8,
+        },
+    ]
