@@ -57,7 +57,7 @@ BEHIND_S = 0.5  # the group is behind when what waits is this many seconds of it
 MIN_RATE = 50.0  # deliveries/s offered: below it the group is never rebalanced
 UNEVEN = 1.25  # the busiest member's load against a fresh deal's busiest
 PERSIST = 3  # samples in a row
-COOLDOWN_S = 30.0  # between assignments this leader dealt
+COOLDOWN_S = 30.0  # after an assignment this leader dealt by a known load
 COMMITTED_TIMEOUT_S = 5.0
 
 
@@ -155,7 +155,11 @@ def assignor(load: PartitionLoad) -> type[AbstractPartitionAssignor]:
                 for m, ps in dealt.items():
                     out[m][topic] = ps
                 if topic == load.topic:
-                    load.dealt, load.dealt_at, load._fresh = dealt, time.monotonic(), True
+                    load.dealt, load._fresh = dealt, True
+                    # The cooldown keeps a dealt load from flapping; a deal that knew no
+                    # load (a member's start) may be corrected at once.
+                    informed = sum(weights.values()) >= MIN_RATE
+                    load.dealt_at = time.monotonic() if informed else float("-inf")
                     log.info(
                         "sender partitions dealt",
                         members=len(subscribed),

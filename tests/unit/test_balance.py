@@ -4,6 +4,7 @@ asks for a rebalance (services/sender/balance.py)."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
@@ -118,3 +119,14 @@ def test_the_assignor_deals_the_deliveries_topic_by_load_and_tells_the_leader_on
     assert load.dealt is None
     meta = cls.metadata({TOPIC})
     assert (meta.version, meta.subscription, meta.user_data) == (0, [TOPIC], b"")
+
+
+def test_only_a_deal_by_a_known_load_starts_the_cooldown() -> None:
+    members = {m: ConsumerProtocolMemberMetadata(0, [TOPIC], b"") for m in ("a", "b")}
+    cluster = _Cluster({TOPIC: {0, 1, 2, 3}})
+    load = PartitionLoad(TOPIC)  # a member's start: nothing measured yet
+    assignor(load).assign(cluster, members)
+    assert load.dealt_at == float("-inf")  # may be dealt again as soon as the load shows
+    load.rates = dict.fromkeys(range(4), 100.0)
+    assignor(load).assign(cluster, members)
+    assert time.monotonic() - load.dealt_at < 1.0
