@@ -132,7 +132,14 @@ def assignor(load: PartitionLoad) -> type[AbstractPartitionAssignor]:
     `load.topic`'s partitions by `load`; other topics go round-robin."""
 
     class LoadAware(AbstractPartitionAssignor):  # type: ignore[misc]
-        name = "hookline-load"
+        # The protocol name is what members agree on, and senders of a release before this
+        # one offer only round-robin: under its name, old and new members share a group
+        # through a rolling upgrade, whichever leads deals (each accepts the other's deal,
+        # and with no load known this one deals exactly as round-robin does). Offering a
+        # second protocol is not possible: aiokafka 0.14 sends one JoinGroup per assignor
+        # offered, each with a different list, and the broker rebalances again at every
+        # change (two senders rebalanced 543 times in 90 s; aio-libs/aiokafka#1168).
+        name = "roundrobin"
         version = 0
 
         @classmethod

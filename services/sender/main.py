@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import structlog
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
 from shared import metrics
@@ -128,8 +127,7 @@ async def serve(
             s.kafka_bootstrap,
             group_id=group_id,
             client_id=name,
-            # Load-aware first; round-robin while a member that knows only it is in the group.
-            partition_assignment_strategy=(assignor(load), RoundRobinPartitionAssignor),
+            partition_assignment_strategy=(assignor(load),),
         )
         offsets = Offsets()
 
