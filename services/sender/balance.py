@@ -50,13 +50,13 @@ from aiokafka.errors import KafkaError
 log = structlog.get_logger(component="sender")
 
 SAMPLE_S = 2.0  # end offsets are sampled this often while records flow
-IDLE_SAMPLE_S = 10.0  # and this often while none did since the last sample
+IDLE_SAMPLE_S = 5.0  # and this often while none did since the last sample
 RATE_TAU_S = 6.0  # the offered rates' smoothing time
 BACKLOG_HORIZON_S = 10.0  # a partition's waiting records weigh as if offered over this long
 BEHIND_S = 0.5  # the group is behind when what waits is this many seconds of its rate
 MIN_RATE = 50.0  # deliveries/s offered: below it the group is never rebalanced
 UNEVEN = 1.25  # the busiest member's load against a fresh deal's busiest
-PERSIST = 3  # samples in a row
+PERSIST = 2  # samples in a row
 COOLDOWN_S = 30.0  # after an assignment this leader dealt by a known load
 COMMITTED_TIMEOUT_S = 5.0
 
