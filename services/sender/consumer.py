@@ -199,7 +199,8 @@ class DeliveryConsumer:
         """The records of `tp` not yet taken on, as last seen (its end offset from the
         latest fetch): the commit's metadata, by which the group's leader tells a sender
         that is behind from one whose watermark only waits for slow requests (see
-        `balance`). Empty while unknown."""
+        `balance`). Empty while unknown; a lower bound while the partition is paused (its
+        end offset is the last fetch's)."""
         end = self._consumer.highwater(tp)
         if end is None or part.taken is None:
             return ""
