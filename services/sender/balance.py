@@ -210,8 +210,12 @@ class Balancer:
                 return
             try:
                 await self.sample()
-            except (KafkaError, TimeoutError) as exc:
+            except (KafkaError, TimeoutError) as exc:  # a broker away: the next sample
                 log.debug("load sample failed", error=repr(exc))
+            except Exception:
+                # Unforeseen: logged, and the sampling goes on (the sender never depends
+                # on it; without it the group keeps its current deal).
+                log.exception("load sample raised")
 
     async def sample(self) -> None:
         load, consumer = self._load, self._consumer

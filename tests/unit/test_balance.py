@@ -3,14 +3,16 @@ asks for a rebalance (services/sender/balance.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+from typing import Any, cast
 
 import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
 from services.sender import balance
-from services.sender.balance import PartitionLoad, assignor, busiest, deal
+from services.sender.balance import Balancer, PartitionLoad, assignor, busiest, deal
 
 TOPIC = "hookline.deliveries"
 
@@ -130,3 +132,21 @@ def test_only_a_deal_by_a_known_load_starts_the_cooldown() -> None:
     load.rates = dict.fromkeys(range(4), 100.0)
     assignor(load).assign(cluster, members)
     assert time.monotonic() - load.dealt_at < 1.0
+
+
+async def test_an_unforeseen_error_in_a_sample_does_not_end_the_sampling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(balance, "IDLE_SAMPLE_S", 0.01)
+    calls: list[int] = []
+    stop = asyncio.Event()
+
+    class Broken:
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            calls.append(1)
+            if len(calls) >= 3:
+                stop.set()
+            raise RuntimeError("a bug")
+
+    await asyncio.wait_for(Balancer(cast(Any, Broken()), PartitionLoad(TOPIC)).run(stop), 5)
+    assert len(calls) >= 3
