@@ -42,7 +42,7 @@ pick_user() {
     id -u "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
     RUN_AS=(runuser -u "$user" --)
     mkdir -p "$PGROOT"
-    chown "$user" "$PGROOT"
+    chown -h "$user" "$PGROOT"  # never through a symlink planted there
     if ! "${RUN_AS[@]}" test -w "$PGROOT"; then
       # The checkout sits where that user cannot reach (e.g. under /root): keep the
       # cluster in a fresh directory of its own (an unpredictable name, recorded here).

@@ -103,3 +103,33 @@ def test_a_cluster_out_of_the_servers_reach_goes_to_a_fresh_directory_and_follow
         planted.unlink(missing_ok=True)
         if pg_root is not None and pg_root.parent == Path("/var/tmp"):
             shutil.rmtree(pg_root, ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+    reason="pg.sh hands its directory to the server's user only when it runs as root",
+)
+def test_a_link_planted_as_the_cluster_directory_does_not_hand_its_target_over(
+    tmp_path: Path,
+) -> None:
+    """`$HOOKLINE_HOME/pg` made a link to a directory of root's: pg.sh (as root) gives
+    the server's user the link at most, never what it points to."""
+    home = tmp_path / "home"
+    home.mkdir()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (home / "pg").symlink_to(victim)
+    env = {**os.environ, "HOOKLINE_HOME": str(home), "HOOKLINE_PG_PORT": str(_free_port())}
+    script = ROOT / "deploy" / "local" / "pg.sh"
+    pg_root: Path | None = None
+    try:
+        started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+        assert victim.stat().st_uid == 0, "the link's target was handed to the server's user"
+        assert list(victim.iterdir()) == []
+        assert started.returncode == 0, started.stderr
+        pg_root = Path((home / "pg.root").read_text().strip())
+        assert pg_root.parent == Path("/var/tmp") and not pg_root.is_symlink()
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
+        if pg_root is not None and pg_root.parent == Path("/var/tmp"):
+            shutil.rmtree(pg_root, ignore_errors=True)
