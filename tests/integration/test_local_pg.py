@@ -3,6 +3,7 @@ the role's password, and its socket is in a directory only the server's user can
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -11,6 +12,7 @@ import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -66,10 +68,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skipif(
+# pg.sh hands its directory to the server's user (postgres) only when it runs as root.
+as_root = pytest.mark.skipif(
     os.geteuid() != 0 or not glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-    reason="pg.sh moves the cluster out of reach only when it runs as root (server as postgres)",
+    reason="pg.sh hands its directory to the server's user only when it runs as root",
 )
+
+
+@contextlib.contextmanager
+def pg_sh(home: Path) -> Iterator[subprocess.CompletedProcess[str]]:
+    """`pg.sh start` with `home` as the state directory (its answer), then `stop`, and the
+    fresh cluster directory it made under /var/tmp removed."""
+    env = {**os.environ, "HOOKLINE_HOME": str(home), "HOOKLINE_PG_PORT": str(_free_port())}
+    script = ROOT / "deploy" / "local" / "pg.sh"
+    try:
+        yield subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
+        kept = home / "pg.root"
+        pg_root = Path(kept.read_text().strip()) if kept.is_file() else None
+        if pg_root is not None and pg_root.parent == Path("/var/tmp"):
+            shutil.rmtree(pg_root, ignore_errors=True)
+
+
+@as_root
 def test_a_cluster_out_of_the_servers_reach_goes_to_a_fresh_directory_and_follows_no_link(
     tmp_path: Path,
 ) -> None:
@@ -84,31 +106,22 @@ def test_a_cluster_out_of_the_servers_reach_goes_to_a_fresh_directory_and_follow
     planted = Path(f"/var/tmp/hookline-pg-{digest}")
     planted.unlink(missing_ok=True)  # left by a run that was killed
     planted.symlink_to(victim)
-    env = {**os.environ, "HOOKLINE_HOME": str(home), "HOOKLINE_PG_PORT": str(_free_port())}
-    script = ROOT / "deploy" / "local" / "pg.sh"
-    pg_root: Path | None = None
     try:
-        started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
-        # The planted link and what it points to are untouched.
-        assert planted.is_symlink() and os.readlink(planted) == str(victim)
-        assert victim.stat().st_uid == 0 and list(victim.iterdir()) == []
-        assert started.returncode == 0, started.stderr
-        pg_root = Path((home / "pg.root").read_text().strip())
-        assert pg_root.parent == Path("/var/tmp") and pg_root.name.startswith("hookline-pg.")
-        assert not pg_root.is_symlink() and (pg_root / "data" / "PG_VERSION").is_file()
-        assert stat.S_IMODE(os.lstat(pg_root).st_mode) == 0o700
-        assert os.lstat(pg_root).st_uid == pwd.getpwnam("postgres").pw_uid
+        with pg_sh(home) as started:
+            # The planted link and what it points to are untouched.
+            assert planted.is_symlink() and os.readlink(planted) == str(victim)
+            assert victim.stat().st_uid == 0 and list(victim.iterdir()) == []
+            assert started.returncode == 0, started.stderr
+            pg_root = Path((home / "pg.root").read_text().strip())
+            assert pg_root.parent == Path("/var/tmp") and pg_root.name.startswith("hookline-pg.")
+            assert not pg_root.is_symlink() and (pg_root / "data" / "PG_VERSION").is_file()
+            assert stat.S_IMODE(os.lstat(pg_root).st_mode) == 0o700
+            assert os.lstat(pg_root).st_uid == pwd.getpwnam("postgres").pw_uid
     finally:
-        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
         planted.unlink(missing_ok=True)
-        if pg_root is not None and pg_root.parent == Path("/var/tmp"):
-            shutil.rmtree(pg_root, ignore_errors=True)
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or not glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-    reason="pg.sh hands its directory to the server's user only when it runs as root",
-)
+@as_root
 def test_a_link_planted_as_the_cluster_directory_does_not_hand_its_target_over(
     tmp_path: Path,
 ) -> None:
@@ -119,17 +132,9 @@ def test_a_link_planted_as_the_cluster_directory_does_not_hand_its_target_over(
     victim = tmp_path / "victim"
     victim.mkdir()
     (home / "pg").symlink_to(victim)
-    env = {**os.environ, "HOOKLINE_HOME": str(home), "HOOKLINE_PG_PORT": str(_free_port())}
-    script = ROOT / "deploy" / "local" / "pg.sh"
-    pg_root: Path | None = None
-    try:
-        started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+    with pg_sh(home) as started:
         assert victim.stat().st_uid == 0, "the link's target was handed to the server's user"
         assert list(victim.iterdir()) == []
         assert started.returncode == 0, started.stderr
         pg_root = Path((home / "pg.root").read_text().strip())
         assert pg_root.parent == Path("/var/tmp") and not pg_root.is_symlink()
-    finally:
-        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
-        if pg_root is not None and pg_root.parent == Path("/var/tmp"):
-            shutil.rmtree(pg_root, ignore_errors=True)
