@@ -59,6 +59,8 @@ UNEVEN = 1.25  # the busiest member's load against a fresh deal's busiest
 PERSIST = 2  # samples in a row
 COOLDOWN_S = 30.0  # after an assignment this leader dealt by a known load
 COMMITTED_TIMEOUT_S = 5.0
+# The log event of a rebalance this leader asked for (the bench counts them).
+REBALANCING = "sender group behind and unevenly loaded: rebalancing"
 
 
 def deal(weights: Mapping[int, float], members: Sequence[str]) -> dict[str, list[int]]:
@@ -238,7 +240,7 @@ class Balancer:
         if uneven and self._strikes >= PERSIST and time.monotonic() - load.dealt_at >= COOLDOWN_S:
             self._strikes = 0
             log.info(
-                "sender group behind and unevenly loaded: rebalancing",
+                REBALANCING,
                 busiest=round(uneven[0], 1),
                 dealt_afresh=round(uneven[1], 1),
             )

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from services.sender.balance import REBALANCING
 from tests.bench.observe import ReceiverLog
 
 RSS_FLOOR_MB = 300
@@ -204,7 +205,7 @@ def late_arrivals(results: dict[str, Any], log: ReceiverLog) -> dict[str, int]:
     return late
 
 
-REBALANCE_EVENT = "sender group behind and unevenly loaded: rebalancing"
+REBALANCE_EVENT = REBALANCING  # the senders' log event
 
 
 def rebalances(
