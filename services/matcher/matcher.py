@@ -20,6 +20,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared import metrics
 from shared.config import Settings
@@ -41,6 +42,7 @@ from shared.kafka import (
     MATCHER_GROUP,
     MAX_MESSAGE_BYTES,
     REJECT_HEADER,
+    CachedPartitioner,
     make_hot_path_consumer,
     make_producer,
     poll,
@@ -118,6 +120,53 @@ async def _settle(futures: list[Awaitable[object]]) -> None:
         raise ProduceFailed(f"{len(errors)} of {len(results)} sends failed: {errors[0]!r}")
 
 
+class _Batches:
+    """Delivery messages gathered into one record batch per partition, each handed to the
+    producer whole (`send_batch`): one future per batch rather than one `send` (its
+    metadata wait, partitioning, future and record metadata) per delivery, which was about
+    half the matcher's CPU per delivery. Partitions are chosen as `send` chooses them
+    (murmur2 of the key, over the topic's partitions in order). The idempotent producer
+    numbers a submitted batch as any other when it drains it, so the sequence holds."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        partitions: list[int],
+        partitioner: CachedPartitioner,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._partitions = partitions
+        self._partitioner = partitioner
+        self._open: dict[int, BatchBuilder] = {}
+        self.futures: list[Awaitable[object]] = []
+
+    async def add(self, key: bytes, value: bytes) -> None:
+        partition = self._partitioner(key, self._partitions, self._partitions)
+        batch = self._open.get(partition)
+        if batch is None:
+            batch = self._open[partition] = self._producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full
+            await self._submit(partition, batch)
+            batch = self._open[partition] = self._producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any
+
+    async def flush(self) -> list[Awaitable[object]]:
+        """Submits every open batch; returns (and forgets) the futures of all submitted."""
+        open_batches, self._open = self._open, {}
+        for partition, batch in open_batches.items():
+            await self._submit(partition, batch)
+        futures, self.futures = self.futures, []
+        return futures
+
+    async def _submit(self, partition: int, batch: BatchBuilder) -> None:
+        batch.close()  # nothing `send` adds may join it
+        self.futures.append(
+            await self._producer.send_batch(batch, self._topic, partition=partition)
+        )
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Lets the batch in hand finish and commit before its partitions are given away."""
 
@@ -152,6 +201,7 @@ class Matcher:
         self._rejected_topic = rejected_topic
         self._producer = producer
         self._table = table
+        self._partitioner = CachedPartitioner()
         self._max_records = max_records
         self._batch_lock = asyncio.Lock()
         self.listener = _Rebalance(self)
@@ -172,6 +222,8 @@ class Matcher:
         before the next is encoded: one event to thousands of webhooks never holds one
         copy of its body per webhook. Returns (deliveries, rejected). Raises ProduceFailed
         if any send failed."""
+        partitions = sorted(await self._producer.partitions_for(self._deliveries_topic))
+        out = _Batches(self._producer, self._deliveries_topic, partitions, self._partitioner)
         futures: list[Awaitable[object]] = []
         deliveries = rejected = pending = 0
         for messages in batch.values():
@@ -185,18 +237,14 @@ class Matcher:
                 fanned = 0
                 for delivery, value in routed:
                     fanned += 1
-                    futures.append(
-                        await self._producer.send(
-                            self._deliveries_topic, key=delivery.key, value=value
-                        )
-                    )
+                    await out.add(delivery.key, value)
                     pending += len(value)
                     if pending >= FANOUT_CHUNK_BYTES:
-                        await _settle(futures)
+                        await _settle(futures + await out.flush())
                         futures, pending = [], 0
                 deliveries += fanned
                 metrics.fanout(fanned)
-        await _settle(futures)
+        await _settle(futures + await out.flush())
         return deliveries, rejected
 
     def _route(self, msg: Message) -> tuple[Iterator[tuple[DeliveryMessage, bytes]], str | None]:

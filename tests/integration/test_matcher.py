@@ -30,6 +30,7 @@ from shared.kafka import (
     EVENTS,
     EVENTS_REJECTED,
     MAX_MESSAGE_BYTES,
+    CachedPartitioner,
     TopicSpec,
     ensure_topics,
     make_consumer,
@@ -168,6 +169,33 @@ async def test_one_delivery_per_subscribed_webhook(pipeline: Pipeline, org: str)
     msgs = await read_to_end(pipeline.bootstrap, pipeline.deliveries, {})
     assert {m.key for m in msgs} == {repo_hook.id.encode(), org_hook.id.encode()}
     assert pipeline.matcher.matched == 2
+
+
+async def test_deliveries_are_batched_onto_the_partitions_send_would_choose(
+    pipeline: Pipeline, org: str
+) -> None:
+    """Many events to many webhooks, over several record batches per partition (bodies of
+    30 KB against 512 KiB batches): every delivery lands once, on the partition the
+    producer's own `send` picks for its key, in the order the events came for each
+    webhook (the order a retry or a replay through `send` keeps too)."""
+    hooks = [hook(org, "widgets", ("*",)) for _ in range(24)]
+    for h in hooks:
+        pipeline.table.put(h)
+    events = [event(org, payload={"n": n, "pad": "x" * 30_000}) for n in range(40)]
+    for raw in events:
+        await pipeline.publish(raw, key=f"{org}/widgets".encode())
+    await pipeline.settled()
+    msgs = await read_to_end(pipeline.bootstrap, pipeline.deliveries, {})
+
+    assert len(msgs) == len(hooks) * len(events)
+    partitions = sorted(await pipeline.producer.partitions_for(pipeline.deliveries))
+    by_send = CachedPartitioner()
+    assert all(m.partition == by_send(m.key, partitions, partitions) for m in msgs)
+    assert len({m.partition for m in msgs}) > 1
+    ids = [orjson.loads(raw)["id"] for raw in events]
+    for h in hooks:
+        mine = [DeliveryMessage.decode(m.value) for m in msgs if m.key == h.id.encode()]
+        assert [d.event_id for d in mine] == ids
 
 
 async def test_the_same_event_twice_gives_the_same_delivery_ids(
