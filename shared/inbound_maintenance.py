@@ -10,7 +10,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
-from shared.log.partitions import drop_daily_partitions, longest_retention, trim_per_org
+from shared.log.partitions import (
+    drop_daily_partitions,
+    exclusive,
+    longest_retention,
+    trim_per_org,
+)
 from shared.ratelimit import SharedRateLimiter
 
 log = structlog.get_logger(__name__)
@@ -22,27 +27,25 @@ async def maintain(
     pool: asyncpg.Pool, retention_days: int, *, now: datetime | None = None
 ) -> list[str]:
     """Makes the coming days' partitions, drops those past the retention and forgets old
-    idempotency keys (in bounded batches); returns the dropped partitions' names."""
+    idempotency keys (in bounded batches, each committed on its own); returns the dropped
+    partitions' names. One replica at a time."""
     moment = now or datetime.now(UTC)
     dropped: list[str] = []
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
-                return dropped
-            longest = await longest_retention(conn, retention_days)
-            cutoff = moment.date() - timedelta(days=longest)
-            await conn.execute(
-                "SELECT hookline_ensure_daily_partitions('inbound_invocations', 1, 7)"
-            )
-            dropped = await drop_daily_partitions(conn, "inbound_invocations", cutoff)
-            await trim_per_org(
-                conn,
-                "inbound_invocations",
-                "received_at",
-                retention_days,
-                longest,
-                today=moment.date(),
-            )
+    async with exclusive(pool, _LOCK) as conn:
+        if conn is None:
+            return dropped
+        longest = await longest_retention(conn, retention_days)
+        cutoff = moment.date() - timedelta(days=longest)
+        await conn.execute("SELECT hookline_ensure_daily_partitions('inbound_invocations', 1, 7)")
+        dropped = await drop_daily_partitions(conn, "inbound_invocations", cutoff)
+        await trim_per_org(
+            conn,
+            "inbound_invocations",
+            "received_at",
+            retention_days,
+            longest,
+            today=moment.date(),
+        )
         while True:
             done = await conn.execute(
                 "DELETE FROM inbound_idempotency WHERE ctid = ANY(ARRAY(SELECT ctid FROM"

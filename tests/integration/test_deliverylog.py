@@ -167,12 +167,20 @@ async def test_maintenance_creates_ahead_and_drops_expired_partitions(
         " FOR VALUES FROM ('2000-01-01 00:00+00') TO ('2000-01-02 00:00+00')"
     )
     old, recent = uuid.uuid4(), uuid.uuid4()
-    for delivery, days in ((old, 40), (recent, 1)):
-        at = datetime.now(UTC) - timedelta(days=days)
+    for delivery, at in ((old, datetime(2000, 1, 1, 12, tzinfo=UTC)), (recent, None)):
+        at = at or datetime.now(UTC) - timedelta(days=1)
         await pool.execute(
             "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status,"
             " attempts, first_at, last_at) VALUES ($1, $2, 'o', 'e', 'push', 'succeeded', 1,"
             " $3, $3)",
+            delivery,
+            uuid.uuid4(),
+            at,
+        )
+        await pool.execute(
+            "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id,"
+            " event_type, attempt, trigger, outcome, started_at) VALUES ($1, $2, 'o', 'e',"
+            " 'push', 1, 'auto', 'succeeded', $3)",
             delivery,
             uuid.uuid4(),
             at,

@@ -8,6 +8,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -87,32 +88,6 @@ async def test_an_org_with_a_shorter_retention_loses_its_older_rows_only(
     old_other = await _attempt(pool, other, 5)
     await _maintained(pool)
     assert await _kept(pool, [old_short, new_short, old_other]) == {new_short, old_other}
-
-
-async def test_a_shorter_retention_is_trimmed_a_bounded_batch_at_a_time(
-    pool: asyncpg.Pool, org: str, limits: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each DELETE takes at most TRIM_BATCH rows; the loop goes on until one takes fewer."""
-    monkeypatch.setattr(partitions, "TRIM_BATCH", 2)
-    short = org + "-short"
-    limits.append(short)
-    await pool.execute("INSERT INTO org_limits (org, retention_days) VALUES ($1, 2)", short)
-    old = [await _attempt(pool, short, 5) for _ in range(5)]
-    new = await _attempt(pool, short, 1)
-    statements: list[str] = []
-    real_execute = asyncpg.Connection.execute
-
-    async def execute(self: asyncpg.Connection, query: str, *args: object) -> str:
-        done: str = await real_execute(self, query, *args)
-        if query.startswith("DELETE FROM delivery_attempts "):
-            statements.append(done)
-        return done
-
-    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
-    await _maintained(pool)
-    assert await _kept(pool, [*old, new]) == {new}
-    deleted = [int(done.split()[-1]) for done in statements]
-    assert max(deleted) <= 2 and sum(deleted) >= 5 and deleted[-1] < 2, deleted
 
 
 async def test_a_longer_retention_keeps_its_partition_and_trims_the_others(
@@ -207,3 +182,128 @@ async def test_a_running_sender_drops_expired_partitions_on_its_maintenance_loop
         await asyncio.wait_for(sender.task, 30)
     assert await pool.fetchval("SELECT to_regclass($1)", young) == young
     assert await _kept(pool, [gone_row, kept_row]) == {kept_row}
+
+
+async def _attempt_of(
+    pool: asyncpg.Pool, delivery_id: uuid.UUID, org: str, days_ago: float
+) -> None:
+    """One more attempt of a delivery, and its summary's last_at moved to it."""
+    at = datetime.now(UTC) - timedelta(days=days_ago)
+    await pool.execute(
+        "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type,"
+        " attempt, trigger, outcome, started_at) VALUES ($1, $2, $3, 'e', 'push', 2, 'manual',"
+        " 'succeeded', $4)",
+        delivery_id,
+        uuid.uuid4(),
+        org,
+        at,
+    )
+    await pool.execute(
+        "UPDATE deliveries SET last_at = $2, attempts = attempts + 1 WHERE id = $1", delivery_id, at
+    )
+
+
+def _deletes_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool, str]]:
+    """(statement's start, whether it ran inside a transaction block, its status) of every
+    DELETE (or data-modifying WITH) the maintenance runs."""
+    seen: list[tuple[str, bool, str]] = []
+    real_execute, real_fetchval = asyncpg.Connection.execute, asyncpg.Connection.fetchval
+
+    async def execute(self: asyncpg.Connection, query: str, *args: object, **kw: object) -> str:
+        in_block = self.is_in_transaction()
+        done: str = await real_execute(self, query, *args, **kw)
+        if query.startswith(("DELETE", "WITH")):
+            seen.append((query[:60], in_block, done))
+        return done
+
+    async def fetchval(self: asyncpg.Connection, query: str, *args: object, **kw: object) -> Any:
+        in_block = self.is_in_transaction()
+        value = await real_fetchval(self, query, *args, **kw)
+        if query.startswith(("DELETE", "WITH")):
+            seen.append((query[:60], in_block, f"DELETE {value}"))
+        return value
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+    monkeypatch.setattr(asyncpg.Connection, "fetchval", fetchval)
+    return seen
+
+
+async def test_an_expired_partitions_summaries_go_in_batches_each_committed_alone(
+    pool: asyncpg.Pool, org: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summaries of the deliveries attempted in a partition past the retention go
+    before it is dropped, SUMMARY_BATCH deliveries per statement, each statement its own
+    transaction; a delivery attempted again since (redelivered) keeps its summary."""
+    monkeypatch.setattr(partitions, "SUMMARY_BATCH", 2)
+    name = await _partition(pool, 45)
+    old = [await _attempt(pool, org, 45) for _ in range(5)]  # on that partition's day
+    redelivered = await _attempt(pool, org, 45)
+    await _attempt_of(pool, redelivered, org, 1)
+    seen = _deletes_seen(monkeypatch)
+    await _maintained(pool)
+
+    assert await pool.fetchval("SELECT to_regclass($1)", name) is None
+    summaries = {
+        r["id"] for r in await pool.fetch("SELECT id FROM deliveries WHERE id = ANY($1)", old)
+    }
+    assert summaries == set()
+    assert await pool.fetchval("SELECT last_at FROM deliveries WHERE id = $1", redelivered)
+    forgets = [s for s in seen if s[0].startswith("DELETE FROM deliveries d WHERE d.id = ANY")]
+    assert len(forgets) >= 3, seen  # 6 deliveries (and any other test's), 2 at a time
+    assert all(int(done.split()[-1]) <= 2 for _, _, done in forgets), forgets
+    assert not any(in_block for _, in_block, _ in seen), seen
+
+
+async def test_a_shorter_retention_trims_attempts_and_summaries_in_separate_commits(
+    pool: asyncpg.Pool, org: str, limits: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An org's shorter retention: its attempts go TRIM_BATCH at a time, each batch's
+    summaries in the same statement, and no statement runs in a transaction block that
+    would hold the whole clean-up open."""
+    monkeypatch.setattr(partitions, "TRIM_BATCH", 2)
+    short = org + "-short"
+    limits.append(short)
+    await pool.execute("INSERT INTO org_limits (org, retention_days) VALUES ($1, 2)", short)
+    old = [await _attempt(pool, short, 5) for _ in range(5)]
+    retried = await _attempt(pool, short, 5)
+    await _attempt_of(pool, retried, short, 1)
+    new = await _attempt(pool, short, 1)
+    seen = _deletes_seen(monkeypatch)
+    await _maintained(pool)
+
+    left = {
+        r["id"]
+        for r in await pool.fetch(
+            "SELECT id FROM deliveries WHERE id = ANY($1)", [*old, retried, new]
+        )
+    }
+    assert left == {retried, new}
+    attempts = await pool.fetch(
+        "SELECT delivery_id, attempt FROM delivery_attempts WHERE delivery_id = ANY($1)",
+        [*old, retried, new],
+    )
+    assert sorted((r["delivery_id"] == retried, r["attempt"]) for r in attempts) == [
+        (False, 1),  # new's
+        (True, 2),  # the retried delivery's younger attempt
+    ]
+    trims = [s for s in seen if s[0].startswith("WITH gone AS (DELETE FROM delivery_att")]
+    deleted = [int(done.split()[-1]) for _, _, done in trims]
+    # At most 2 a statement, until one takes fewer: 6 of this test's (and any other's).
+    assert max(deleted) <= 2 and sum(deleted) >= 6 and deleted[-1] < 2, deleted
+    assert not any(in_block for _, in_block, _ in seen), seen
+
+
+async def test_attempts_no_daily_partition_held_go_from_the_default_one(
+    pool: asyncpg.Pool, org: str
+) -> None:
+    """Attempts of days without a partition of their own sit in the default partition,
+    which no drop reaches: those past the retention are deleted there, with their
+    summaries; younger ones stay."""
+    gone = await _attempt(pool, org, 400)  # no test makes that day's partition
+    kept = await _attempt(pool, org, 20)
+    in_default = await pool.fetchval(
+        "SELECT count(*) FROM delivery_attempts_default WHERE delivery_id = ANY($1)", [gone, kept]
+    )
+    assert in_default == 2
+    await _maintained(pool)
+    assert await _kept(pool, [gone, kept]) == {kept}
