@@ -67,7 +67,7 @@ unit: $(VENV_STAMP) promtool
 
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check services shared tests
-	$(PY) -m mypy services shared
+	$(PY) -m mypy services shared tests
 
 # Options through BENCH_ARGS, e.g. the opt-in phases:
 #   make bench BENCH_ARGS=--phases=ceiling,config_scale

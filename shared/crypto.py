@@ -26,7 +26,7 @@ class SecretBox:
     def seal(self, secret: str) -> bytes:
         return self._fernet.encrypt(secret.encode())
 
-    def open(self, sealed: bytes) -> str:
+    def open(self, sealed: bytes | bytearray | memoryview) -> str:
         try:
             return self._fernet.decrypt(bytes(sealed)).decode()
         except InvalidToken:
@@ -47,7 +47,7 @@ class OpenedSecrets:
         self._size = size
         self._opened: dict[bytes, str] = {}
 
-    def open(self, sealed: bytes) -> str:
+    def open(self, sealed: bytes | bytearray | memoryview) -> str:
         """`SecretBox.open`, remembered (ValueError if `sealed` cannot be opened)."""
         sealed = bytes(sealed)
         secret = self._opened.get(sealed)

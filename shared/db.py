@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
@@ -66,7 +66,7 @@ def db_errors() -> Iterator[None]:
         raise translated from exc
 
 
-def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """`db_errors` around an adapter's async method."""
 
     @functools.wraps(fn)

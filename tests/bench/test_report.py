@@ -282,7 +282,7 @@ def test_fairness_compares_the_worst_webhook_p50_with_the_median() -> None:
 
 
 def test_config_scale_rows_against_issue_14_item_6() -> None:
-    results = {
+    results: dict[str, Any] = {
         "config_scale": {
             "table_load_s": 1.2,
             "start_to_loaded_s": 3.4,
@@ -376,7 +376,7 @@ def test_deliveries_missing_at_a_drain_that_arrive_later_are_late_not_lost(
     write_log(path, [f"{t:.6f} {t:.6f} sustained /hook/0 d{i} e{i}\n" for i in range(8)])
     log = ReceiverLog(path)
     log.poll()
-    results = {
+    results: dict[str, Any] = {
         "sustained": {"expected": 10, "delivered": 8, "missing": 2},
         "latency": {"expected": 3, "delivered": 3, "missing": 0},
         "ceiling": {"req_per_s": 1.0},

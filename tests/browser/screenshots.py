@@ -16,6 +16,7 @@ import socket
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -206,7 +207,7 @@ class Seeder:
         hook_id: str,
         at: datetime,
         event: str,
-        outcomes: list[tuple[str, int | None, str | None, str]],
+        outcomes: Sequence[tuple[str, int | None, str | None, str]],
         *,
         pending: bool = False,
     ) -> uuid.UUID:

@@ -274,8 +274,8 @@ async def test_losing_brokers_loses_no_event_and_changes_no_delivery_id(
                 f" outbox unpublished {unpublished}, deliveries logged {logged}; {events}"
             ) from None
         ids_by_event: dict[str, set[str]] = {}
-        for r in receiver.at(PATH):
-            ids_by_event.setdefault(r.json()["event_id"], set()).add(r.delivery_id)
+        for rec in receiver.at(PATH):
+            ids_by_event.setdefault(rec.json()["event_id"], set()).add(rec.delivery_id)
         for event_id, delivery_id in expected.items():
             assert ids_by_event[event_id] == {delivery_id}, event_id
 

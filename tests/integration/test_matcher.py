@@ -106,7 +106,8 @@ async def pipeline(provisioned: Settings) -> AsyncIterator[Pipeline]:
     await consumer.start()
     stop = asyncio.Event()
     task = asyncio.create_task(matcher.run(stop))
-    yield Pipeline(*names, table, matcher, consumer, producer, bootstrap)  # type: ignore[arg-type]
+    events, deliveries, rejected = names
+    yield Pipeline(events, deliveries, rejected, table, matcher, consumer, producer, bootstrap)
     stop.set()
     await asyncio.wait_for(task, 30)
     await consumer.stop()

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -33,7 +34,7 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(balance, "MIN_RATE", 5.0)
 
 
-Consume = Callable[[AIOKafkaConsumer, asyncio.Event], Awaitable[None]]
+Consume = Callable[[AIOKafkaConsumer, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class Group:

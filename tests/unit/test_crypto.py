@@ -13,7 +13,7 @@ class CountingBox(SecretBox):
         super().__init__(key)
         self.opened = 0
 
-    def open(self, sealed: bytes) -> str:
+    def open(self, sealed: bytes | bytearray | memoryview) -> str:
         self.opened += 1
         return super().open(sealed)
 

@@ -30,7 +30,8 @@ def _run(script: str, secret: str) -> tuple[list[str], CIMultiDict[str], bytes]:
         timeout=10,
     )
     args = done.stdout.splitlines()
-    headers = CIMultiDict(a.split(": ", 1) for i, a in enumerate(args) if i and args[i - 1] == "-H")
+    pairs = [a.split(": ", 1) for i, a in enumerate(args) if i and args[i - 1] == "-H"]
+    headers = CIMultiDict((name, value) for name, value in pairs)
     return args, headers, args[args.index("-d") + 1].encode()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -34,7 +35,9 @@ class Producer:
     """Acknowledges every send except those whose event id is in `refuse` (failed) or
     `hold` (never answered)."""
 
-    def __init__(self, refuse: set[str] = frozenset(), hold: set[str] = frozenset()) -> None:
+    def __init__(
+        self, refuse: AbstractSet[str] = frozenset(), hold: AbstractSet[str] = frozenset()
+    ) -> None:
         self.sent: list[bytes] = []
         self.partitions: list[int] = []
         self.refuse, self.hold = refuse, hold
