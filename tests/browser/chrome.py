@@ -32,9 +32,15 @@ def _which(kind: str) -> str:
     )
 
 
-def chrome(width: int = 1280, height: int = 900) -> webdriver.Chrome:
-    """A fresh headless Chromium; chromedriver gives it a temporary profile of its own."""
+def chrome(width: int = 1280, height: int = 900, *, javascript: bool = True) -> webdriver.Chrome:
+    """A fresh headless Chromium; chromedriver gives it a temporary profile of its own.
+    With `javascript=False` no page script runs (the driver's own `execute_script` still
+    does, for the tests' waits)."""
     options = webdriver.ChromeOptions()
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
     options.binary_location = _which("browser")
     for arg in (
         "--headless=new",

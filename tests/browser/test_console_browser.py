@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.browser.chrome import replaced
+from tests.browser.chrome import chrome, replaced
 from tests.browser.conftest import HOSTILE, ThreadedReceiver, api, post
 from tests.e2e.conftest import Pipeline
 
@@ -326,3 +326,45 @@ def test_inbound_webhook_call_is_logged_then_refused_once_disabled(
     go(browser, browser.find_element(By.LINK_TEXT, "Delete"))
     assert url in browser.find_element(By.CSS_SELECTOR, "code.url").text
     assert_fits_a_phone(browser)
+
+
+@pytest.fixture(scope="module")
+def scriptless() -> Iterator[WebDriver]:
+    """A second Chromium, with JavaScript turned off."""
+    driver = chrome(javascript=False)
+    yield driver
+    driver.quit()
+
+
+def test_with_javascript_off_an_owner_signs_in_adds_a_hook_sees_it_deliver_and_disables_it(
+    scriptless: WebDriver, stack: Pipeline, receiver: ThreadedReceiver, token: str
+) -> None:
+    """The README's promise that every page works without JavaScript, in a browser that
+    runs none: sign-in, the add form, the secret shown once, the delivery log, Disable."""
+    b = scriptless
+    b.get(stack.api_url + "/console/")
+    assert b.current_url.endswith("/console/login")
+    b.find_element(By.ID, "token").send_keys(token)
+    go(b, button(b, "Sign in"))
+    assert b.current_url.endswith(f"/console/orgs/{ORG}")
+
+    hook_id = add_webhook(b, stack.api_url, receiver.url("/no-js"))
+    secret = b.find_element(By.CSS_SELECTOR, "[data-secret]").text
+    assert secret.startswith("whsec_")
+    assert not button(b, "Copy").is_displayed()  # console.js never ran to reveal it
+
+    api(
+        stack.api_url,
+        "POST",
+        f"/repos/{ORG}/app/events",
+        {"event": "push", "payload": {}},
+        token=token,
+    )
+    row = until(b, lambda d: d.find_element(By.CSS_SELECTOR, "tr.delivery.succeeded"), refresh=True)
+    assert row.find_element(By.CSS_SELECTOR, "td.http").text == "200"
+    (got,) = receiver.at("/no-js")
+    assert got.signatures_valid(secret)
+
+    go(b, button(b, "Disable"))
+    assert "This webhook is disabled" in b.find_element(By.CSS_SELECTOR, ".banner").text
+    assert webhook_active(stack, hook_id, token) is False
