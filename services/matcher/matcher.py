@@ -57,6 +57,11 @@ GROUP_ID = MATCHER_GROUP
 PING_REASON = "ping is sent per webhook via the API"
 # A fan-out's messages produced before their acks are awaited (and their bytes let go).
 FANOUT_CHUNK_BYTES = 16 * 1024 * 1024
+# Offsets are committed at most this often while events flow. At a paced load the matcher
+# polls many small batches (about 100 a second at 100 events/s), and an OffsetCommit after
+# each was work for the broker's group coordinator on every one. A crash re-matches at
+# most this much more (the ids are deterministic); a revoke or a stop commits at once.
+COMMIT_INTERVAL_S = 0.1
 Message: TypeAlias = "ConsumerRecord[bytes, bytes]"
 _REJECT_HEADERS = {REJECT_HEADER, "source-topic", "source-partition", "source-offset"}
 # The broker refuses a batch over `message.max.bytes` (default 1048588), and after such a
@@ -209,6 +214,8 @@ class Matcher:
         # batch need not wait for the commit's round trip (it was half a batch's latency).
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
+        self._last_commit = float("-inf")
+        self._hurry = asyncio.Event()  # a revoke or a stop is waiting for the commits
         self.matched = 0  # delivery messages produced (tests and metrics)
         self.rejected = 0
 
@@ -286,18 +293,32 @@ class Matcher:
             if msgs:
                 self._uncommitted[tp] = msgs[-1].offset + 1
         if self._committing is None or self._committing.done():
-            self._committing = asyncio.create_task(self._commit_queued())
+            self._committing = asyncio.create_task(self._commit_queued(paced=True))
 
     async def flush_commits(self) -> None:
-        """Waits until every queued offset is committed (revoke, shutdown)."""
-        while self._committing is not None and not self._committing.done():
-            await self._committing
-        if self._uncommitted:
-            await self._commit_queued()
+        """Commits every queued offset now and waits until it is done (revoke, shutdown)."""
+        self._hurry.set()
+        try:
+            while self._committing is not None and not self._committing.done():
+                await self._committing
+            if self._uncommitted:
+                await self._commit_queued()
+        finally:
+            self._hurry.clear()
 
-    async def _commit_queued(self) -> None:
+    async def _commit_queued(self, *, paced: bool = False) -> None:
+        """Commits what is queued, then what was queued meanwhile; `paced`, no sooner than
+        COMMIT_INTERVAL_S after the last commit (the offsets queued while it waits go in
+        the same commit)."""
+        loop = asyncio.get_running_loop()
         while self._uncommitted:
+            wait = self._last_commit + COMMIT_INTERVAL_S - loop.time()
+            if paced and wait > 0 and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._hurry.wait()
             offsets, self._uncommitted = self._uncommitted, {}
+            self._last_commit = loop.time()
             await self._commit_offsets(offsets)
 
     async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:

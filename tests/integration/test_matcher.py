@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.matcher.matcher import PING_REASON, Matcher, serve
+from services.matcher.matcher import COMMIT_INTERVAL_S, PING_REASON, Matcher, serve
 from services.relay.relay import Relay
 from shared.config import Settings
 from shared.core.messages import DeliveryMessage, WebhookRecord, delivery_id_for
@@ -197,6 +198,33 @@ async def test_deliveries_are_batched_onto_the_partitions_send_would_choose(
     for h in hooks:
         mine = [DeliveryMessage.decode(m.value) for m in msgs if m.key == h.id.encode()]
         assert [d.event_id for d in mine] == ids
+
+
+async def test_offsets_are_committed_at_most_every_interval_while_events_trickle(
+    pipeline: Pipeline, org: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events one at a time, each its own small batch: the matcher commits their offsets
+    at most every COMMIT_INTERVAL_S (each commit covering the batches queued meanwhile),
+    not once per batch, and the last offset is still committed."""
+    pipeline.table.put(hook(org, "widgets", ("*",)))
+    commits: list[float] = []
+    real_commit = pipeline.consumer.commit
+
+    async def commit(offsets: Any = None) -> None:
+        commits.append(asyncio.get_running_loop().time())
+        await real_commit(offsets)
+
+    monkeypatch.setattr(pipeline.consumer, "commit", commit)
+    for _ in range(40):
+        await pipeline.publish(event(org), key=f"{org}/widgets".encode())
+        await asyncio.sleep(0.01)
+    out = await pipeline.deliveries_out()  # waits until every offset is committed
+
+    assert len(out) == 40
+    gaps = [b - a for a, b in itertools.pairwise(commits)]
+    assert gaps and min(gaps) >= COMMIT_INTERVAL_S * 0.9, gaps
+    span = commits[-1] - commits[0]
+    assert len(commits) <= span / COMMIT_INTERVAL_S + 2, f"{len(commits)} in {span:.2f}s"
 
 
 async def test_the_same_event_twice_gives_the_same_delivery_ids(
