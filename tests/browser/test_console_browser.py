@@ -56,6 +56,17 @@ def hook(stack: Pipeline, token: str, receiver: ThreadedReceiver) -> str:
     return str(made["id"])
 
 
+def push(stack: Pipeline, token: str) -> None:
+    """A push event on ORG/app, sent through the API."""
+    api(
+        stack.api_url,
+        "POST",
+        f"/repos/{ORG}/app/events",
+        {"event": "push", "payload": {}},
+        token=token,
+    )
+
+
 def button(driver: WebDriver, text: str, within: WebElement | None = None) -> WebElement:
     scope: Any = within or driver
     return scope.find_element(By.XPATH, f".//button[normalize-space()='{text}']")  # type: ignore[no-any-return]
@@ -168,13 +179,7 @@ def test_add_webhook_shows_the_secret_once_and_a_delivery_succeeds(
     assert secret not in browser.page_source
     assert browser.execute_script(UNLABELLED) == []  # the filters and recover form too
 
-    api(
-        stack.api_url,
-        "POST",
-        f"/repos/{ORG}/app/events",
-        {"event": "push", "payload": {}},
-        token=signed_in,
-    )
+    push(stack, signed_in)
     row = until(
         browser, lambda d: d.find_element(By.CSS_SELECTOR, "tr.delivery.succeeded"), refresh=True
     )
@@ -353,13 +358,7 @@ def test_with_javascript_off_an_owner_signs_in_adds_a_hook_sees_it_deliver_and_d
     assert secret.startswith("whsec_")
     assert not button(b, "Copy").is_displayed()  # console.js never ran to reveal it
 
-    api(
-        stack.api_url,
-        "POST",
-        f"/repos/{ORG}/app/events",
-        {"event": "push", "payload": {}},
-        token=token,
-    )
+    push(stack, token)
     row = until(b, lambda d: d.find_element(By.CSS_SELECTOR, "tr.delivery.succeeded"), refresh=True)
     assert row.find_element(By.CSS_SELECTOR, "td.http").text == "200"
     (got,) = receiver.at("/no-js")

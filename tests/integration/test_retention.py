@@ -23,17 +23,24 @@ from tests.integration.sender_support import one_partition_topics, start_sender
 pytestmark = pytest.mark.own_database
 
 
-async def _attempt(pool: asyncpg.Pool, org: str, days_ago: float) -> uuid.UUID:
-    delivery_id, at = uuid.uuid4(), datetime.now(UTC) - timedelta(days=days_ago)
+async def _insert_attempt(
+    pool: asyncpg.Pool, delivery_id: uuid.UUID, org: str, at: datetime, attempt: int = 1
+) -> None:
     await pool.execute(
         "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type,"
-        " attempt, trigger, outcome, started_at) VALUES ($1, $2, $3, 'e', 'push', 1, 'auto',"
+        " attempt, trigger, outcome, started_at) VALUES ($1, $2, $3, 'e', 'push', $5, 'auto',"
         " 'succeeded', $4)",
         delivery_id,
         uuid.uuid4(),
         org,
         at,
+        attempt,
     )
+
+
+async def _attempt(pool: asyncpg.Pool, org: str, days_ago: float) -> uuid.UUID:
+    delivery_id, at = uuid.uuid4(), datetime.now(UTC) - timedelta(days=days_ago)
+    await _insert_attempt(pool, delivery_id, org, at)
     await pool.execute(
         "INSERT INTO deliveries (id, webhook_id, org, event_id, event_type, status, attempts,"
         " first_at, last_at) VALUES ($1, $2, $3, 'e', 'push', 'succeeded', 1, $4, $4)",
@@ -189,15 +196,7 @@ async def _attempt_of(
 ) -> None:
     """One more attempt of a delivery, and its summary's last_at moved to it."""
     at = datetime.now(UTC) - timedelta(days=days_ago)
-    await pool.execute(
-        "INSERT INTO delivery_attempts (delivery_id, webhook_id, org, event_id, event_type,"
-        " attempt, trigger, outcome, started_at) VALUES ($1, $2, $3, 'e', 'push', 2, 'manual',"
-        " 'succeeded', $4)",
-        delivery_id,
-        uuid.uuid4(),
-        org,
-        at,
-    )
+    await _insert_attempt(pool, delivery_id, org, at, attempt=2)
     await pool.execute(
         "UPDATE deliveries SET last_at = $2, attempts = attempts + 1 WHERE id = $1", delivery_id, at
     )
