@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -47,6 +47,21 @@ _AND_THEIR_SUMMARIES = (
     " SELECT count(*) FROM gone"
 )
 _NIL = uuid.UUID(int=0)  # below every delivery id: where a walk of a partition starts
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), UTC)
+
+
+async def _in_batches(delete: Callable[[], Awaitable[int]]) -> int:
+    """Runs `delete` (one statement deleting at most TRIM_BATCH rows, returning how many)
+    until a run deletes fewer; returns the total."""
+    total = 0
+    while True:
+        deleted = await delete()
+        total += deleted
+        if deleted < TRIM_BATCH:
+            return total
 
 
 @contextlib.asynccontextmanager
@@ -103,7 +118,7 @@ async def forget_summaries_of(
     at a time, walked in id order along the partition's index, each batch a statement of
     its own. Only that partition is read, never the whole summary table. Returns the
     count."""
-    midnight = datetime.combine(today, datetime.min.time(), UTC)
+    midnight = _midnight(today)
     ids_after = (
         f'SELECT DISTINCT delivery_id FROM "{partition}" WHERE delivery_id > $1'
         " ORDER BY delivery_id LIMIT $2"
@@ -148,26 +163,15 @@ async def trim_per_org(
         f" WHERE t.{column} >= $1 AND t.{column} < $5 AND t.{column} < $2::timestamptz"
         f" - make_interval(days => coalesce(l.retention_days, $3)) LIMIT $4"
     )
+    delete = f"WITH gone AS (DELETE FROM {table} WHERE (tableoid, ctid) IN ({pick})"
     if summaries:
-        statement = (
-            f"WITH gone AS (DELETE FROM {table} WHERE (tableoid, ctid) IN ({pick})"
-            f" RETURNING delivery_id){_AND_THEIR_SUMMARIES}"
-        )
+        statement = f"{delete} RETURNING delivery_id){_AND_THEIR_SUMMARIES}"
     else:
-        statement = f"DELETE FROM {table} WHERE (tableoid, ctid) IN ({pick})"
-    start = datetime.combine(oldest_kept, datetime.min.time(), UTC)
-    midnight = datetime.combine(today, datetime.min.time(), UTC)
+        statement = f"{delete} RETURNING 1) SELECT count(*) FROM gone"
+    midnight = _midnight(today)
+    args = (_midnight(oldest_kept), midnight, retention_days, TRIM_BATCH)
     newest = midnight - timedelta(days=shortest)
-    total = 0
-    while True:
-        args = (start, midnight, retention_days, TRIM_BATCH, newest)
-        if summaries:
-            deleted = int(await conn.fetchval(statement, *args))
-        else:
-            deleted = int((await conn.execute(statement, *args)).split()[-1])
-        total += deleted
-        if deleted < TRIM_BATCH:
-            return total
+    return await _in_batches(lambda: conn.fetchval(statement, *args, newest))
 
 
 async def trim_default_partition(
@@ -182,14 +186,8 @@ async def trim_default_partition(
         "SELECT ctid FROM delivery_attempts_default WHERE started_at < $1 LIMIT $4))"
         f" RETURNING delivery_id){_AND_THEIR_SUMMARIES}"
     )
-    before = datetime.combine(cutoff, datetime.min.time(), UTC)
-    midnight = datetime.combine(today, datetime.min.time(), UTC)
-    total = 0
-    while True:
-        deleted = int(await conn.fetchval(statement, before, midnight, retention_days, TRIM_BATCH))
-        total += deleted
-        if deleted < TRIM_BATCH:
-            return total
+    args = (_midnight(cutoff), _midnight(today), retention_days, TRIM_BATCH)
+    return await _in_batches(lambda: conn.fetchval(statement, *args))
 
 
 @translated

@@ -205,9 +205,6 @@ def late_arrivals(results: dict[str, Any], log: ReceiverLog) -> dict[str, int]:
     return late
 
 
-REBALANCE_EVENT = REBALANCING  # the senders' log event
-
-
 def rebalances(
     log_dir: Path, spans: list[tuple[str, float, float]], t0: float
 ) -> list[dict[str, Any]]:
@@ -216,7 +213,7 @@ def rebalances(
     found: list[dict[str, Any]] = []
     for path in sorted(log_dir.glob("bench-sender-*.log")):
         for line in path.read_text(errors="replace").splitlines():
-            if REBALANCE_EVENT not in line:
+            if REBALANCING not in line:
                 continue
             try:
                 entry = orjson.loads(line)

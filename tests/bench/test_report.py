@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from services.sender.balance import REBALANCING
 from tests.bench import brokerloss, report, sampling
 from tests.bench.observe import ReceiverLog
 
@@ -411,15 +412,15 @@ def test_rebalances_are_read_from_the_senders_logs_and_placed_in_their_phase(
         "\n".join(
             [
                 line(5.0, "sender partitions dealt"),
-                line(61.5, report.REBALANCE_EVENT, busiest=1902.1, dealt_afresh=1234.2),
+                line(61.5, REBALANCING, busiest=1902.1, dealt_afresh=1234.2),
                 "aiokafka.consumer.group_coordinator Heartbeat failed",
             ]
         )
     )
     (tmp_path / "bench-sender-2.log").write_text(
-        line(260.0, report.REBALANCE_EVENT, busiest=1937.6, dealt_afresh=1325.8)
+        line(260.0, REBALANCING, busiest=1937.6, dealt_afresh=1325.8)
     )
-    (tmp_path / "bench-matcher-1.log").write_text(line(70.0, report.REBALANCE_EVENT))
+    (tmp_path / "bench-matcher-1.log").write_text(line(70.0, REBALANCING))
     spans = [("sustained", 49.6, 123.3), ("fairness", 248.4, 288.6)]
     assert report.rebalances(tmp_path, spans, t0) == [
         {
